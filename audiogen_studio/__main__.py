@@ -1,0 +1,5 @@
+"""``python -m audiogen_studio`` runs the command-line interface."""
+
+from audiogen_studio.cli.main import main
+
+raise SystemExit(main())

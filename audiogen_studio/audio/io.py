@@ -1,0 +1,351 @@
+"""Load, save, resample and downmix audio files (soundfile; torchaudio only for resampling).
+
+Reading: WAV, FLAC, OGG (Vorbis/Opus), MP3 and whatever else the bundled libsndfile reads.
+Writing: WAV, FLAC, OGG. Every failure is an :class:`AudioFileError` naming the file and the
+problem: missing, a directory, empty, truncated, corrupt, unsupported, non-finite samples, too many
+channels, or a sample rate a clip cannot hold. Saving writes a temporary file beside the target and
+renames it over the target only when complete, and never replaces an existing file unless asked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import soundfile as sf
+
+from audiogen_studio.audio.clip import MAX_CHANNELS, MAX_RATE, MIN_RATE, Clip, first_non_finite
+from audiogen_studio.audio.errors import AudioFileError, ClipError
+
+#: Container format (libsndfile name) and default subtype for each extension we write.
+WRITE_FORMATS: dict[str, tuple[str, str]] = {
+    ".wav": ("WAV", "FLOAT"),
+    ".flac": ("FLAC", "PCM_24"),
+    ".ogg": ("OGG", "VORBIS"),
+}
+READ_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au")
+_READ_BLOCK = 1 << 18  # frames per block while loading
+
+
+@dataclass(frozen=True, slots=True)
+class AudioFileInfo:
+    """What a file's header says, read without decoding the samples."""
+
+    path: Path
+    rate: int
+    channels: int
+    frames: int
+    format: str
+    subtype: str
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds as the header states it."""
+        return self.frames / self.rate if self.rate else 0.0
+
+
+def _check_readable(path: Path) -> None:
+    if not path.exists():
+        raise AudioFileError(path, "file not found")
+    if path.is_dir():
+        raise AudioFileError(path, "is a directory, not an audio file")
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise AudioFileError(path, f"cannot access: {exc.strerror or exc}") from exc
+    if size == 0:
+        raise AudioFileError(path, "empty file (0 bytes)")
+    if not os.access(path, os.R_OK):
+        raise AudioFileError(path, "permission denied")
+
+
+def _check_wav_truncation(path: Path) -> None:
+    """Raise if a RIFF/WAVE file's data chunk promises more bytes than the file holds.
+
+    libsndfile silently reads what is there, so a half-copied WAV would otherwise load as a
+    shorter clip. Streaming writers that leave the size as 0 or 0xFFFFFFFF are accepted.
+    """
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        header = f.read(12)
+        if len(header) < 12 or header[:4] not in (b"RIFF", b"RIFX") or header[8:12] != b"WAVE":
+            return
+        endian = "<" if header[:4] == b"RIFF" else ">"
+        pos = 12
+        block_align = 0
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                break
+            cid = chunk[:4]
+            (csize,) = struct.unpack(endian + "I", chunk[4:])
+            if cid == b"fmt " and csize >= 16:
+                fmt = f.read(16)
+                if len(fmt) == 16:
+                    block_align = struct.unpack(endian + "HHIIHH", fmt)[4]
+            if cid == b"data":
+                if csize in (0, 0xFFFFFFFF):
+                    return
+                available = size - (pos + 8)
+                if csize > available:
+                    if block_align:
+                        promised, held = csize // block_align, available // block_align
+                        detail = f"header promises {promised} frames, file holds {held}"
+                    else:
+                        detail = f"header promises {csize} data bytes, file holds {available}"
+                    raise AudioFileError(path, f"truncated WAV: {detail}")
+                return
+            pos += 8 + csize + (csize & 1)
+        if pos + 8 > size and pos < size:
+            raise AudioFileError(path, "truncated WAV: a chunk header is cut off")
+        raise AudioFileError(path, "truncated or corrupt WAV: no data chunk")
+
+
+def _describe_sf_error(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    text = text.split("Error opening", 1)[-1] if "Error opening" in text else text
+    lowered = text.lower()
+    if "format not recognised" in lowered or "unknown format" in lowered:
+        return "unsupported or corrupt audio file (format not recognised)"
+    return f"unsupported or corrupt audio file ({text.strip(': ')})"
+
+
+def info(path: str | Path) -> AudioFileInfo:
+    """Read a file's header (rate, channels, frames, format) without decoding the audio.
+
+    Raises:
+        AudioFileError: missing, empty, truncated, corrupt or unsupported files.
+    """
+    p = Path(path)
+    _check_readable(p)
+    _check_wav_truncation(p)
+    try:
+        meta = sf.info(str(p))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        raise AudioFileError(p, _describe_sf_error(exc)) from exc
+    return AudioFileInfo(
+        path=p,
+        rate=int(meta.samplerate),
+        channels=int(meta.channels),
+        frames=int(meta.frames),
+        format=str(meta.format),
+        subtype=str(meta.subtype),
+    )
+
+
+def _read_samples(p: Path) -> tuple[npt.NDArray[np.float32], int]:
+    """Decode a whole file block by block into one preallocated ``[C, T]`` float32 array."""
+    try:
+        with sf.SoundFile(str(p)) as f:
+            channels, rate = int(f.channels), int(f.samplerate)
+            if channels > MAX_CHANNELS:
+                raise AudioFileError(p, f"{channels} channels: at most {MAX_CHANNELS} supported")
+            if channels < 1:
+                raise AudioFileError(p, "no audio channels")
+            capacity = max(int(f.frames), 0)
+            out = np.empty((channels, capacity), dtype=np.float32)
+            block = np.empty((_READ_BLOCK, channels), dtype=np.float32)
+            pos = 0
+            while True:
+                n = int(f.read(_READ_BLOCK, dtype="float32", always_2d=True, out=block).shape[0])
+                if n == 0:
+                    break
+                if pos + n > out.shape[1]:  # header under-reported the length (some MP3/OGG)
+                    grown = np.empty((channels, max(2 * out.shape[1], pos + n)), np.float32)
+                    grown[:, :pos] = out[:, :pos]
+                    out = grown
+                out[:, pos : pos + n] = block[:n].T
+                pos += n
+    except AudioFileError:
+        raise
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        raise AudioFileError(p, _describe_sf_error(exc)) from exc
+    if pos < out.shape[1]:
+        out = out[:, :pos]
+    return out, rate
+
+
+def load(path: str | Path, *, rate: int | None = None, mono: bool = False) -> Clip:
+    """Load an audio file as a :class:`Clip` (float32 ``[C, T]``).
+
+    Args:
+        path: the file.
+        rate: resample to this rate (Hz) when given.
+        mono: downmix to one channel when True.
+
+    Raises:
+        AudioFileError: missing, empty, truncated, corrupt or unsupported files, files without
+            frames, with NaN/Inf samples, with more than 8 channels, or a rate outside 8–192 kHz
+            (unless ``rate`` asks for one inside).
+    """
+    p = Path(path)
+    _check_readable(p)
+    _check_wav_truncation(p)
+    samples, file_rate = _read_samples(p)
+    if samples.shape[1] == 0:
+        raise AudioFileError(p, "no audio frames (the file holds a header only)")
+    bad = first_non_finite(samples)
+    if bad is not None:
+        raise AudioFileError(
+            p, f"non-finite sample (NaN or Inf) at channel {bad[0]}, frame {bad[1]}"
+        )
+    if mono and samples.shape[0] > 1:
+        samples = samples.mean(axis=0, keepdims=True, dtype=np.float32)
+    if rate is not None and rate != file_rate:
+        samples = resample_array(samples, file_rate, rate)
+        file_rate = rate
+    elif not MIN_RATE <= file_rate <= MAX_RATE:
+        raise AudioFileError(
+            p, f"sample rate {file_rate} Hz is outside {MIN_RATE}–{MAX_RATE} Hz"
+        )
+    metadata = {"source_path": str(p), "source_rate": int(sf.info(str(p)).samplerate)}
+    try:
+        return Clip(samples, file_rate, metadata)
+    except ClipError as exc:
+        raise AudioFileError(p, str(exc)) from exc
+
+
+def save(
+    clip: Clip,
+    path: str | Path,
+    *,
+    overwrite: bool = False,
+    subtype: str | None = None,
+    ogg_quality: float | None = None,
+) -> Path:
+    """Write ``clip`` to WAV, FLAC or OGG (chosen by the extension) atomically.
+
+    The samples go to a temporary file in the target's folder, which is flushed, synced and
+    renamed over the target only once complete, so a crash never leaves a half-written file
+    under the target's name. Samples beyond ±1 are clipped for integer subtypes.
+
+    Args:
+        clip: what to write.
+        path: target file; its extension picks the format (``.wav``, ``.flac``, ``.ogg``).
+        overwrite: replace an existing file (otherwise an existing target is an error).
+        subtype: libsndfile subtype, e.g. ``"PCM_16"``, ``"PCM_24"``, ``"FLOAT"``, ``"VORBIS"``;
+            defaults: WAV float32 (lossless), FLAC 24-bit, OGG Vorbis.
+        ogg_quality: Vorbis quality 0–1 (libsndfile's compression level), OGG only.
+
+    Returns:
+        The path written.
+
+    Raises:
+        AudioFileError: unsupported extension or subtype, existing target, unwritable folder.
+    """
+    p = Path(path)
+    ext = p.suffix.lower()
+    if ext not in WRITE_FORMATS:
+        raise AudioFileError(
+            p, f"cannot write '{ext or 'no extension'}': use one of {', '.join(WRITE_FORMATS)}"
+        )
+    fmt, default_subtype = WRITE_FORMATS[ext]
+    subtype = (subtype or default_subtype).upper()
+    if not sf.check_format(fmt, subtype):
+        raise AudioFileError(p, f"{fmt} cannot hold subtype {subtype}")
+    compression = None
+    if ogg_quality is not None and fmt == "OGG":
+        if not 0.0 <= ogg_quality <= 1.0:
+            raise AudioFileError(p, f"ogg_quality must be within 0..1, got {ogg_quality}")
+        compression = 1.0 - ogg_quality  # libsndfile: 0 = best quality, 1 = smallest
+    if p.exists() and not overwrite:
+        raise AudioFileError(p, "already exists (pass overwrite=True to replace it)")
+    if p.is_dir():
+        raise AudioFileError(p, "is a directory")
+    folder = p.parent if str(p.parent) else Path(".")
+    if not folder.is_dir():
+        raise AudioFileError(p, f"folder {folder} does not exist")
+    data: npt.NDArray[Any] = clip.samples.T  # soundfile wants [T, C]
+    if subtype.startswith("PCM") or subtype in ("ULAW", "ALAW", "VORBIS", "OPUS"):
+        data = np.clip(data, -1.0, 1.0)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{p.name}.", suffix=f".partial{ext}", dir=folder)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as raw, sf.SoundFile(
+            raw,
+            "w",
+            samplerate=clip.rate,
+            channels=clip.channels,
+            format=fmt,
+            subtype=subtype,
+            compression_level=compression,
+        ) as f:
+            f.write(data)
+            f.flush()
+        with tmp.open("rb+") as synced:
+            os.fsync(synced.fileno())
+        os.replace(tmp, p)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise AudioFileError(p, f"could not write: {exc}") from exc
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return p
+
+
+def resample_array(
+    samples: npt.NDArray[np.float32], rate_in: int, rate_out: int
+) -> npt.NDArray[np.float32]:
+    """Band-limited (windowed-sinc, Kaiser) resampling of ``samples [C, T]``.
+
+    Uses ``torchaudio.functional.resample`` (torch is imported only when called). Output length
+    is ``ceil(T * rate_out / rate_in)``.
+    """
+    if rate_in == rate_out:
+        return samples
+    if rate_in <= 0 or rate_out <= 0:
+        raise ValueError(f"sample rates must be positive, got {rate_in} -> {rate_out}")
+    import torch
+    import torchaudio.functional as taf
+
+    with torch.inference_mode():
+        tensor = torch.from_numpy(np.array(samples, dtype=np.float32, copy=True))
+        out = taf.resample(
+            tensor,
+            int(rate_in),
+            int(rate_out),
+            lowpass_filter_width=16,
+            rolloff=0.945,
+            resampling_method="sinc_interp_kaiser",
+            beta=14.769656459379492,
+        )
+    result: npt.NDArray[np.float32] = out.numpy().astype(np.float32, copy=False)
+    return result
+
+
+def resample(clip: Clip, rate: int) -> Clip:
+    """A new clip at ``rate`` Hz (band-limited sinc resampling); unchanged if already there."""
+    if rate == clip.rate:
+        return clip
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise ClipError(f"sample rate {rate} Hz is outside {MIN_RATE}–{MAX_RATE} Hz")
+    return Clip(resample_array(np.asarray(clip.samples), clip.rate, rate), rate, clip.metadata)
+
+
+def downmix(clip: Clip) -> Clip:
+    """Average all channels into one: ``[C, T] -> [1, T]`` (a mono clip is returned as is)."""
+    if clip.channels == 1:
+        return clip
+    return Clip(clip.samples.mean(axis=0, keepdims=True, dtype=np.float32), clip.rate, clip.metadata)
+
+
+def to_channels(clip: Clip, channels: int) -> Clip:
+    """Mono → ``channels`` by copying; ``channels == 1`` downmixes; otherwise counts must match."""
+    if clip.channels == channels:
+        return clip
+    if channels == 1:
+        return downmix(clip)
+    if clip.channels == 1:
+        return Clip(np.repeat(clip.samples, channels, axis=0), clip.rate, clip.metadata)
+    raise ClipError(f"cannot map {clip.channels} channels to {channels}")

@@ -1,0 +1,130 @@
+"""Small inspection commands: ``info FILE``, ``devices``, ``models list``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from typing import Any
+
+from audiogen_studio.cli.errors import CliError
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``info``, ``devices`` and ``models`` commands."""
+    p = sub.add_parser("info", help="show an audio file's rate, channels, duration, peak, format")
+    p.add_argument("file", help="audio file (WAV, FLAC, OGG, MP3, ...)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run_info)
+
+    p = sub.add_parser("devices", help="list audio input and output devices")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run_devices)
+
+    p = sub.add_parser("models", help="model bundles")
+    msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    lp = msub.add_parser("list", help="list installed model bundles and where they were found")
+    lp.add_argument("--json", action="store_true", help="print JSON")
+    lp.set_defaults(func=run_models_list)
+
+
+def _emit(rows: dict[str, Any] | list[dict[str, Any]], as_json: bool, text: str) -> None:
+    print(json.dumps(rows, indent=2) if as_json else text)
+
+
+def run_info(args: argparse.Namespace) -> int:
+    """``audiogen-studio info FILE``."""
+    from audiogen_studio.audio import io
+
+    header = io.info(args.file)
+    clip = io.load(args.file)
+    peak = clip.peak
+    peak_db = 20 * math.log10(peak) if peak > 0 else float("-inf")
+    row = {
+        "file": str(header.path),
+        "format": header.format,
+        "subtype": header.subtype,
+        "rate": clip.rate,
+        "channels": clip.channels,
+        "frames": clip.frames,
+        "duration": round(clip.duration, 6),
+        "peak": round(peak, 6),
+        "peak_dbfs": round(peak_db, 2) if peak > 0 else None,
+    }
+    text = "\n".join(
+        [
+            f"file:      {row['file']}",
+            f"format:    {header.format} ({header.subtype})",
+            f"rate:      {clip.rate} Hz",
+            f"channels:  {clip.channels}",
+            f"duration:  {clip.duration:.3f} s ({clip.frames} frames)",
+            f"peak:      {peak:.4f} ({peak_db:.2f} dBFS)" if peak > 0 else "peak:      0 (silent)",
+        ]
+    )
+    _emit(row, args.json, text)
+    return 0
+
+
+def run_devices(args: argparse.Namespace) -> int:
+    """``audiogen-studio devices``."""
+    from audiogen_studio.audio import devices
+
+    found = devices.list_devices()
+    if not found:
+        raise CliError("no audio devices found")
+    rows = [
+        {
+            "index": d.index,
+            "name": d.name,
+            "hostapi": d.hostapi,
+            "inputs": d.max_input_channels,
+            "outputs": d.max_output_channels,
+            "default_rate": d.default_samplerate,
+            "default_input": d.is_default_input,
+            "default_output": d.is_default_output,
+        }
+        for d in found
+    ]
+    lines = []
+    for r in rows:
+        marks = ("<" if r["default_input"] else " ") + (">" if r["default_output"] else " ")
+        lines.append(
+            f"{marks} {r['index']:3d} {r['name']} ({r['hostapi']}; "
+            f"{r['inputs']} in, {r['outputs']} out, {r['default_rate']:.0f} Hz)"
+        )
+    lines.append("(< default input, > default output)")
+    _emit(rows, args.json, "\n".join(lines))
+    return 0
+
+
+def run_models_list(args: argparse.Namespace) -> int:
+    """``audiogen-studio models list``."""
+    from audiogen_studio.engine import bundles
+
+    rows: list[dict[str, Any]] = []
+    lines: list[str] = []
+    for b in bundles.discover():
+        if isinstance(b, bundles.BrokenBundle):
+            rows.append({"path": str(b.path), "error": b.reason})
+            lines.append(f"  ! {b.path}: {b.reason}")
+            continue
+        rows.append(
+            {
+                "name": b.name,
+                "version": b.version,
+                "kind": b.kind,
+                "sample_rate": b.sample_rate,
+                "path": str(b.path),
+                "size_bytes": b.size_bytes,
+                "metrics": dict(b.metrics),
+            }
+        )
+        lines.append(
+            f"  {b.name} {b.version} ({b.kind}, {b.sample_rate} Hz, "
+            f"{b.size_bytes / 1e6:.1f} MB) {b.path}"
+        )
+    if not lines:
+        where = ", ".join(str(p) for p in bundles.search_path())
+        lines.append(f"no model bundles installed (searched: {where})")
+    _emit(rows, args.json, "\n".join(lines))
+    return 0

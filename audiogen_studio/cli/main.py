@@ -1,0 +1,72 @@
+"""Entry point of ``audiogen-studio`` and ``python -m audiogen_studio``.
+
+Errors a user can fix (bad files, missing devices, bad arguments) print one line on stderr and
+exit with status 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from audiogen_studio import __version__
+from audiogen_studio.audio.errors import AudioError
+from audiogen_studio.cli import commands, corpus, demo, gui
+from audiogen_studio.cli.errors import CliError
+
+EXIT_USER_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors in one line with exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser with every subcommand."""
+    parser = _Parser(
+        prog="audiogen-studio",
+        description="Continue your own audio with AudioLM and WaveNet models.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.register(sub)
+    gui.register(sub)
+    demo.register(sub)
+    corpus.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return EXIT_USER_ERROR
+    try:
+        return int(func(args))
+    except (AudioError, CliError) as exc:
+        if args.debug:
+            raise
+        message = " ".join(str(exc).split())  # always a single line
+        print(f"audiogen-studio: error: {message}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("audiogen-studio: interrupted", file=sys.stderr)
+        return 130
+
+
+def gui_main() -> int:
+    """Entry point of the ``audiogen-studio-gui`` launcher: the app window."""
+    return main(["gui", *sys.argv[1:]])

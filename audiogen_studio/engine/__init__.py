@@ -1,0 +1,1 @@
+"""Engine layer (no Qt): model bundles and their registry, generation pipelines, `Engine.stream`."""

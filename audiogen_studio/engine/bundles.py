@@ -1,0 +1,191 @@
+"""Model bundles and the registry that finds them (DESIGN.md §4).
+
+A bundle is a folder ``<name>/`` holding ``bundle.json`` and ``*.safetensors`` weights::
+
+    {
+      "format": 1,                      # bundle format version this code understands
+      "name": "speech", "version": "1.0.0",
+      "kind": "audiolm" | "wavenet" | "wavenet-vocoder" | ...,
+      "sample_rate": 16000,
+      "components": {"codec": {"file": "codec.safetensors", "config": {...}}, ...},
+      "training": {...}, "metrics": {...}, "description": "..."
+    }
+
+Search path, first match of a name wins: ``$AUDIOGEN_MODELS`` (``os.pathsep``-separated), the
+user data directory (platformdirs), then the shipped ``models/`` folder of a checkout or wheel.
+Loading never unpickles: weights are safetensors, everything else JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from audiogen_studio.audio.errors import AudioError
+
+log = logging.getLogger(__name__)
+
+BUNDLE_FORMAT = 1
+BUNDLE_FILE = "bundle.json"
+APP_NAME = "audiogen-studio"
+
+
+class BundleError(AudioError):
+    """A bundle is missing, malformed, of the wrong kind, or from an unknown format version."""
+
+
+@dataclass(frozen=True, slots=True)
+class BundleInfo:
+    """What ``bundle.json`` says about a bundle, plus where it lives."""
+
+    path: Path
+    name: str
+    version: str
+    kind: str
+    sample_rate: int
+    components: Mapping[str, Any]
+    description: str = ""
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    training: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes of every file in the bundle folder."""
+        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+
+    def component_path(self, component: str) -> Path:
+        """Weights file of ``component``; a :class:`BundleError` if it is not declared or absent."""
+        try:
+            file = self.components[component]["file"]
+        except (KeyError, TypeError) as exc:
+            raise BundleError(f"bundle '{self.name}' has no component '{component}'") from exc
+        path = self.path / str(file)
+        if path.suffix != ".safetensors":
+            raise BundleError(f"bundle '{self.name}': {file} is not a .safetensors file")
+        if not path.is_file():
+            raise BundleError(f"bundle '{self.name}': missing weights file {file}")
+        return path
+
+    def require_kind(self, *kinds: str) -> None:
+        """Raise a clear error unless this bundle is one of ``kinds``."""
+        if self.kind not in kinds:
+            wanted = " or ".join(kinds)
+            raise BundleError(f"bundle '{self.name}' is a {self.kind} bundle, expected {wanted}")
+
+
+def shipped_models_dir() -> Path:
+    """The ``models/`` folder of the checkout (or installed data) holding the default bundles."""
+    return Path(__file__).resolve().parents[2] / "models"
+
+
+def user_models_dir() -> Path:
+    """Per-user folder for downloaded-by-hand or user-trained bundles."""
+    return Path(platformdirs.user_data_dir(APP_NAME)) / "models"
+
+
+def search_path() -> list[Path]:
+    """Folders searched for bundles, in priority order."""
+    paths: list[Path] = []
+    env = os.environ.get("AUDIOGEN_MODELS", "")
+    paths.extend(Path(p).expanduser() for p in env.split(os.pathsep) if p)
+    paths.append(user_models_dir())
+    paths.append(shipped_models_dir())
+    return paths
+
+
+def read_bundle(path: str | Path) -> BundleInfo:
+    """Parse and validate ``path/bundle.json``.
+
+    Raises:
+        BundleError: missing file, invalid JSON, unknown format version, missing fields.
+    """
+    folder = Path(path)
+    manifest = folder / BUNDLE_FILE
+    if not manifest.is_file():
+        raise BundleError(f"{folder}: not a model bundle (no {BUNDLE_FILE})")
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{manifest}: unreadable bundle manifest ({exc})") from exc
+    if not isinstance(data, dict):
+        raise BundleError(f"{manifest}: bundle manifest must be a JSON object")
+    fmt = data.get("format")
+    if fmt != BUNDLE_FORMAT:
+        raise BundleError(
+            f"{manifest}: bundle format {fmt!r} is not supported (this version reads {BUNDLE_FORMAT})"
+        )
+    missing = [k for k in ("name", "version", "kind", "sample_rate", "components") if k not in data]
+    if missing:
+        raise BundleError(f"{manifest}: missing fields {', '.join(missing)}")
+    if not isinstance(data["components"], dict):
+        raise BundleError(f"{manifest}: 'components' must be an object")
+    try:
+        rate = int(data["sample_rate"])
+    except (TypeError, ValueError) as exc:
+        raise BundleError(f"{manifest}: sample_rate must be an integer") from exc
+    return BundleInfo(
+        path=folder,
+        name=str(data["name"]),
+        version=str(data["version"]),
+        kind=str(data["kind"]),
+        sample_rate=rate,
+        components=data["components"],
+        description=str(data.get("description", "")),
+        metrics=data.get("metrics", {}) or {},
+        training=data.get("training", {}) or {},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BrokenBundle:
+    """A folder that looks like a bundle but could not be read, and why."""
+
+    path: Path
+    reason: str
+
+
+def discover(paths: list[Path] | None = None) -> Iterator[BundleInfo | BrokenBundle]:
+    """Every bundle folder in the search path (earlier folders shadow later ones by name)."""
+    seen: set[str] = set()
+    for root in search_path() if paths is None else paths:
+        if not root.is_dir():
+            continue
+        for folder in sorted(p for p in root.iterdir() if (p / BUNDLE_FILE).is_file()):
+            try:
+                info = read_bundle(folder)
+            except BundleError as exc:
+                yield BrokenBundle(folder, str(exc))
+                continue
+            if info.name in seen:
+                log.debug("bundle %s at %s is shadowed", info.name, folder)
+                continue
+            seen.add(info.name)
+            yield info
+
+
+def list_bundles(paths: list[Path] | None = None) -> list[BundleInfo]:
+    """The readable bundles in the search path."""
+    return [b for b in discover(paths) if isinstance(b, BundleInfo)]
+
+
+def find_bundle(name_or_path: str | Path, paths: list[Path] | None = None) -> BundleInfo:
+    """A bundle by name (searched) or by folder path.
+
+    Raises:
+        BundleError: nothing by that name, listing the names that exist.
+    """
+    candidate = Path(name_or_path)
+    if (candidate / BUNDLE_FILE).is_file():
+        return read_bundle(candidate)
+    for bundle in list_bundles(paths):
+        if bundle.name == str(name_or_path):
+            return bundle
+    names = ", ".join(b.name for b in list_bundles(paths)) or "none installed"
+    raise BundleError(f"no model bundle named '{name_or_path}' (available: {names})")
