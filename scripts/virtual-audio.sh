@@ -148,6 +148,12 @@ sink_properties=device.description=AudioGen-Studio-null-sink" \
     sleep 0.2
     pacat_alive || die "keep-alive pacat exited at once (see $LOG_FILE)"
     log "keep-alive pacat started (pid $(cat "$PACAT_PID_FILE"))"
+    # A freshly started sink still sleeps in its idle 2 s cycle: wait until its monitor
+    # delivers 0.1 s of audio at low latency, so that the caller's first stream does not stall.
+    t0=$(date +%s%N)
+    timeout 5 parec --raw --latency-msec=20 --device="$SINK.monitor" 2>/dev/null |
+      head -c $((RATE * 4 / 10)) >/dev/null || true
+    log "sink settled in $((($(date +%s%N) - t0) / 1000000)) ms"
   fi
   log "ready: sink $SINK, source $SOURCE (${SINE_HZ} Hz), ${RATE} Hz"
   print_env

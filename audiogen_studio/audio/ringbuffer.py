@@ -196,7 +196,7 @@ class RingBuffer:
             ValueError: wrong shape or channel count.
         """
         src = self._check_frames(frames)
-        n = src.shape[0]
+        n = int(src.shape[0])
         if self._closed:
             raise RingBufferClosedError("write after close(): the producer already finished")
         written = self._write_some(src)
@@ -243,7 +243,7 @@ class RingBuffer:
         with self._lock:
             w = self._write_pos
             free = self._capacity - (w - self._read_pos)
-        n = min(src.shape[0], free)
+        n = min(int(src.shape[0]), free)
         if n <= 0:
             return 0
         start = w % self._capacity
@@ -292,7 +292,7 @@ class RingBuffer:
             raise TypeError("out must be a float32 numpy array [frames, channels]")
         if out.ndim != 2 or out.shape[1] != self._channels:
             raise ValueError(f"out must be [frames, {self._channels}], got shape {out.shape}")
-        n = out.shape[0]
+        n = int(out.shape[0])
         with self._lock:
             closed = self._closed  # flag and position in one snapshot: see module docstring
             w = self._write_pos

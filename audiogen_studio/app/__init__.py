@@ -1,0 +1,1 @@
+"""Desktop app (PySide6 + pyqtgraph): the only layer that imports Qt."""

@@ -1,0 +1,267 @@
+"""``audiogen-studio corpus speech|music OUT_DIR``: build reproducible training corpora."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from audiogen_studio.cli.errors import CliError
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < 0.5:
+        raise argparse.ArgumentTypeError(f"must be within [0, 0.5), got {text}")
+    return value
+
+
+def _common(p: argparse.ArgumentParser, minutes: float, timeout: float) -> None:
+    p.add_argument(
+        "out_dir", metavar="OUT_DIR", help="corpus folder (created; resumed if it exists)"
+    )
+    p.add_argument(
+        "--minutes",
+        type=_positive_float,
+        default=minutes,
+        help=f"target total duration in minutes (default {minutes:g})",
+    )
+    p.add_argument(
+        "--max-items",
+        type=_positive_int,
+        default=None,
+        help="stop at this many items even below --minutes",
+    )
+    p.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=os.cpu_count() or 1,
+        help="parallel workers (default: the number of CPUs, %(default)s)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="corpus seed (default 0)")
+    p.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=timeout,
+        help=f"seconds allowed per item (default {timeout:g})",
+    )
+    p.add_argument(
+        "--valid-fraction",
+        type=_fraction,
+        default=0.1,
+        help="share held out for validation, by whole voice/instrument (default 0.1)",
+    )
+    p.add_argument(
+        "--test-fraction",
+        type=_fraction,
+        default=0.1,
+        help="share held out for test, by whole voice/instrument (default 0.1)",
+    )
+    p.add_argument(
+        "--executor",
+        choices=("process", "thread"),
+        default="process",
+        help="worker kind for --jobs > 1 (default process)",
+    )
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="retry items an earlier run could not make (default: skip them)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the corpus summary as JSON")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``corpus speech`` and ``corpus music``."""
+    p = sub.add_parser(
+        "corpus",
+        help="build a reproducible training corpus (speech or music) from offline sources",
+        description="Build a training corpus from offline sources: deterministic given --seed, "
+        "parallel, resumable (re-run the same command to continue), with whole voices or "
+        "instruments held out for valid/test.",
+    )
+    csub = p.add_subparsers(dest="corpus_kind", metavar="KIND", required=True)
+    sp = csub.add_parser(
+        "speech",
+        help="espeak-ng, flite and festival voices plus recorded Asterisk prompts",
+        description="Speech: espeak-ng voices (accents x variants, varied rate and pitch), flite, "
+        "festival and the recorded Asterisk prompts (one human speaker), 16 kHz mono FLAC.",
+    )
+    _common(sp, minutes=35.0, timeout=60.0)
+    sp.add_argument(
+        "--sources",
+        default=None,
+        help="comma-separated subset of espeak-ng,flite,festival,asterisk "
+        "(default: every installed one)",
+    )
+    sp.add_argument(
+        "--espeak-voices",
+        type=_positive_int,
+        default=40,
+        help="English espeak-ng voices to sample (default 40)",
+    )
+    sp.add_argument(
+        "--accented-voices",
+        type=int,
+        default=6,
+        help="other-language espeak-ng voices reading English (default 6)",
+    )
+    sp.set_defaults(func=run)
+    mp = csub.add_parser(
+        "music",
+        help="music21 corpus scores rendered with fluidsynth across General MIDI instruments",
+        description="Music: music21's corpus scores re-instrumented with General MIDI programs, "
+        "rendered by fluidsynth at 16 kHz under a timeout, cut to --max-seconds, mono FLAC.",
+    )
+    _common(mp, minutes=65.0, timeout=120.0)
+    mp.add_argument(
+        "--max-seconds",
+        type=_positive_float,
+        default=40.0,
+        help="longest item in seconds (default 40)",
+    )
+    mp.add_argument(
+        "--soundfont",
+        default=None,
+        help="SF2 file (default: FluidR3_GM, else pretty_midi's TimGM6mb)",
+    )
+    mp.set_defaults(func=run)
+
+
+class _Bar:
+    """A tqdm bar over seconds of audio (or items when only --max-items bounds the build)."""
+
+    def __init__(self, kind: str, minutes: float | None, max_items: int | None, off: bool) -> None:
+        from tqdm import tqdm
+
+        self.by_items = minutes is None
+        total = max_items if minutes is None else round(minutes * 60)
+        self.bar = tqdm(
+            total=total,
+            unit="item" if self.by_items else "s",
+            desc=f"corpus {kind}",
+            disable=True if off else None,
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
+
+    def __call__(self, p: Any) -> None:
+        value = p.items if self.by_items else min(p.seconds, float(self.bar.total))
+        self.bar.n = round(value, 1)
+        self.bar.set_postfix(items=p.items, new=p.new_items, failed=p.failed, refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    """``audiogen-studio corpus speech|music OUT_DIR [options]``."""
+    from audiogen_studio.training.corpora import (
+        CorpusError,
+        MusicOptions,
+        SpeechOptions,
+        build_music_corpus,
+        build_speech_corpus,
+    )
+
+    kind = args.corpus_kind
+    common: dict[str, Any] = {
+        "minutes": args.minutes,
+        "max_items": args.max_items,
+        "seed": args.seed,
+        "jobs": args.jobs,
+        "timeout": args.timeout,
+        "valid_fraction": args.valid_fraction,
+        "test_fraction": args.test_fraction,
+        "executor": args.executor,
+        "retry_failed": args.retry_failed,
+    }
+    bar = _Bar(kind, args.minutes, args.max_items, args.no_progress)
+    try:
+        if kind == "speech":
+            sources = (
+                tuple(s.strip() for s in args.sources.split(",") if s.strip())
+                if args.sources
+                else None
+            )
+            options = SpeechOptions(
+                **common,
+                sources=sources,
+                espeak_voices=args.espeak_voices,
+                accented_voices=max(0, args.accented_voices),
+            )
+            summary = build_speech_corpus(args.out_dir, options, progress=bar)
+        else:
+            music_options = MusicOptions(
+                **common, max_seconds=args.max_seconds, soundfont=args.soundfont
+            )
+            summary = build_music_corpus(args.out_dir, music_options, progress=bar)
+    except CorpusError as exc:
+        raise CliError(str(exc)) from exc
+    finally:
+        bar.close()
+    totals = summary.info["totals"]
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "corpus_dir": str(summary.corpus_dir),
+                    "totals": totals,
+                    "failures": summary.info["failures"],
+                    "run": summary.info["run"],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    splits = ", ".join(
+        f"{s} {v['minutes']:.1f} min / {v['speakers']} {'voices' if kind == 'speech' else 'sets'}"
+        for s, v in totals["splits"].items()
+    )
+    print(f"{kind} corpus in {summary.corpus_dir}")
+    print(f"  {totals['items']} items, {totals['minutes']:.1f} min ({splits})")
+    if kind == "speech":
+        print(
+            f"  {len(totals['speakers'])} voices; sources: "
+            + ", ".join(f"{k} {v['seconds'] / 60:.1f} min" for k, v in totals["sources"].items())
+        )
+    else:
+        print(
+            f"  {len(totals.get('instruments', {}))} instruments, "
+            f"{len(totals['speakers'])} instrument sets"
+        )
+    missing = summary.info.get("missing") or {}
+    if missing:
+        print("  missing: " + "; ".join(f"{k} ({v})" for k, v in missing.items()))
+    print(
+        f"  this run: {summary.new_items} new, {summary.reused_items} reused, "
+        f"{summary.failed} failed, {summary.wall_seconds:.1f} s"
+    )
+    return 0
