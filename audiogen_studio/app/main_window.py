@@ -85,13 +85,13 @@ class MainWindow(QMainWindow):
 
     def _build_menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
-        self.open_action = QAction("&Open…", self, shortcut=QKeySequence.StandardKey.Open)
+        self.open_action = QAction("&Open…", self, shortcut=QKeySequence(QKeySequence.StandardKey.Open))
         self.open_action.triggered.connect(self._open_dialog)
         file_menu.addAction(self.open_action)
         self.recent_menu = file_menu.addMenu("Open &Recent")
         self._rebuild_recent()
         file_menu.addSeparator()
-        quit_action = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit)
+        quit_action = QAction("&Quit", self, shortcut=QKeySequence(QKeySequence.StandardKey.Quit))
         quit_action.triggered.connect(self.close)
         file_menu.addAction(quit_action)
 
@@ -99,11 +99,13 @@ class MainWindow(QMainWindow):
         fit = QAction("Zoom to &Fit", self, shortcut=QKeySequence("Ctrl+F"))
         fit.triggered.connect(self.waveform.zoom_to_fit)
         view_menu.addAction(fit)
+        self.scale_actions: dict[str, QAction] = {}
         for scale in ("linear", "log", "mel"):
             act = QAction(f"Spectrogram: {scale} frequency", self, checkable=True)
             act.setChecked(scale == self.spectrogram.scale)
             act.triggered.connect(lambda _=False, s=scale: self._set_scale(s))
             view_menu.addAction(act)
+            self.scale_actions[scale] = act
 
         transport = self.menuBar().addMenu("&Transport")
         self.play_action = QAction("&Play / Stop", self, shortcut=QKeySequence(Qt.Key.Key_Space))
@@ -112,9 +114,8 @@ class MainWindow(QMainWindow):
 
     def _set_scale(self, scale: str) -> None:
         self.spectrogram.set_scale(scale)
-        for act in self.menuBar().actions()[1].menu().actions():
-            if act.text().startswith("Spectrogram:"):
-                act.setChecked(act.text().startswith(f"Spectrogram: {scale}"))
+        for name, act in self.scale_actions.items():
+            act.setChecked(name == scale)
 
     def _rebuild_recent(self) -> None:
         self.recent_menu.clear()
@@ -255,6 +256,3 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event: object) -> None:
         self.stop_playback()
         super().closeEvent(event)  # type: ignore[arg-type]
-
-
-

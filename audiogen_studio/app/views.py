@@ -152,8 +152,14 @@ class SpectrogramView(_TimeView):
             mono = self.clip.samples.mean(axis=0, dtype=np.float32)
             n_bins = None if self.scale == "linear" else 256 if self.scale == "log" else 128
             tiler = SpectrogramTiler(
-                mono, self.clip.rate, n_fft=N_FFT, hop=hop, scale=self.scale, n_bins=n_bins,
-                tile_frames=128, max_tiles=48,
+                mono,
+                self.clip.rate,
+                n_fft=N_FFT,
+                hop=hop,
+                scale=self.scale,
+                n_bins=n_bins,
+                tile_frames=128,
+                max_tiles=48,
             )
             self._tilers[hop] = tiler
         return tiler

@@ -66,12 +66,12 @@ class Clip:
         channels = samples.shape[0]
         if not 1 <= channels <= MAX_CHANNELS:
             raise ClipError(f"{channels} channels: a clip has 1 to {MAX_CHANNELS}")
-        rate = self.rate
-        if isinstance(rate, float) and rate.is_integer():
-            rate = int(rate)
-        if not isinstance(rate, int | np.integer) or isinstance(rate, bool):
-            raise ClipError(f"sample rate must be an integer, got {rate!r}")
-        rate = int(rate)
+        given: object = self.rate
+        if isinstance(given, float) and given.is_integer():
+            given = int(given)
+        if not isinstance(given, int | np.integer) or isinstance(given, bool):
+            raise ClipError(f"sample rate must be an integer, got {given!r}")
+        rate = int(given)
         if not MIN_RATE <= rate <= MAX_RATE:
             raise ClipError(f"sample rate {rate} Hz is outside {MIN_RATE}–{MAX_RATE} Hz")
         bad = first_non_finite(samples)

@@ -358,11 +358,13 @@ class Player:
     # -- control ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Open the output stream (first time) and start it.
+        """Open the output stream and start it; a no-op while already playing.
 
         Raises:
             AudioDeviceError: PortAudio missing, no/invalid device, or the stream failed.
         """
+        if self.active:
+            return
         sd = _sd()
         if self._stream is None:
             index = _resolve(sd, self.device, "output")
@@ -427,7 +429,8 @@ class Player:
                 _log.warning("closing the output stream failed: %s", exc)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until :attr:`finished` (True) or ``timeout`` seconds / the stream ends (False)."""
+        """Block until :attr:`finished` (True), or until ``timeout`` seconds pass or the stream
+        stops or was never started (False)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             step = 0.05 if deadline is None else min(0.05, deadline - time.monotonic())

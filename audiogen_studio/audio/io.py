@@ -203,9 +203,7 @@ def load(path: str | Path, *, rate: int | None = None, mono: bool = False) -> Cl
         samples = resample_array(samples, file_rate, rate)
         file_rate = rate
     elif not MIN_RATE <= file_rate <= MAX_RATE:
-        raise AudioFileError(
-            p, f"sample rate {file_rate} Hz is outside {MIN_RATE}–{MAX_RATE} Hz"
-        )
+        raise AudioFileError(p, f"sample rate {file_rate} Hz is outside {MIN_RATE}–{MAX_RATE} Hz")
     metadata = {"source_path": str(p), "source_rate": int(sf.info(str(p)).samplerate)}
     try:
         return Clip(samples, file_rate, metadata)
@@ -269,15 +267,18 @@ def save(
     fd, tmp_name = tempfile.mkstemp(prefix=f".{p.name}.", suffix=f".partial{ext}", dir=folder)
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as raw, sf.SoundFile(
-            raw,
-            "w",
-            samplerate=clip.rate,
-            channels=clip.channels,
-            format=fmt,
-            subtype=subtype,
-            compression_level=compression,
-        ) as f:
+        with (
+            os.fdopen(fd, "wb") as raw,
+            sf.SoundFile(
+                raw,
+                "w",
+                samplerate=clip.rate,
+                channels=clip.channels,
+                format=fmt,
+                subtype=subtype,
+                compression_level=compression,
+            ) as f,
+        ):
             f.write(data)
             f.flush()
         with tmp.open("rb+") as synced:
@@ -337,7 +338,9 @@ def downmix(clip: Clip) -> Clip:
     """Average all channels into one: ``[C, T] -> [1, T]`` (a mono clip is returned as is)."""
     if clip.channels == 1:
         return clip
-    return Clip(clip.samples.mean(axis=0, keepdims=True, dtype=np.float32), clip.rate, clip.metadata)
+    return Clip(
+        clip.samples.mean(axis=0, keepdims=True, dtype=np.float32), clip.rate, clip.metadata
+    )
 
 
 def to_channels(clip: Clip, channels: int) -> Clip:

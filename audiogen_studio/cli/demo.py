@@ -59,5 +59,7 @@ def run(args: argparse.Namespace) -> int:
     for key, value in summary.items():
         print(f"  {key}: {value}")
     if not summary["models"]:
-        print("  (no model bundles installed yet, so the demo does not generate; the app opens empty)")
+        print(
+            "  (no model bundles installed yet, so the demo does not generate; the app opens empty)"
+        )
     return 0

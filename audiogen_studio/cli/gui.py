@@ -16,7 +16,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="render the window to PNG and exit (works offscreen or under Xvfb)",
     )
     p.add_argument(
-        "--after", type=float, default=0.5, metavar="S", help="seconds to wait before the screenshot"
+        "--after",
+        type=float,
+        default=0.5,
+        metavar="S",
+        help="seconds to wait before the screenshot",
     )
     p.add_argument("--size", default="1400x900", help="window size WxH for screenshots")
     p.set_defaults(func=run)

@@ -119,7 +119,8 @@ def read_bundle(path: str | Path) -> BundleInfo:
     fmt = data.get("format")
     if fmt != BUNDLE_FORMAT:
         raise BundleError(
-            f"{manifest}: bundle format {fmt!r} is not supported (this version reads {BUNDLE_FORMAT})"
+            f"{manifest}: bundle format {fmt!r} is not supported "
+            f"(this version reads {BUNDLE_FORMAT})"
         )
     missing = [k for k in ("name", "version", "kind", "sample_rate", "components") if k not in data]
     if missing:

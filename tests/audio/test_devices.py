@@ -172,6 +172,8 @@ def test_player_with_an_empty_closed_ring_finishes_at_once(virtual_audio: Virtua
     ring = RingBuffer(100, 1)
     ring.close()
     with Player(rate=48_000, channels=1, device=virtual_audio.output_device, buffer=ring) as p:
+        p.start()  # a second start() while playing is a no-op
+        assert p.active
         assert p.wait(timeout=2)
     assert p.position == 0
 

@@ -54,7 +54,9 @@ def test_integer_wav_scaled(tmp_path: Path) -> None:
     np.testing.assert_allclose(back.samples[0], data / 32768.0, atol=1e-7)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     channels=st.integers(1, 8),
     frames=st.integers(1, 3000),
@@ -88,7 +90,9 @@ def test_save_never_clobbers_without_being_asked(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["x.flac"]  # no temp files left behind
 
 
-def test_failed_save_leaves_target_and_no_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_save_leaves_target_and_no_temp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     original = tone(440, 0.1, 8000)
     path = io.save(original, tmp_path / "keep.wav")
 

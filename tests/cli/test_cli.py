@@ -78,8 +78,14 @@ def test_models_list_finds_bundles_and_reports_broken(
     good.mkdir()
     (good / "bundle.json").write_text(
         json.dumps(
-            {"format": 1, "name": "tiny", "version": "0.1", "kind": "wavenet", "sample_rate": 16000,
-             "components": {}}
+            {
+                "format": 1,
+                "name": "tiny",
+                "version": "0.1",
+                "kind": "wavenet",
+                "sample_rate": 16000,
+                "components": {},
+            }
         )
     )
     broken = tmp_path / "broken"

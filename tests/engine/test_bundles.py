@@ -70,7 +70,9 @@ def test_missing_fields(tmp_path: Path) -> None:
         bundles.read_bundle(folder)
 
 
-def test_search_order_env_first_and_shadowing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_search_order_env_first_and_shadowing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     first, second = tmp_path / "first", tmp_path / "second"
     make_bundle(first, "speech", version="2.0")
     make_bundle(second, "speech", version="1.0")

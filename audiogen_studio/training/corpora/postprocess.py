@@ -157,7 +157,14 @@ def finish_file(raw: Path, target: Path, settings: FinishSettings) -> Finished:
         clip = io.load(raw)
     except AudioError as exc:
         raise ItemError(f"unreadable tool output: {exc}") from exc
-    done = finish(np.asarray(clip.samples), clip.rate, settings)
+    return finish_samples(np.asarray(clip.samples), clip.rate, target, settings)
+
+
+def finish_samples(
+    samples: FloatArray, rate: int, target: Path, settings: FinishSettings
+) -> Finished:
+    """:func:`finish` ``samples [C, T]`` and save them atomically as ``target`` (16-bit PCM)."""
+    done = finish(samples, rate, settings)
     target.parent.mkdir(parents=True, exist_ok=True)
     io.save(Clip(done.samples, CORPUS_RATE), target, overwrite=True, subtype="PCM_16")
     return done

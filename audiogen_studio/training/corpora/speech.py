@@ -10,7 +10,8 @@ Voices (each one a ``speaker_id``):
 - **festival**: every installed voice (Debian: kal_diphone, cmu_us_slt_arctic_hts); per item
   the duration stretch (or the HTS speed) varies.
 - **asterisk**: the Asterisk core prompts, real recorded speech of one speaker (8 kHz
-  telephone band, upsampled), with their transcripts.
+  telephone band, upsampled), with their transcripts. The prompts are short (~2.7 s), so an item
+  joins 1–4 of them with a short pause between, like consecutive sentences.
 
 Held-out split by voice: whole voices go to valid/test. flite and festival share people (slt and
 kal appear in both), so those split as one group per person. The one human speaker stays in
@@ -31,6 +32,12 @@ from itertools import count
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+import soundfile as sf
+
+from audiogen_studio.audio import io
+from audiogen_studio.audio.errors import AudioError
 from audiogen_studio.training.corpora import texts
 from audiogen_studio.training.corpora.common import (
     CORPUS_RATE,
@@ -43,7 +50,11 @@ from audiogen_studio.training.corpora.common import (
     slug,
 )
 from audiogen_studio.training.corpora.jobs import PlannedItem, RenderContext
-from audiogen_studio.training.corpora.postprocess import FinishSettings, finish_file
+from audiogen_studio.training.corpora.postprocess import (
+    FinishSettings,
+    finish_file,
+    finish_samples,
+)
 
 SOURCES = ("espeak-ng", "flite", "festival", "asterisk")
 TOOLS: dict[str, Tool] = {
@@ -56,13 +67,13 @@ ASTERISK_APT = "asterisk-core-sounds-en-wav asterisk-core-sounds-en"
 FESTIVAL_VOICE_DIR = Path("/usr/share/festival/voices")
 
 #: Per-item probability weights of the sources (renormalised over those available in a split).
-#: Asterisk items are short (~2.7 s against ~8 s), so by duration the mix comes out near
-#: espeak-ng 45 %, asterisk 25 %, flite 15 %, festival 15 %.
+#: Items of every source last ~7 s on average, so these are roughly the shares by duration too
+#: (the recordings are train only: their share of train is ~30 %).
 SOURCE_WEIGHTS: dict[str, float] = {
-    "espeak-ng": 0.36,
-    "asterisk": 0.40,
-    "flite": 0.12,
-    "festival": 0.12,
+    "espeak-ng": 0.45,
+    "asterisk": 0.25,
+    "flite": 0.15,
+    "festival": 0.15,
 }
 
 FLITE_VOICES = ("awb", "rms", "slt", "kal16")
@@ -122,7 +133,7 @@ class SpeechSetup:
 
     seed: int
     voices: tuple[Voice, ...]
-    asterisk_files: tuple[tuple[str, str], ...]  # (path relative to ASTERISK_DIR, transcript)
+    asterisk_files: tuple[tuple[str, str, float], ...]  # (path under ASTERISK_DIR, text, s)
     asterisk_lines: tuple[str, ...]
     available: tuple[str, ...]
     missing: Mapping[str, str]
@@ -211,8 +222,8 @@ def festival_voices(voice_dir: Path = FESTIVAL_VOICE_DIR) -> list[str]:
 
 def asterisk_files(
     sound_dir: Path = ASTERISK_DIR, transcripts: Mapping[str, str] | None = None
-) -> list[tuple[str, str]]:
-    """``(relative wav path, transcript)`` for each Asterisk prompt that has a transcript."""
+) -> list[tuple[str, str, float]]:
+    """``(relative wav path, transcript, seconds)`` for each Asterisk prompt with a transcript."""
     if not sound_dir.is_dir():
         return []
     lines = texts.asterisk_transcripts() if transcripts is None else transcripts
@@ -221,7 +232,11 @@ def asterisk_files(
         rel = wav.relative_to(sound_dir.resolve())
         key = rel.with_suffix("").as_posix()
         if key in lines:
-            found.append((rel.as_posix(), lines[key]))
+            try:
+                seconds = float(sf.info(str(wav)).duration)
+            except (sf.LibsndfileError, RuntimeError):
+                continue
+            found.append((rel.as_posix(), lines[key], seconds))
     return found
 
 
@@ -335,7 +350,7 @@ def discover(
             cmu.append(Voice("festival", v, key, PERSONS.get(key, key)))
     voices += _assign_splits(cmu, seed, "cmu", valid_fraction, test_fraction)
 
-    files: list[tuple[str, str]] = []
+    files: list[tuple[str, str, float]] = []
     lines: tuple[str, ...] = ()
     if "asterisk" in wanted and "asterisk" not in missing:
         transcripts = texts.asterisk_transcripts()
@@ -413,10 +428,16 @@ def speech_plan(setup: SpeechSetup) -> Iterator[PlannedItem]:
         rel = f"audio/{split}/{source}/{slug(voice.speaker_id)}/{item_id}.flac"
         spec: dict[str, Any] = {"voice": voice.name, "group": voice.group}
         if source == "asterisk":
-            file, transcript = order[next_recording]
-            next_recording += 1
-            spec.update(file=file, transcript=transcript)
-            estimate = max(0.5, 0.065 * len(transcript))
+            n = rng.choices([1, 2, 3, 4], weights=[0.15, 0.3, 0.3, 0.25])[0]
+            chosen = order[next_recording : next_recording + n]
+            next_recording += len(chosen)
+            gaps = [round(rng.uniform(0.25, 0.6), 3) for _ in chosen[1:]]
+            spec.update(
+                files=[c[0] for c in chosen],
+                transcript=" ".join(_sentence(c[1]) for c in chosen),
+                gaps=gaps,
+            )
+            estimate = sum(c[2] for c in chosen) + sum(gaps) - 0.2 * len(chosen)
         else:
             n = rng.choices([1, 2, 3], weights=[0.3, 0.45, 0.25])[0]
             text, pools = texts.choose_text(rng, asterisk_lines=setup.asterisk_lines, sentences=n)
@@ -447,7 +468,33 @@ def speech_plan(setup: SpeechSetup) -> Iterator[PlannedItem]:
         )
 
 
+def _sentence(text: str) -> str:
+    """``text`` with a capital first letter and final punctuation."""
+    text = text[:1].upper() + text[1:]
+    return text if text[-1:] in ".?!" else text + "."
+
+
 # --- rendering (runs in worker processes or threads) -----------------------------------------
+
+
+def _joined_recordings(
+    folder: Path, files: Sequence[str], gaps: Sequence[float]
+) -> tuple[npt.NDArray[np.float32], int]:
+    """Recordings ``[1, T]`` joined with ``gaps`` seconds of silence between them, and their
+    rate (the Asterisk prompts all share one rate; others are resampled to the first's)."""
+    pieces: list[npt.NDArray[np.float32]] = []
+    rate = 0
+    for i, name in enumerate(files):
+        try:
+            clip = io.load(folder / name, mono=True, rate=rate or None)
+        except AudioError as exc:
+            raise ItemError(f"unreadable recording: {exc}") from exc
+        rate = rate or clip.rate
+        if i:
+            pieces.append(np.zeros((1, round(gaps[i - 1] * rate)), dtype=np.float32))
+        pieces.append(np.asarray(clip.samples, dtype=np.float32))
+    return np.concatenate(pieces, axis=1), rate
+
 
 SPEECH_FINISH = FinishSettings(trim_db=-40.0, pad_start=0.1, pad_end=0.15, min_seconds=0.3)
 
@@ -474,8 +521,9 @@ def render_speech(item: PlannedItem, ctx: RenderContext) -> dict[str, Any]:
     text: str = spec["transcript"]
     try:
         if item.source == "asterisk":
-            raw = Path(ctx.options.get("asterisk_dir", ASTERISK_DIR)) / spec["file"]
-            params["file"] = spec["file"]
+            folder = Path(ctx.options.get("asterisk_dir", ASTERISK_DIR))
+            samples, rate = _joined_recordings(folder, spec["files"], spec["gaps"])
+            params.update(files=spec["files"], gaps=spec["gaps"])
         elif item.source == "espeak-ng":
             cmd = [
                 ctx.tools["espeak-ng"], "-v", spec["voice"], "-s", str(spec["rate"]),
@@ -503,10 +551,12 @@ def render_speech(item: PlannedItem, ctx: RenderContext) -> dict[str, Any]:
             params["stretch"] = spec["stretch"]
         else:
             raise ItemError(f"unknown source {item.source}")
-        done = finish_file(raw, target, SPEECH_FINISH)
+        if item.source == "asterisk":
+            done = finish_samples(samples, rate, target, SPEECH_FINISH)
+        else:
+            done = finish_file(raw, target, SPEECH_FINISH)
     finally:
-        if item.source != "asterisk":
-            raw.unlink(missing_ok=True)
+        raw.unlink(missing_ok=True)
     params.update(done.params())
     licence = LICENCES[item.source]
     if item.source != "asterisk":

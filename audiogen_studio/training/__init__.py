@@ -1,0 +1,1 @@
+"""Training layer: corpora builders, datasets and trainers (no Qt)."""
