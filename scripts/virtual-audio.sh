@@ -24,6 +24,10 @@
 # otherwise each new stream waits ~1 s for the idle sink to wake up. Needs the apt packages
 # pulseaudio pulseaudio-utils libasound2-plugins libportaudio2 (scripts/setup.sh installs them).
 #
+# Note: module-sine-source has a fixed 2 s latency: a recording client gets ~2 s of sine at
+# once when it starts, then one 2 s block every 2 s (and stopping an input stream may wait for
+# the next block). Fine for checking pitch and levels, not for timing tests of input.
+#
 # Environment: AGSTUDIO_AUDIO_RATE (default 48000), AGSTUDIO_SINE_HZ (default 440).
 set -euo pipefail
 

@@ -19,9 +19,10 @@ All arrays are channels first, ``[C, T]`` float32.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -375,71 +376,142 @@ def k_weighting_coefficients(rate: int) -> tuple[Biquad, Biquad]:
     return shelf, highpass
 
 
-class _Biquad:
-    """Streaming biquad (direct form I, float64) over ``[C, n]`` chunks, exact across chunks.
+_BLOCK = 32  # samples per block of the block-matrix IIR
+_SCAN = 16  # elements per block when scanning the block states
 
-    Each chunk is filtered from zero state by torchaudio's compiled ``lfilter``; the state left
-    by the previous chunk (two past inputs and outputs) enters as the zero-input response
-    ``e0 * g[n] + e1 * g[n-1]``, with ``g`` the impulse response of ``1 / A(z)``.
+
+def _matrix_powers(m: Float64Array, count: int) -> Float64Array:
+    """``[count, d, d]``: ``m**0, m**1, ..., m**(count - 1)``."""
+    out = np.empty((count, *m.shape))
+    out[0] = np.eye(m.shape[0])
+    for i in range(1, count):
+        out[i] = out[i - 1] @ m
+    return out
+
+
+def _linear_recurrence(
+    m: Float64Array, u: Float64Array, s0: Float64Array
+) -> tuple[Float64Array, Float64Array]:
+    """Solve ``s[k + 1] = m @ s[k] + u[k]`` for ``u [B, n, d]`` from ``s[0] = s0 [B, d]``.
+
+    Returns ``(s[0..n-1] [B, n, d], s[n] [B, d])``. Vectorised: groups of ``_SCAN`` elements
+    are solved from zero state with one matrix product, the group starts recursively.
+    """
+    batch, n, d = u.shape
+    if n <= 2 * _SCAN:
+        states = np.empty_like(u)
+        s = s0
+        for k in range(n):
+            states[:, k] = s
+            s = s @ m.T + u[:, k]
+        return states, s
+    k_ = _SCAN
+    groups = -(-n // k_)
+    padded = np.zeros((batch, groups * k_, d))
+    padded[:, :n] = u
+    flat = padded.reshape(batch, groups, k_ * d)  # element j, component b at j * d + b
+    powers = _matrix_powers(m, k_ + 1)  # [K + 1, d, d]
+    # local[k] = sum_{j<k} m^(k-1-j) u[j]  ->  W[(j, b), (k, a)] = (m^(k-1-j))[a, b]
+    lag = np.arange(k_)[None, :] - 1 - np.arange(k_)[:, None]  # [j, k]
+    w = np.where((lag >= 0)[:, :, None, None], powers[np.clip(lag, 0, k_)], 0.0)  # [j,k,a,b]
+    w = w.transpose(0, 3, 1, 2).reshape(k_ * d, k_ * d)
+    e = powers[k_ - 1 - np.arange(k_)].transpose(0, 2, 1).reshape(k_ * d, d)  # -> group end
+    f = powers[:k_].transpose(2, 0, 1).reshape(d, k_ * d)  # start state -> each element
+    starts, _ = _linear_recurrence(powers[k_], flat @ e, s0)  # [B, groups, d]
+    states = (flat @ w + starts @ f).reshape(batch, groups * k_, d)
+    end = states[:, n - 1] @ m.T + u[:, n - 1]
+    return states[:, :n], end
+
+
+@dataclass(frozen=True, slots=True)
+class _BlockIIR:
+    """A linear state-space filter ``s' = A s + B x, y = C s + D x`` run block-wise.
+
+    A block of ``L`` samples is ``y = T x + O s`` and ``s_end = A^L s + R x`` (``T`` the
+    lower-triangular Toeplitz matrix of the impulse response); the block start states come
+    from :func:`_linear_recurrence`. Everything is a matrix product: exact up to float64
+    rounding, and far faster than a per-sample loop.
     """
 
-    def __init__(self, coefficients: Biquad, channels: int) -> None:
-        self.b = np.asarray(coefficients[0], dtype=np.float64)
-        self.a = np.asarray(coefficients[1], dtype=np.float64)
-        self.x_past = np.zeros((channels, 2))  # [C, (x[-2], x[-1])]
-        self.y_past = np.zeros((channels, 2))
-        self._g = np.zeros(0)
+    a_block: Float64Array  # A^L [d, d]
+    toeplitz_t: Float64Array  # T^T [L, L]
+    observe_t: Float64Array  # O^T [d, L]: column i is C A^i
+    reach: Float64Array  # R [L, d]: row j is (A^(L-1-j) B)
 
-    def _impulse_response(self, n: int) -> Float64Array:
-        if self._g.size < n:
-            impulse = np.zeros((1, n))
-            impulse[0, 0] = 1.0
-            self._g = _lfilter_zero_state((1.0, 0.0, 0.0), self.a, impulse)[0]
-        return self._g[:n]
+    @classmethod
+    def from_state_space(
+        cls, a: Float64Array, b: Float64Array, c: Float64Array, d: float
+    ) -> _BlockIIR:
+        powers = _matrix_powers(a, _BLOCK + 1)
+        impulse = np.concatenate([[d], np.einsum("a,nab,b->n", c, powers[: _BLOCK - 1], b)])
+        lag = np.arange(_BLOCK)[:, None] - np.arange(_BLOCK)[None, :]
+        toeplitz = np.where(lag >= 0, impulse[np.clip(lag, 0, _BLOCK - 1)], 0.0)
+        observe = np.einsum("a,nab->nb", c, powers[:_BLOCK])  # [L, d]
+        reach = np.einsum("nab,b->na", powers[_BLOCK - 1 - np.arange(_BLOCK)], b)
+        return cls(powers[_BLOCK], toeplitz.T.copy(), observe.T.copy(), reach)
 
-    def process(self, x: Float64Array) -> Float64Array:
-        """Filter ``x [C, n]`` (float64), continuing from the previous chunk."""
+    @property
+    def order(self) -> int:
+        return int(self.a_block.shape[0])
+
+    def run(self, x: Float64Array, state: Float64Array) -> tuple[Float64Array, Float64Array]:
+        """Filter ``x [C, n]`` (``n`` a multiple of the block) from ``state [C, d]``.
+
+        Returns ``(y [C, n], state after x [C, d])``.
+        """
+        channels, n = x.shape
+        blocks = x.reshape(channels, n // _BLOCK, _BLOCK)
+        starts, end = _linear_recurrence(self.a_block, blocks @ self.reach, state)
+        y = blocks @ self.toeplitz_t + starts @ self.observe_t
+        return y.reshape(channels, n), end
+
+
+@lru_cache(maxsize=16)
+def _k_weighting_system(rate: int) -> _BlockIIR:
+    """Both K-weighting biquads as one 4-state system (transposed direct form II each)."""
+    stages = []
+    for num, den in k_weighting_coefficients(rate):
+        b0, b1, b2 = num
+        _, a1, a2 = den
+        stages.append(
+            (
+                np.array([[-a1, 1.0], [-a2, 0.0]]),
+                np.array([b1 - a1 * b0, b2 - a2 * b0]),
+                np.array([1.0, 0.0]),
+                b0,
+            )
+        )
+    (a1_, b1_, c1_, d1_), (a2_, b2_, c2_, d2_) = stages
+    # stage 2 is driven by stage 1's output y1 = c1 s1 + d1 x
+    a = np.block([[a1_, np.zeros((2, 2))], [np.outer(b2_, c1_), a2_]])
+    b = np.concatenate([b1_, b2_ * d1_])
+    c = np.concatenate([d2_ * c1_, c2_])
+    return _BlockIIR.from_state_space(a, b, c, d2_ * d1_)
+
+
+def _k_weighted_chunks(
+    samples: npt.NDArray[np.floating[Any]], rate: int
+) -> Iterator[tuple[int, Float64Array]]:
+    """Yield ``(first frame, K-weighted float64 [C, n])`` chunk by chunk, continuing state."""
+    system = _k_weighting_system(rate)
+    channels, total = samples.shape
+    chunk = max(_BLOCK, (_FILTER_CHUNK // _BLOCK) * _BLOCK)
+    state = np.zeros((channels, system.order))
+    for lo in range(0, total, chunk):
+        x = samples[:, lo : lo + chunk].astype(np.float64)
         n = x.shape[1]
-        if n == 0:
-            return x.copy()
-        y = _lfilter_zero_state(self.b, self.a, x)
-        b, a = self.b, self.a
-        xm1, xm2 = self.x_past[:, 1], self.x_past[:, 0]
-        ym1, ym2 = self.y_past[:, 1], self.y_past[:, 0]
-        e0 = b[1] * xm1 + b[2] * xm2 - a[1] * ym1 - a[2] * ym2  # [C]
-        e1 = b[2] * xm1 - a[2] * ym1
-        if np.any(e0) or np.any(e1):
-            g = self._impulse_response(n)
-            y += e0[:, None] * g[None, :]
-            y[:, 1:] += e1[:, None] * g[None, : n - 1]
-        tail = min(n, 2)
-        self.x_past = np.concatenate([self.x_past, x[:, -tail:]], axis=1)[:, -2:]
-        self.y_past = np.concatenate([self.y_past, y[:, -tail:]], axis=1)[:, -2:]
-        return y
-
-
-def _lfilter_zero_state(b: npt.ArrayLike, a: npt.ArrayLike, x: Float64Array) -> Float64Array:
-    """``y = B(z)/A(z) x`` along the last axis from zero state, float64 (no clamping)."""
-    import torch  # deferred: importing this module stays light
-    from torchaudio.functional import lfilter
-
-    a_t = torch.as_tensor(np.asarray(a, dtype=np.float64))
-    b_t = torch.as_tensor(np.asarray(b, dtype=np.float64))
-    y = lfilter(torch.from_numpy(np.ascontiguousarray(x)), a_t, b_t, clamp=False)
-    result: Float64Array = y.numpy()
-    return result
+        if n % _BLOCK:  # only the last chunk: pad; the state after it is never used
+            x = np.pad(x, ((0, 0), (0, _BLOCK - n % _BLOCK)))
+        y, state = system.run(x, state)
+        yield lo, y[:, :n]
 
 
 def k_weighting_filter(samples: npt.ArrayLike, rate: int) -> Float64Array:
     """K-weight ``samples [C, T]`` at ``rate`` Hz; returns float64 ``[C, T]`` (for inspection)."""
     x = np.atleast_2d(np.asarray(samples, dtype=np.float64))
-    stages = [_Biquad(c, x.shape[0]) for c in k_weighting_coefficients(rate)]
     out = np.empty_like(x)
-    for lo in range(0, x.shape[1], _FILTER_CHUNK):
-        y = x[:, lo : lo + _FILTER_CHUNK]
-        for stage in stages:
-            y = stage.process(y)
-        out[:, lo : lo + _FILTER_CHUNK] = y
+    for lo, y in _k_weighted_chunks(x, rate):
+        out[:, lo : lo + y.shape[1]] = y
     return out
 
 
@@ -450,7 +522,7 @@ def _channel_weights(channels: int) -> Float64Array:
     return np.ones(channels)
 
 
-def _segment_energies(clip: Clip, chunk: int = _FILTER_CHUNK) -> Float64Array:
+def _segment_energies(clip: Clip) -> Float64Array:
     """Sums of squared K-weighted samples per 100 ms segment: ``[C, n_segments]`` float64.
 
     Segment ``k`` holds frames ``t`` with ``floor(10 t / rate) == k``, i.e. it starts at frame
@@ -460,12 +532,8 @@ def _segment_energies(clip: Clip, chunk: int = _FILTER_CHUNK) -> Float64Array:
     rate, total = clip.rate, clip.frames
     n_segments = (10 * (total - 1)) // rate + 1 if total else 0
     energies = np.zeros((clip.channels, n_segments))
-    stages = [_Biquad(c, clip.channels) for c in k_weighting_coefficients(rate)]
-    for lo in range(0, total, chunk):
-        hi = min(lo + chunk, total)
-        y = clip.samples[:, lo:hi].astype(np.float64)
-        for stage in stages:
-            y = stage.process(y)
+    for lo, y in _k_weighted_chunks(clip.samples, rate):
+        hi = lo + y.shape[1]
         first, last = (10 * lo) // rate, (10 * (hi - 1)) // rate
         ks = np.arange(first + 1, last + 1)
         starts = np.concatenate([[0], (ks * rate + 9) // 10 - lo])  # ceil(k*rate/10) - lo

@@ -379,8 +379,25 @@ def _direct_form_reference(x: np.ndarray, rate: int) -> np.ndarray:
 def test_k_weighting_filter_is_exact_across_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     x = np.random.default_rng(7).standard_normal((2, 2500))
     reference = _direct_form_reference(x, 44_100)
-    monkeypatch.setattr(edit, "_FILTER_CHUNK", 333)  # many chunk boundaries, one tiny tail
+    monkeypatch.setattr(edit, "_FILTER_CHUNK", 333)  # 320-frame chunks, a partial last one
     np.testing.assert_allclose(edit.k_weighting_filter(x, 44_100), reference, atol=1e-9)
+
+
+@pytest.mark.parametrize("n", [1, 31, 32, 33, 517, 5000])
+def test_linear_recurrence_matches_loop(n: int) -> None:
+    """The vectorised scan behind the block IIR (several recursion levels for n = 5000)."""
+    rng = np.random.default_rng(n)
+    m = rng.standard_normal((3, 3))
+    m *= 0.97 / np.max(np.abs(np.linalg.eigvals(m)))  # stable
+    u = rng.standard_normal((2, n, 3))
+    s = rng.standard_normal((2, 3))
+    expected = np.empty_like(u)
+    for k in range(n):
+        expected[:, k] = s
+        s = s @ m.T + u[:, k]
+    states, end = edit._linear_recurrence(m, u, expected[:, 0].copy())
+    np.testing.assert_allclose(states, expected, atol=1e-9)
+    np.testing.assert_allclose(end, s, atol=1e-9)
 
 
 @pytest.mark.parametrize("rate", [48_000, 44_100])
