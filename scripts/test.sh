@@ -14,7 +14,7 @@ echo "== import-linter";   .venv/bin/lint-imports
 echo "== virtual audio";   ./scripts/virtual-audio.sh start
 echo "== pytest";          .venv/bin/python -m pytest "$@"
 echo "== pytest without Qt (engine, models, audio, training and CLI must not need PySide6)"
-AUDIOGEN_BLOCK_QT=1 .venv/bin/python -m pytest -q -p no:pytestqt --ignore=tests/app -m "not device" tests
+AUDIOGEN_BLOCK_QT=1 .venv/bin/python -m pytest -q -p no:pytest-qt --ignore=tests/app -m "not device" tests
 echo "== screenshot under Xvfb"
 mkdir -p build
 xvfb-run -a -s "-screen 0 1600x1000x24" env QT_QPA_PLATFORM=xcb \

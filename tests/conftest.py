@@ -1,14 +1,29 @@
-"""Test-wide setup: offscreen Qt, and (with AUDIOGEN_BLOCK_QT=1) a run where Qt cannot be imported.
+"""Test-wide setup.
 
-The second mode proves the audio, models, engine, training and CLI layers work without PySide6,
-as DESIGN.md §2 asks (the napari approach).
+- Qt runs offscreen; with ``AUDIOGEN_BLOCK_QT=1`` Qt cannot be imported at all, which proves the
+  audio, models, engine, training and CLI layers work without PySide6 (DESIGN.md §2, as napari).
+- Real PortAudio streams against the virtual PulseAudio device (DESIGN.md §6): the session
+  fixture ``virtual_audio`` runs ``scripts/virtual-audio.sh`` (idempotent: it starts a server when
+  none answers, otherwise only adds the null sink and sine source to the running one), points this
+  process at them (``PULSE_SERVER``/``PULSE_SINK``/``PULSE_SOURCE``, which ALSA's pulse plugin
+  honours), re-scans PortAudio and picks the ALSA ``pulse`` device. When that is impossible the
+  device tests are skipped with the reason, or fail when ``AUDIOGEN_REQUIRE_AUDIO_DEVICE=1`` (CI).
+  The server is stopped at the end of the session only if this session started it.
 """
 
 from __future__ import annotations
 
 import importlib.abc
 import os
+import shutil
+import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -27,3 +42,100 @@ if os.environ.get("AUDIOGEN_BLOCK_QT") == "1":
         if name.split(".")[0] in _BLOCKED:
             del sys.modules[name]
     sys.meta_path.insert(0, _QtBlocker())
+
+
+from audiogen_studio.audio import devices  # noqa: E402  (after the Qt blocker is installed)
+from audiogen_studio.audio.errors import AudioDeviceError  # noqa: E402
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "virtual-audio.sh"
+SINK = "agstudio_null"
+SOURCE = "agstudio_sine"
+SINE_HZ = 440.0
+RATE = 48_000
+
+
+@dataclass(frozen=True)
+class VirtualAudio:
+    """Where the virtual device is: PortAudio indices and PulseAudio names."""
+
+    output_device: int
+    input_device: int
+    sink: str
+    monitor: str
+    source: str
+    sine_hz: float
+    rate: int
+    env: dict[str, str]
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip, or fail when the run requires a device (AUDIOGEN_REQUIRE_AUDIO_DEVICE=1)."""
+    if os.environ.get("AUDIOGEN_REQUIRE_AUDIO_DEVICE") == "1":
+        pytest.fail(f"audio device required but unavailable: {reason}", pytrace=False)
+    pytest.skip(f"no virtual audio device: {reason}")
+
+
+def _script(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(SCRIPT), *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+@pytest.fixture(scope="session")
+def virtual_audio() -> Iterator[VirtualAudio]:
+    if not sys.platform.startswith("linux"):
+        unavailable(f"the PulseAudio virtual device is Linux-only (this is {sys.platform})")
+    try:
+        devices.list_devices()
+    except AudioDeviceError as exc:
+        unavailable(str(exc))
+    missing = [t for t in ("pulseaudio", "pactl", "pacat", "parec") if shutil.which(t) is None]
+    if missing:
+        unavailable(
+            f"{', '.join(missing)} not found "
+            "(apt-get install pulseaudio pulseaudio-utils libasound2-plugins)"
+        )
+    was_up = _script("status").returncode == 0
+    started = _script("start")
+    if started.returncode != 0:
+        unavailable(f"scripts/virtual-audio.sh failed: {started.stderr.strip()[-2000:]}")
+    env = {}
+    for line in started.stdout.splitlines():
+        if line.startswith("export ") and "=" in line:
+            key, _, value = line.removeprefix("export ").partition("=")
+            env[key] = value
+    patch = pytest.MonkeyPatch()
+    for key, value in env.items():
+        patch.setenv(key, value)
+    try:
+        devices.rescan()  # PortAudio lists ALSA's pulse device only while a server answers
+        found = devices.list_devices()
+        pulse = [d for d in found if d.name == "pulse"]
+        if not pulse or pulse[0].max_output_channels < 2 or pulse[0].max_input_channels < 1:
+            unavailable(
+                "PortAudio lists no usable ALSA 'pulse' device although the server runs "
+                f"(is libasound2-plugins installed?); devices: {[str(d) for d in found]}"
+            )
+        yield VirtualAudio(
+            output_device=pulse[0].index,
+            input_device=pulse[0].index,
+            sink=SINK,
+            monitor=f"{SINK}.monitor",
+            source=SOURCE,
+            sine_hz=SINE_HZ,
+            rate=RATE,
+            env=env,
+        )
+    finally:
+        patch.undo()
+        if not was_up:
+            _script("stop")
+
+
+@pytest.fixture
+def portaudio() -> Any:
+    """The sounddevice module with PortAudio loaded; skip (or fail, in CI) without it."""
+    try:
+        return devices._sd()
+    except AudioDeviceError as exc:
+        unavailable(str(exc))

@@ -11,7 +11,9 @@ mono second clip, which is broadcast to every channel; anything else raises
 
 Loudness follows ITU-R BS.1770-4: K-weighting (pre-filter shelf + RLB high-pass, the two
 biquads designed for the clip's own sample rate), 400 ms blocks with 75 % overlap, an absolute
-gate at -70 LUFS and a relative gate 10 LU below the absolute-gated loudness.
+gate at -70 LUFS and a relative gate 10 LU below the absolute-gated loudness. The filter runs in
+numpy as one 4-state linear system evaluated block-wise with matrix products (exact up to float64
+rounding, chunked so that memory stays bounded for hour-long clips).
 
 All arrays are channels first, ``[C, T]`` float32.
 """

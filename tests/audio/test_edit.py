@@ -210,7 +210,7 @@ def test_bad_positions() -> None:
 
 
 def test_numpy_integer_indices_accepted() -> None:
-    out = edit.crop(ramp(), np.int64(2), np.int32(4))
+    out = edit.crop(ramp(), np.int64(2), np.int32(4))  # type: ignore[arg-type]
     np.testing.assert_array_equal(out.samples[0], [3, 4])
 
 
@@ -268,7 +268,7 @@ def test_gain_then_inverse_gain(case: tuple[Clip, int, int], db: float) -> None:
 
 @given(clips(), clips(), st.integers(0, 80), st.sampled_from(["linear", "equal_power"]))
 def test_crossfade_join_length(a: Clip, b: Clip, frames: int, curve: edit.FadeCurve) -> None:
-    b = Clip(np.random.default_rng(0).uniform(-1, 1, (1, b.frames)), RATE)  # mono broadcasts
+    b = Clip(np.random.default_rng(0).uniform(-1, 1, (1, b.frames)).astype(np.float32), RATE)
     out = edit.crossfade_join(a, b, frames, curve)
     n = min(frames, a.frames, b.frames)
     assert out.frames == a.frames + b.frames - n

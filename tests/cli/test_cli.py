@@ -113,3 +113,19 @@ def test_devices_without_portaudio_is_a_clear_error(
     assert main(["devices"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "PortAudio" in err
+
+
+def test_demo_without_screenshot_writes_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("AUDIOGEN_MODELS", str(tmp_path / "none"))
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--no-screenshot"]) == 0
+    printed = capsys.readouterr().out
+    assert str(out) in printed
+    summary = json.loads((out / "demo.json").read_text())
+    edited = io.load(summary["edited"])
+    assert edited.rate == 16000 and edited.frames == io.load(summary["prompt"]).frames
+    assert summary["edited_loudness_lufs"] == pytest.approx(-20.0, abs=0.1)
+    assert edited.samples[0, 0] == 0.0  # faded in from silence
+    assert summary["models"] == []
