@@ -138,7 +138,8 @@ class PeakPyramid:
     The pyramid keeps a reference to the samples (no copy) to answer zoomed-in queries from the
     raw samples. :meth:`append` adds frames at the end (the pyramid then keeps its own growable
     copy); :meth:`update` follows an external buffer that grew or changed from a frame on.
-    Either way the result equals a pyramid built from scratch on the same samples.
+    Either way the result equals a pyramid built from scratch on the same samples. Not
+    thread-safe: grow and query it from one thread (e.g. the GUI thread's redraw timer).
 
     Args:
         samples: ``[C, T]`` (or ``[T]``) samples; float32 arrays are referenced, not copied.

@@ -301,7 +301,7 @@ def test_fades_hit_zero_and_one_at_the_ends(
     assert np.all(np.diff(gains) >= 0)
 
 
-@settings(max_examples=50)
+@settings(max_examples=50, deadline=None)
 @given(clip_and_range(), clips())
 def test_input_clip_unchanged_after_every_op(case: tuple[Clip, int, int], other: Clip) -> None:
     clip, start, end = case
