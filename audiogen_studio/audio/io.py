@@ -283,6 +283,7 @@ def save(
             f.flush()
         with tmp.open("rb+") as synced:
             os.fsync(synced.fileno())
+        os.chmod(tmp, _new_file_mode(p))
         os.replace(tmp, p)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
         with contextlib.suppress(OSError):
@@ -293,6 +294,16 @@ def save(
             tmp.unlink()
         raise
     return p
+
+
+def _new_file_mode(target: Path) -> int:
+    """The mode a plain ``open()`` would give: the replaced file's, else 0o666 minus the umask."""
+    try:
+        return target.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def resample_array(

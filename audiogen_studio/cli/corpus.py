@@ -86,7 +86,7 @@ def _common(p: argparse.ArgumentParser, minutes: float, timeout: float) -> None:
         "--executor",
         choices=("process", "thread"),
         default="process",
-        help="worker kind for --jobs > 1 (default process)",
+        help="worker kind for --jobs > 1 (default process; threads cannot time out score parsing)",
     )
     p.add_argument(
         "--retry-failed",

@@ -250,3 +250,18 @@ def test_downmix_and_to_channels() -> None:
     assert io.to_channels(mono, 3).samples.shape == (3, 2)
     with pytest.raises(ClipError):
         io.to_channels(Clip(np.zeros((3, 2), np.float32), 8000), 2)
+
+
+def test_saved_files_follow_the_umask_and_keep_a_replaced_files_mode(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = io.save(tone(440, 0.1, 8000), tmp_path / "m.wav")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+        path.chmod(0o640)
+        io.save(tone(440, 0.2, 8000), path, overwrite=True)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    finally:
+        os.umask(old)

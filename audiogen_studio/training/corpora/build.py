@@ -273,18 +273,20 @@ def _run(
             tools=dict(ctx_tools),
             options=dict(ctx_options),
         )
-        report: RunReport = run_plan(
-            plan,
-            render,
-            ctx,
-            target_seconds=None if minutes is None else minutes * 60.0,
-            max_items=max_items,
-            jobs=jobs,
-            executor=executor,
-            retry_failed=retry_failed,
-            progress=progress,
-        )
-        clean_temporaries(corpus_dir, tmp)
+        try:
+            report: RunReport = run_plan(
+                plan,
+                render,
+                ctx,
+                target_seconds=None if minutes is None else minutes * 60.0,
+                max_items=max_items,
+                jobs=jobs,
+                executor=executor,
+                retry_failed=retry_failed,
+                progress=progress,
+            )
+        finally:
+            clean_temporaries(corpus_dir, tmp)
         entries = read_manifest(corpus_dir)
         wall = time.monotonic() - started
         info = {

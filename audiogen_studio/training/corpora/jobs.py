@@ -1,12 +1,13 @@
 """A parallel, resumable runner for planned corpus items.
 
-A corpus is a deterministic sequence of :class:`PlannedItem` (the *plan*, a function of the seed
-and options only). :func:`run_plan` walks the plan in rounds: each round takes the next items until
-their estimated durations (scaled by how the estimates have compared with real durations so far)
-reach the target, skipping items already in the manifest and items that failed before; renders
-them in a process or thread pool; appends each finished item to the manifest as it arrives. The
-set of items built therefore depends on the seed, the options and the tools' output only, never
-on ``jobs`` or timing, and a re-run after a kill picks up where it stopped.
+A corpus is a deterministic sequence of :class:`PlannedItem` (the *plan*, a function of the seed,
+the options and the installed tools only). :func:`run_plan` walks the plan in rounds: each round
+takes the next items until their estimated durations (scaled by how estimates have compared
+with real durations so far) reach the target; renders the new ones in a process or thread pool;
+appends each finished item to the manifest as it arrives. Items found complete from an earlier
+run, and items that failed before, count exactly as if they had just been made, so a resumed
+build walks the very same rounds as an uninterrupted one: the set of items depends on the seed,
+the options and the tools' output only, never on ``jobs``, timing or interruptions.
 """
 
 from __future__ import annotations
@@ -119,15 +120,29 @@ class RunReport:
     stopped_by: str
 
 
-def _init_worker() -> None:
-    """Worker processes: leave Ctrl-C to the parent and keep math libraries single-threaded."""
+def _init_worker(parent_pid: int) -> None:
+    """Worker processes: leave Ctrl-C to the parent, keep math libraries single-threaded, and
+    exit when the building process is gone (killed), rather than linger as orphans."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = "1"
 
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(parent_pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:
+                pass
 
-class _PythonTimeoutError(Exception):
-    pass
+    threading.Thread(target=watch, name="corpus-parent-watch", daemon=True).start()
+
+
+class _PythonTimeoutError(BaseException):
+    """Raised by the alarm; a BaseException so that ``except Exception`` in parsers and in our
+    own wrappers does not swallow it."""
 
 
 @contextlib.contextmanager
@@ -173,6 +188,7 @@ def _make_executor(kind: ExecutorKind, jobs: int) -> Executor:
         max_workers=jobs,
         mp_context=multiprocessing.get_context(method),
         initializer=_init_worker,
+        initargs=(os.getpid(),),
     )
 
 
@@ -195,12 +211,14 @@ def run_plan(
     in this process (no pool).
 
     Raises:
-        CorpusError: when nothing can be built (every attempted item failed).
+        CorpusError: nothing could be built, or :data:`MAX_FAILURES_IN_A_ROW` items failed in a
+            row (a broken tool).
         KeyboardInterrupt: passed on after cancelling queued items; finished items stay listed.
     """
     if target_seconds is None and max_items is None:
         raise ValueError("give target_seconds, max_items or both")
     corpus_dir = ctx.corpus_dir
+    corpus_dir.mkdir(parents=True, exist_ok=True)
     done = load_for_resume(corpus_dir)
     old_failures = {} if retry_failed else load_failures(corpus_dir)
     if retry_failed and (corpus_dir / FAILURES_NAME).exists():
@@ -252,25 +270,32 @@ def run_plan(
                     if item is None:
                         stopped_by = "exhausted"
                         break
+                    batch.append(item)
+                    expected += item.estimate * ratio
+                if not batch:
+                    break
+                # Items known from an earlier run count exactly as if rendered now, so a resumed
+                # build walks the very same rounds (and items) as an uninterrupted one.
+                todo: list[PlannedItem] = []
+                for item in batch:
                     if item.id in done:
                         entry = done[item.id]
                         entries.append(entry)
                         reused += 1
                         total += float(entry["duration"])
-                        expected += float(entry["duration"])
-                        continue
-                    if item.id in old_failures:
+                        est_sum += item.estimate
+                        actual_sum += float(entry["duration"])
+                    elif item.id in old_failures:
                         failures[item.id] = old_failures[item.id]
-                        continue
-                    batch.append(item)
-                    expected += item.estimate * ratio
-                if reused and not batch:
+                        est_sum += item.estimate
+                    else:
+                        todo.append(item)
+                if not todo:
                     report("")
-                if not batch:
-                    break
+                    continue
                 if jobs > 1 and pool is None:
                     pool = _make_executor(executor, jobs)
-                for item, outcome in _results(batch, render, ctx, pool):
+                for item, outcome in _results(todo, render, ctx, pool):
                     est_sum += item.estimate
                     if isinstance(outcome, dict):
                         manifest.append(outcome)

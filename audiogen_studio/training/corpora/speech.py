@@ -477,22 +477,38 @@ def _sentence(text: str) -> str:
 # --- rendering (runs in worker processes or threads) -----------------------------------------
 
 
+def _noise_floor(x: npt.NDArray[np.float32], rate: int) -> float:
+    """RMS of the quietest non-silent 10 ms frames (10th percentile) of ``x [T]``."""
+    hop = max(1, rate // 100)
+    n = x.shape[0] // hop
+    if n == 0:
+        return 0.0
+    rms = np.sqrt(np.mean(np.square(x[: n * hop].reshape(n, hop), dtype=np.float64), axis=1))
+    rms = rms[rms > 0]
+    return float(np.percentile(rms, 10)) if rms.size else 0.0
+
+
 def _joined_recordings(
-    folder: Path, files: Sequence[str], gaps: Sequence[float]
+    folder: Path, files: Sequence[str], gaps: Sequence[float], seed: int
 ) -> tuple[npt.NDArray[np.float32], int]:
-    """Recordings ``[1, T]`` joined with ``gaps`` seconds of silence between them, and their
-    rate (the Asterisk prompts all share one rate; others are resampled to the first's)."""
-    pieces: list[npt.NDArray[np.float32]] = []
+    """Recordings joined into ``[1, T]`` with ``gaps`` seconds between them, and their rate
+    (the Asterisk prompts share one rate; others are resampled to the first's). The gaps hold
+    seeded noise at the recordings' noise floor rather than digital silence."""
+    clips: list[npt.NDArray[np.float32]] = []
     rate = 0
-    for i, name in enumerate(files):
+    for name in files:
         try:
             clip = io.load(folder / name, mono=True, rate=rate or None)
         except AudioError as exc:
             raise ItemError(f"unreadable recording: {exc}") from exc
         rate = rate or clip.rate
-        if i:
-            pieces.append(np.zeros((1, round(gaps[i - 1] * rate)), dtype=np.float32))
-        pieces.append(np.asarray(clip.samples, dtype=np.float32))
+        clips.append(np.asarray(clip.samples, dtype=np.float32))
+    floor = min(_noise_floor(c[0], rate) for c in clips)
+    rng = np.random.default_rng(seed)
+    pieces = [clips[0]]
+    for gap, clip_samples in zip(gaps, clips[1:], strict=True):
+        noise = rng.standard_normal((1, round(gap * rate))) * floor
+        pieces += [noise.astype(np.float32), clip_samples]
     return np.concatenate(pieces, axis=1), rate
 
 
@@ -522,7 +538,7 @@ def render_speech(item: PlannedItem, ctx: RenderContext) -> dict[str, Any]:
     try:
         if item.source == "asterisk":
             folder = Path(ctx.options.get("asterisk_dir", ASTERISK_DIR))
-            samples, rate = _joined_recordings(folder, spec["files"], spec["gaps"])
+            samples, rate = _joined_recordings(folder, spec["files"], spec["gaps"], item.seed)
             params.update(files=spec["files"], gaps=spec["gaps"])
         elif item.source == "espeak-ng":
             cmd = [
