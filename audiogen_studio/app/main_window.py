@@ -85,7 +85,9 @@ class MainWindow(QMainWindow):
 
     def _build_menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
-        self.open_action = QAction("&Open…", self, shortcut=QKeySequence(QKeySequence.StandardKey.Open))
+        self.open_action = QAction(
+            "&Open…", self, shortcut=QKeySequence(QKeySequence.StandardKey.Open)
+        )
         self.open_action.triggered.connect(self._open_dialog)
         file_menu.addAction(self.open_action)
         self.recent_menu = file_menu.addMenu("Open &Recent")
