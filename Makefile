@@ -36,8 +36,9 @@ test: setup
 
 screenshot: setup
 	mkdir -p build
+	$(VENV)/bin/audiogen-studio demo --out build/demo --no-screenshot >/dev/null
 	xvfb-run -a -s "-screen 0 1600x1000x24" env QT_QPA_PLATFORM=xcb \
-	  $(VENV)/bin/audiogen-studio gui --screenshot build/screenshot.png
+	  $(VENV)/bin/audiogen-studio gui build/demo/prompt.wav --screenshot build/screenshot.png
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

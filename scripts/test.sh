@@ -17,6 +17,7 @@ echo "== pytest without Qt (engine, models, audio, training and CLI must not nee
 AUDIOGEN_BLOCK_QT=1 .venv/bin/python -m pytest -q -p no:pytest-qt --ignore=tests/app -m "not device" tests
 echo "== screenshot under Xvfb"
 mkdir -p build
+.venv/bin/audiogen-studio demo --out build/demo --no-screenshot >/dev/null
 xvfb-run -a -s "-screen 0 1600x1000x24" env QT_QPA_PLATFORM=xcb \
-  .venv/bin/audiogen-studio gui --screenshot build/screenshot.png
+  .venv/bin/audiogen-studio gui build/demo/prompt.wav --screenshot build/screenshot.png
 echo "screenshot: build/screenshot.png"

@@ -31,12 +31,15 @@ class _TimeView(pg.PlotWidget):  # type: ignore[misc]
         self.setMenuEnabled(False)
         self.showGrid(x=True, y=False, alpha=0.25)
         self.setLabel("bottom", "time", units="s")
+        self.getAxis("left").setWidth(64)  # same width in both views keeps their time axes aligned
         self.getViewBox().setMouseEnabled(x=True, y=False)
         self._redraw_timer = QTimer(self)
         self._redraw_timer.setSingleShot(True)
         self._redraw_timer.setInterval(15)
         self._redraw_timer.timeout.connect(self.redraw)
         self.getViewBox().sigXRangeChanged.connect(lambda *_: self._redraw_timer.start())
+        self.setLimits(xMin=0.0)
+        self.setXRange(0.0, 10.0, padding=0.0)
 
     def visible_frames(self) -> tuple[int, int]:
         """The visible range ``[start, end)`` in frames, clamped to the clip."""
@@ -71,10 +74,17 @@ class WaveformView(_TimeView):
         self.playhead = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#ffb454", width=2))
         self.playhead.setVisible(False)
         self.addItem(self.playhead, ignoreBounds=True)
+        self.setYRange(-1.05, 1.05, padding=0.0)
+        self.placeholder = pg.TextItem(
+            "Open a file (Ctrl+O) or drop one here", color=(170, 170, 170), anchor=(0.5, 0.5)
+        )
+        self.placeholder.setPos(5.0, 0.0)
+        self.addItem(self.placeholder, ignoreBounds=True)
 
     def set_clip(self, clip: Clip) -> None:
         """Show ``clip``: builds its peak pyramid once."""
         self.clip = clip
+        self.placeholder.setVisible(False)
         self.pyramid = PeakPyramid(clip.samples)
         for curve in self._curves:
             self.removeItem(curve)
@@ -126,6 +136,8 @@ class SpectrogramView(_TimeView):
         self._tilers: dict[int, SpectrogramTiler] = {}
         self.getViewBox().setMouseEnabled(x=True, y=False)
         self._set_axis_label()
+        self.setYRange(0.0, 1.0, padding=0.0)
+        self.getAxis("left").setTicks([[]])
 
     def _set_axis_label(self) -> None:
         self.setLabel("left", f"frequency ({self.scale})")

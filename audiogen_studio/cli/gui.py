@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
+
+from audiogen_studio.cli.errors import CliError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,8 +30,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run)
 
 
+def _has_display() -> bool:
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
 def run(args: argparse.Namespace) -> int:
-    """Start Qt, open the main window, and run the event loop (or take a screenshot)."""
+    """Start Qt, open the main window, and run the event loop (or take a screenshot).
+
+    Without a display, a screenshot renders offscreen; opening the window is a clear error
+    (instead of Qt aborting the process).
+    """
+    if not _has_display() and not os.environ.get("QT_QPA_PLATFORM") and sys.platform == "linux":
+        if not args.screenshot:
+            raise CliError(
+                "no display (DISPLAY and WAYLAND_DISPLAY are unset): run `audiogen-studio demo` "
+                "for the headless demo, or use --screenshot PNG"
+            )
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
     from audiogen_studio.app.launch import launch
 
     width, _, height = str(args.size).partition("x")

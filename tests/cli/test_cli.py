@@ -129,3 +129,13 @@ def test_demo_without_screenshot_writes_files(
     assert summary["edited_loudness_lufs"] == pytest.approx(-20.0, abs=0.1)
     assert edited.samples[0, 0] == 0.0  # faded in from silence
     assert summary["models"] == []
+
+
+def test_gui_without_display_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for var in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert main(["gui"]) == 2
+    assert "no display" in capsys.readouterr().err
