@@ -16,7 +16,7 @@ help:
 setup:
 	./scripts/setup.sh
 
-run: setup
+run:
 	./scripts/run-app.sh
 
 lint:
@@ -31,7 +31,7 @@ contracts:
 
 check: lint typecheck contracts
 
-test: setup
+test:
 	./scripts/test.sh
 
 screenshot: setup

@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
+  # Python 3.11 with venv (Debian 12's python3), the build tools some wheels need, make
+  python3 python3-venv python3-dev build-essential make
   # audio I/O and the virtual test device (DESIGN.md §6)
   libportaudio2 libsndfile1 pulseaudio pulseaudio-utils libasound2-plugins
   # Qt's xcb platform plugin and a virtual X server for screenshots

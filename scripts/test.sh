@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The full check: lint, types, layer contracts, the test suite (with the real virtual audio
+# Sets everything up (scripts/setup.sh), then the full check: lint, types, layer contracts, the test suite (with the real virtual audio
 # device), the non-Qt tests once more without PySide6 importable, and a screenshot under Xvfb.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+./scripts/setup.sh
 export QT_QPA_PLATFORM=offscreen
 export AUDIOGEN_REQUIRE_AUDIO_DEVICE=1   # CI must never skip the real device tests
 export PYTHONDONTWRITEBYTECODE=1
