@@ -1,0 +1,135 @@
+"""``audiogen-studio continue`` and ``audiogen-studio vocode``: generation from the command line.
+
+Chunks stream from ``Engine.stream`` into a progress bar (seconds generated, real-time factor);
+Ctrl-C cancels generation and still writes the partial takes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+import time
+from pathlib import Path
+
+from audiogen_studio.cli.errors import CliError
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``continue`` and ``vocode`` commands."""
+    p = sub.add_parser("continue", help="continue a prompt clip with a model")
+    p.add_argument("prompt", help="prompt audio file")
+    p.add_argument("--engine", choices=["wavenet"], default="wavenet", help="generation engine")
+    p.add_argument("--model", required=True, help="bundle name (see `models list`) or folder")
+    p.add_argument("--seconds", type=float, default=4.0, help="length of the continuation")
+    p.add_argument("--takes", type=int, default=1, help="takes generated together (1-8)")
+    p.add_argument("--seed", type=int, default=None, help="seed that reproduces the takes")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    p.add_argument("--top-k", type=int, default=None, help="sample from the k likeliest only")
+    _common(p)
+    p.set_defaults(func=run_continue)
+
+    p = sub.add_parser("vocode", help="re-synthesize audio from its log-mel with a WaveNet vocoder")
+    p.add_argument("input", help="audio file to vocode")
+    p.add_argument("--model", required=True, help="vocoder bundle name or folder")
+    p.add_argument("--seed", type=int, default=None, help="seed")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    _common(p)
+    p.set_defaults(func=run_vocode)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", required=True, help="output file (.wav, .flac, .ogg)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _outputs(output: str, takes: int) -> list[Path]:
+    path = Path(output)
+    if takes == 1:
+        return [path]
+    return [path.with_name(f"{path.stem}-take{i + 1}{path.suffix}") for i in range(takes)]
+
+
+def _run(args: argparse.Namespace, mode: str, source: str) -> int:
+    from tqdm import tqdm
+
+    from audiogen_studio.audio import io
+    from audiogen_studio.engine.api import GenerationError, GenerationRequest
+    from audiogen_studio.engine.loader import load_engine
+    from audiogen_studio.engine.takes import collect
+
+    takes = int(getattr(args, "takes", 1))
+    outputs = _outputs(args.output, takes)
+    existing = [str(p) for p in outputs if p.exists()]
+    if existing and not args.overwrite:
+        raise CliError(f"{', '.join(existing)} already exists (pass --overwrite to replace)")
+    prompt = io.load(source)
+    try:
+        request = GenerationRequest(
+            prompt=prompt,
+            seconds=float(getattr(args, "seconds", 0.0) or 0.0),
+            mode=mode,  # type: ignore[arg-type]
+            takes=takes,
+            seed=args.seed,
+            temperature=args.temperature,
+            top_k=getattr(args, "top_k", None),
+        )
+        engine = load_engine(args.model, mode=mode, device=args.device)
+        total = engine.expected_frames(request) * takes / engine.sample_rate
+    except GenerationError as exc:
+        raise CliError(str(exc)) from exc
+    cancel = threading.Event()
+    bar = tqdm(
+        total=round(total, 2),
+        unit="s",
+        desc=mode,
+        disable=args.no_progress,
+        leave=False,
+        bar_format="{desc}: {n:.2f}/{total:.2f} s audio |{bar}| {elapsed} {postfix}",
+    )
+    started = time.perf_counter()
+    done = 0.0
+
+    def on_chunk(chunk: object) -> None:
+        nonlocal done
+        seconds = chunk.frames / chunk.rate  # type: ignore[attr-defined]
+        done += seconds
+        bar.update(seconds)
+        elapsed = time.perf_counter() - started
+        bar.set_postfix_str(f"RTF {elapsed / max(done, 1e-9):.2f}")
+
+    def on_sigint(signum: int, frame: object) -> None:
+        if cancel.is_set():  # a second Ctrl-C aborts at once
+            raise KeyboardInterrupt
+        cancel.set()
+        bar.write("stopping: the partial takes will be written (Ctrl-C again to abort)")
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        results = collect(engine, request, cancel, on_chunk=on_chunk)
+    except GenerationError as exc:
+        raise CliError(str(exc)) from exc
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        bar.close()
+    elapsed = time.perf_counter() - started
+    for take, path in zip(results, outputs, strict=True):
+        io.save(take.output, path, overwrite=args.overwrite)
+        state = "" if take.complete else " (partial)"
+        print(f"{path}: take {take.index + 1}, seed {take.seed}{state}")
+    print(
+        f"generated {done:.2f} s of audio in {elapsed:.2f} s (RTF {elapsed / max(done, 1e-9):.3f})"
+    )
+    return 0
+
+
+def run_continue(args: argparse.Namespace) -> int:
+    """``audiogen-studio continue PROMPT ...``."""
+    return _run(args, "continue", args.prompt)
+
+
+def run_vocode(args: argparse.Namespace) -> int:
+    """``audiogen-studio vocode IN ...``."""
+    return _run(args, "vocode", args.input)

@@ -1,0 +1,123 @@
+"""The engine's contract: a `GenerationRequest` in, a stream of `AudioChunk`s out (DESIGN.md §3).
+
+``Engine.stream(request, cancel)`` is a plain Python generator with no Qt: the CLI writes its
+chunks to files, the app's generation thread writes them into the playback buffer. The engine
+checks ``cancel`` (a :class:`threading.Event`) between steps and returns promptly once it is set;
+whatever was generated up to then has been yielded, so a partial take is never lost.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from audiogen_studio.audio.clip import Clip
+
+Mode = Literal["continue", "vocode"]
+MAX_TAKES = 8
+
+
+class GenerationError(ValueError):
+    """A request the engine cannot serve: silent or empty prompt, bad settings, wrong bundle."""
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """What to generate.
+
+    Attributes:
+        prompt: the user's clip ``[C, T]`` at any rate (downmixed and resampled for the model;
+            the original samples are what the output starts with).
+        seconds: length of the continuation (``mode="continue"``); ignored for vocoding.
+        mode: ``"continue"`` the prompt, or ``"vocode"`` it (re-synthesize from its log-mel).
+        takes: independent takes generated together (1–8).
+        seed: makes takes reproducible: take ``i`` draws from ``numpy.random.default_rng([seed,
+            i])``; ``None`` picks a fresh seed (reported in each chunk's take).
+        temperature: softmax temperature (0 = greedy).
+        top_k, top_p: optional truncation of the sampling distribution.
+        chunk_seconds: audio per yielded chunk (~0.05–0.1 s keeps playback responsive).
+    """
+
+    prompt: Clip
+    seconds: float = 4.0
+    mode: Mode = "continue"
+    takes: int = 1
+    seed: int | None = None
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    chunk_seconds: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("continue", "vocode"):
+            raise GenerationError(f"unknown mode {self.mode!r}: use 'continue' or 'vocode'")
+        if self.mode == "continue" and not self.seconds > 0:
+            raise GenerationError(f"seconds must be positive, got {self.seconds}")
+        if not 1 <= self.takes <= MAX_TAKES:
+            raise GenerationError(f"takes must be 1–{MAX_TAKES}, got {self.takes}")
+        if not self.temperature >= 0:
+            raise GenerationError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise GenerationError(f"top_k must be >= 1, got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise GenerationError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not 0.005 <= self.chunk_seconds <= 2.0:
+            raise GenerationError(f"chunk_seconds must be 0.005–2, got {self.chunk_seconds}")
+        if self.prompt.frames == 0:
+            raise GenerationError("the prompt is empty")
+
+    def resolved_seed(self) -> int:
+        """The seed to use: the given one, or a fresh random one."""
+        if self.seed is not None:
+            return int(self.seed)
+        return int(np.random.SeedSequence().entropy % (2**31))  # type: ignore[operator]
+
+
+@dataclass(frozen=True, slots=True)
+class AudioChunk:
+    """A piece of one take's generated audio.
+
+    Attributes:
+        take: index of the take (0-based).
+        start: frame of ``samples[:, 0]`` within the take's generated audio (excluding the prompt).
+        samples: float32 ``[C, n]`` at ``rate``.
+        rate: sample rate of ``samples`` (the model's rate).
+        progress: fraction of the whole request done after this chunk, in ``(0, 1]``.
+        seed: the seed of the request (resolved when the request had none).
+    """
+
+    take: int
+    start: int
+    samples: npt.NDArray[np.float32]
+    rate: int
+    progress: float
+    seed: int = 0
+    info: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def frames(self) -> int:
+        """Number of frames in the chunk."""
+        return int(self.samples.shape[-1])
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """Anything that turns a request into a stream of audio chunks."""
+
+    name: str
+    sample_rate: int
+
+    def stream(
+        self, request: GenerationRequest, cancel: threading.Event | None = None
+    ) -> Iterator[AudioChunk]:
+        """Yield every take's chunks in generation order; stop promptly once ``cancel`` is set."""
+        ...
+
+    def expected_frames(self, request: GenerationRequest) -> int:
+        """Frames (at :attr:`sample_rate`) each take has when the request completes."""
+        ...

@@ -1,0 +1,58 @@
+"""Pick the torch device to compute on: ``auto`` = CUDA, then Apple MPS, then CPU (DESIGN.md §4)."""
+
+from __future__ import annotations
+
+import torch
+
+from audiogen_studio.audio.errors import AudioError
+
+
+class ComputeDeviceError(AudioError, ValueError):
+    """The requested compute device does not exist on this machine (or is not a device name)."""
+
+
+def mps_available() -> bool:
+    """Whether Apple's Metal backend can run here."""
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """The ``torch.device`` for ``name``.
+
+    Args:
+        name: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or
+            ``"mps"``, or a ``torch.device``.
+
+    Raises:
+        ComputeDeviceError: an unknown name, or a device this machine lacks.
+    """
+    if isinstance(name, torch.device):
+        device = name
+    else:
+        text = name.strip().lower()
+        if text == "auto":
+            if torch.cuda.is_available():
+                return torch.device("cuda")
+            if mps_available():
+                return torch.device("mps")
+            return torch.device("cpu")
+        try:
+            device = torch.device(text)
+        except (RuntimeError, ValueError) as exc:
+            raise ComputeDeviceError(
+                f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)"
+            ) from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ComputeDeviceError("CUDA was requested but no CUDA GPU is available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ComputeDeviceError(
+                f"{device} was requested but only {torch.cuda.device_count()} CUDA GPU(s) exist"
+            )
+    elif device.type == "mps":
+        if not mps_available():
+            raise ComputeDeviceError("MPS was requested but Apple's Metal backend is unavailable")
+    elif device.type != "cpu":
+        raise ComputeDeviceError(f"unsupported device {device} (use auto, cpu, cuda or mps)")
+    return device

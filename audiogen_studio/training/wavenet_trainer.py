@@ -1,0 +1,768 @@
+"""Train a WaveNet into a model bundle, resumably, on CPU, CUDA or MPS, and under ``torchrun``.
+
+``train_wavenet(TrainOptions(data=..., out=BUNDLE, ...))``:
+
+- data: :class:`~audiogen_studio.training.audio_dataset.AudioDataset` (corpus folder, manifest,
+  folder or file), cached as memory-mapped ``.npy`` arrays in ``BUNDLE/work/``;
+- each step: ``batch`` random crops of ``receptive_field - 1 + crop`` targets (the crop RNG of
+  step ``s`` on rank ``r`` is ``numpy.random.default_rng([seed, r, s])``, so a resumed run draws
+  exactly the crops an uninterrupted one would), μ-law targets, cross-entropy over the
+  positions that see a full receptive field, Adam, gradient-norm clipping;
+- validation loss on fixed crops of the valid split every ``val_every`` steps;
+- ``BUNDLE/checkpoint/`` every ``save_every`` steps and at the end: ``model.safetensors``,
+  ``optimizer.safetensors`` (the optimizer's tensors; its scalars and structure as JSON in the
+  file's metadata) and ``trainer_state.json`` (step, seed, losses, history, elapsed time); the
+  folder is replaced atomically. Re-running with the same ``out`` continues from its step;
+- at the end (or when stopped early through ``stop``/``time_limit``) the bundle itself:
+  ``BUNDLE/bundle.json`` (format 1, kind ``wavenet`` or ``wavenet-vocoder``) and
+  ``BUNDLE/wavenet.safetensors``.
+
+Devices: ``auto`` = CUDA, MPS, CPU. ``amp`` uses bf16 autocast (fp16 + GradScaler where the GPU
+has no bf16) on CUDA only. Under ``torchrun`` (``WORLD_SIZE`` > 1) the model is wrapped in
+``DistributedDataParallel`` (NCCL on CUDA, Gloo on CPU); each rank draws its own crops, and only
+rank 0 validates, writes checkpoints, the bundle and progress.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+
+from audiogen_studio import __version__
+from audiogen_studio.engine.bundles import BUNDLE_FILE, BUNDLE_FORMAT
+from audiogen_studio.models.checkpoint import (
+    CheckpointError,
+    load_into,
+    load_tree,
+    save_module,
+    save_tree,
+)
+from audiogen_studio.models.device import resolve_device
+from audiogen_studio.models.wavenet import (
+    NAMED_CONFIGS,
+    WaveNet,
+    WaveNetConfig,
+    count_parameters,
+    named_config,
+)
+from audiogen_studio.training.audio_dataset import AudioDataset, Batch, TrainingError
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoint"
+WORK_DIR = "work"
+WEIGHTS_FILE = "wavenet.safetensors"
+STATE_FILE = "trainer_state.json"
+STATE_VERSION = 1
+
+__all__ = [
+    "StepReport",
+    "TrainOptions",
+    "TrainResult",
+    "TrainingError",
+    "read_trainer_state",
+    "train_wavenet",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainOptions:
+    """What ``audiogen-studio train wavenet`` asks for.
+
+    Attributes:
+        data: corpus folder, ``*.jsonl`` manifest, folder of audio files or one audio file.
+        out: the bundle folder to write (and to resume from).
+        config: a name of :data:`~audiogen_studio.models.wavenet.NAMED_CONFIGS`, a ``.json``
+            path, or a config; ``None`` = the checkpoint's when resuming, else ``"default"``.
+        mel: train the mel-conditioned variant (a vocoder).
+        steps: total optimizer steps (a resumed run goes on up to this number).
+        batch: crops per step (per process under ``torchrun``).
+        crop: targets per crop that get a loss, besides the receptive field's context.
+        lr: Adam learning rate.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        amp: mixed precision on CUDA (ignored, with a warning, elsewhere).
+        val_every: validate every N steps (0: only at the end).
+        save_every: checkpoint every N steps (0: only at the end).
+        seed: seeds the initial weights and every crop.
+        val_crops: fixed validation crops.
+        grad_clip: gradient-norm clipping (0 disables).
+        name: bundle name (default: the ``out`` folder's name).
+        progress: tqdm bar on stderr.
+        time_limit: stop (checkpoint and bundle written) after this many seconds.
+        valid_fraction: tail of each file held out when the data has no valid split.
+        cache: keep the decoded audio as memory-mapped arrays in ``out/work``.
+        threads: torch intra-op CPU threads for this process (``torch.set_num_threads``);
+            ``None`` keeps torch's default. One thread is best for small models and whenever
+            other processes share the cores (spinning OpenMP threads then lose 3-15x).
+    """
+
+    data: str | Path
+    out: str | Path
+    config: str | WaveNetConfig | None = None
+    mel: bool = False
+    steps: int = 20_000
+    batch: int = 8
+    crop: int = 4_000
+    lr: float = 1e-3
+    device: str = "auto"
+    amp: bool = False
+    val_every: int = 500
+    save_every: int = 1_000
+    seed: int = 0
+    val_crops: int = 16
+    grad_clip: float = 1.0
+    name: str | None = None
+    progress: bool = True
+    time_limit: float | None = None
+    valid_fraction: float = 0.1
+    cache: bool = True
+    threads: int | None = None
+
+    def check(self) -> None:
+        """Raise :class:`TrainingError` on nonsensical values."""
+        for field in ("steps", "batch", "crop", "val_crops"):
+            if int(getattr(self, field)) < 1:
+                raise TrainingError(f"{field} must be at least 1, got {getattr(self, field)}")
+        if self.threads is not None and self.threads < 1:
+            raise TrainingError(f"threads must be at least 1, got {self.threads}")
+        for field in ("val_every", "save_every"):
+            if int(getattr(self, field)) < 0:
+                raise TrainingError(f"{field} must be 0 or more, got {getattr(self, field)}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise TrainingError(f"lr must be a positive number, got {self.lr}")
+        if not 0 <= self.valid_fraction < 0.5:
+            raise TrainingError(
+                f"valid_fraction must be within [0, 0.5), got {self.valid_fraction}"
+            )
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """Progress after one optimizer step (given to ``on_step``).
+
+    ``samples_per_second`` counts the targets that got a loss, over all processes.
+    """
+
+    step: int
+    steps: int
+    loss: float
+    val_loss: float | None
+    samples_per_second: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run did."""
+
+    bundle: Path
+    step: int
+    start_step: int
+    completed: bool
+    train_loss: float | None
+    val_loss: float | None
+    best_val_loss: float | None
+    seconds: float
+    samples_per_second: float
+    device: str
+    config: WaveNetConfig
+    rank: int = 0
+    world_size: int = 1
+
+
+# --- small helpers ------------------------------------------------------------------------------
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")  # plain open: honours umask
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, sort_keys=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+@dataclass(frozen=True)
+class _Dist:
+    world: int
+    rank: int
+    local_rank: int
+    owns_group: bool
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def any_flag(self, flag: bool, device: torch.device) -> bool:
+        """True on every rank when ``flag`` is true on any (all ranks must call it)."""
+        if self.world == 1:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item() > 0)
+
+
+def _setup_distributed(device_name: str) -> tuple[_Dist, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist(1, 0, 0, False), resolve_device(device_name)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_name)
+    if device.type == "mps":
+        raise TrainingError("distributed training (torchrun) supports CUDA or CPU, not MPS")
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    owns = False
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        owns = True
+    return _Dist(world, dist.get_rank(), local_rank, owns), device
+
+
+def _resolve_config(options: TrainOptions, stored: WaveNetConfig | None) -> WaveNetConfig:
+    if options.config is None:
+        if stored is not None:
+            if options.mel and stored.mel_channels == 0:
+                raise TrainingError(
+                    "the checkpoint in the output folder is not mel-conditioned; drop --mel or "
+                    "use another --out"
+                )
+            return stored
+        name: str | WaveNetConfig = "default"
+    else:
+        name = options.config
+    if isinstance(name, WaveNetConfig):
+        config = name.with_mel(80) if options.mel and name.mel_channels == 0 else name
+    else:
+        try:
+            config = named_config(name, mel=options.mel)
+        except ValueError as exc:
+            raise TrainingError(str(exc)) from exc
+    if config.global_conditioning:
+        raise TrainingError("this trainer does not train globally conditioned WaveNets")
+    if stored is not None and stored != config:
+        diff = ", ".join(
+            f"{k} {v} (asked {config.to_dict()[k]})"
+            for k, v in stored.to_dict().items()
+            if config.to_dict()[k] != v
+        )
+        raise TrainingError(
+            f"the checkpoint in the output folder has another config ({diff}); "
+            "resume without --config, or train into another --out"
+        )
+    return config
+
+
+def read_trainer_state(out: str | Path) -> dict[str, Any] | None:
+    """``out/checkpoint/trainer_state.json`` (recovering an interrupted swap), or ``None``."""
+    folder = Path(out)
+    ckpt = folder / CHECKPOINT_DIR
+    old = folder / f".{CHECKPOINT_DIR}.old"
+    if not (ckpt / STATE_FILE).is_file() and (old / STATE_FILE).is_file():
+        if ckpt.exists():
+            shutil.rmtree(ckpt)
+        os.replace(old, ckpt)  # a crash between the two renames of _save_checkpoint
+    state_path = ckpt / STATE_FILE
+    if not state_path.is_file():
+        return None
+    try:
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TrainingError(f"{state_path}: unreadable trainer state ({exc})") from exc
+    if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+        raise TrainingError(f"{state_path}: unknown trainer state version")
+    return state
+
+
+def _save_checkpoint(
+    out: Path, model: WaveNet, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+) -> None:
+    tmp = out / f".{CHECKPOINT_DIR}.partial"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    save_module(model, tmp / "model.safetensors", model.config, extra={"step": state["step"]})
+    save_tree(optimizer.state_dict(), tmp / "optimizer.safetensors", extra={"step": state["step"]})
+    _write_json(tmp / STATE_FILE, state)
+    ckpt = out / CHECKPOINT_DIR
+    old = out / f".{CHECKPOINT_DIR}.old"
+    if old.exists():
+        shutil.rmtree(old)
+    if ckpt.exists():
+        os.replace(ckpt, old)
+    os.replace(tmp, ckpt)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _autocast(
+    device: torch.device, dtype: torch.dtype | None
+) -> contextlib.AbstractContextManager[Any]:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _loss(model: nn.Module, batch: Batch, context: int) -> torch.Tensor:
+    logits = model(batch.inputs, batch.mel, output_from=context)  # [B, classes, T - context]
+    return F.cross_entropy(logits.float(), batch.targets[:, context:])
+
+
+@torch.no_grad()
+def _validate(
+    model: WaveNet,
+    dataset: AudioDataset,
+    starts: np.ndarray[Any, Any],
+    batch: int,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+) -> float:
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    count = 0
+    try:
+        for i in range(0, len(starts), batch):
+            chunk = starts[i : i + batch]
+            b = dataset.batch("valid", chunk).to(device)
+            with _autocast(device, amp_dtype):
+                loss = _loss(model, b, model.config.receptive_field - 1)
+            total += float(loss) * len(chunk)
+            count += len(chunk)
+    finally:
+        model.train(was_training)
+    return total / max(count, 1)
+
+
+@contextlib.contextmanager
+def _progress_bar(enabled: bool, total: int, initial: int) -> Iterator[Any]:
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=total,
+        initial=initial,
+        desc="train wavenet",
+        unit="step",
+        disable=True if not enabled else None,  # None: off when stderr is no terminal
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+# --- the bundle -----------------------------------------------------------------------------------
+
+
+def _write_bundle(
+    out: Path,
+    model: WaveNet,
+    name: str,
+    config_name: str,
+    training: dict[str, Any],
+    metrics: dict[str, Any],
+) -> None:
+    cfg = model.config
+    kind = "wavenet-vocoder" if cfg.mel_channels else "wavenet"
+    save_module(
+        model,
+        out / WEIGHTS_FILE,
+        cfg,
+        extra={"step": training["steps"], "kind": kind, "name": name},
+    )
+    what = "mel-conditioned WaveNet vocoder" if cfg.mel_channels else "unconditional WaveNet"
+    bundle = {
+        "format": BUNDLE_FORMAT,
+        "name": name,
+        "version": "1.0.0",
+        "kind": kind,
+        "sample_rate": cfg.sample_rate,
+        "description": (
+            f"{what} ({config_name}: {cfg.layers} layers, {cfg.stacks} stacks, "
+            f"{cfg.residual_channels}/{cfg.gate_channels}/{cfg.skip_channels} channels, "
+            f"receptive field {cfg.receptive_field} samples) trained with "
+            f"'audiogen-studio train wavenet' for {training['steps']} steps"
+        ),
+        "components": {"wavenet": {"file": WEIGHTS_FILE, "config": cfg.to_dict()}},
+        "training": training,
+        "metrics": metrics,
+    }
+    _write_json(out / BUNDLE_FILE, bundle)
+
+
+# --- the loop -------------------------------------------------------------------------------------
+
+
+def train_wavenet(
+    options: TrainOptions,
+    *,
+    on_step: Callable[[StepReport], None] | None = None,
+    stop: threading.Event | None = None,
+) -> TrainResult:
+    """Train (or resume training) a WaveNet and write the bundle ``options.out``.
+
+    Args:
+        options: see :class:`TrainOptions`.
+        on_step: called after every step with a :class:`StepReport` (rank 0 only).
+        stop: when set, training stops after the current step, writes its checkpoint and the
+            bundle, and returns with ``completed=False``.
+
+    Raises:
+        TrainingError: bad data or options, a checkpoint of another config in ``out``.
+        ComputeDeviceError: the device asked for is not there.
+    """
+    options.check()
+    if options.threads is not None:
+        torch.set_num_threads(options.threads)
+    out = Path(options.out).expanduser()
+    dinfo, device = _setup_distributed(options.device)
+    try:
+        return _train(options, out, dinfo, device, on_step, stop)
+    finally:
+        if dinfo.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(
+    options: TrainOptions,
+    out: Path,
+    dinfo: _Dist,
+    device: torch.device,
+    on_step: Callable[[StepReport], None] | None,
+    stop: threading.Event | None,
+) -> TrainResult:
+    if out.exists() and not out.is_dir():
+        raise TrainingError(f"{out}: exists and is not a folder")
+    if dinfo.main:
+        out.mkdir(parents=True, exist_ok=True)
+    dinfo.barrier()
+    resume = read_trainer_state(out) if dinfo.main else None
+    dinfo.barrier()
+    if not dinfo.main:
+        resume = read_trainer_state(out)
+    stored = None
+    if resume is not None:
+        try:
+            stored = WaveNetConfig.from_dict(resume["config"])
+        except (KeyError, ValueError) as exc:
+            raise TrainingError(f"{out / CHECKPOINT_DIR}: bad config in trainer state") from exc
+    config = _resolve_config(options, stored)
+    config_name = next(
+        (n for n, c in NAMED_CONFIGS.items() if c == config),
+        str((resume or {}).get("config_name", "custom")),
+    )
+
+    # data: rank 0 decodes and writes the cache, the others read it
+    cache_dir = out / WORK_DIR if options.cache else None
+    dataset: AudioDataset | None = None
+    if dinfo.main:
+        dataset = _prepare_data(options, config, cache_dir, write=True)
+    dinfo.barrier()
+    if dataset is None:
+        dataset = _prepare_data(options, config, cache_dir, write=False)
+    if dataset.valid is None:
+        log.warning("no validation audio: validation loss is not computed")
+
+    amp_dtype: torch.dtype | None = None
+    if options.amp:
+        if device.type == "cuda":
+            amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        else:
+            log.warning("--amp needs a CUDA device; training in float32 on %s", device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+
+    torch.manual_seed(options.seed)
+    model = WaveNet(config).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=options.lr)
+    start_step = 0
+    state: dict[str, Any] = {
+        "history": [],
+        "seconds": 0.0,
+        "best_val_loss": None,
+        "last_val_loss": None,
+        "train_loss": None,
+        "recent_losses": [],
+    }
+    if resume is not None:
+        ckpt = out / CHECKPOINT_DIR
+        try:
+            load_into(model, ckpt / "model.safetensors", device=device)
+            opt_state = load_tree(ckpt / "optimizer.safetensors", device=device)
+            optimizer.load_state_dict(opt_state)
+        except (CheckpointError, ValueError, KeyError) as exc:
+            raise TrainingError(f"{ckpt}: cannot resume from this checkpoint ({exc})") from exc
+        for group in optimizer.param_groups:
+            group["lr"] = options.lr
+        start_step = int(resume["step"])
+        state.update({k: resume.get(k, state[k]) for k in state})
+        if dinfo.main:
+            log.info("resuming from step %d of %s", start_step, ckpt)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    train_model: nn.Module = model
+    if dinfo.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    context = config.receptive_field - 1
+    window = dataset.window
+    targets_per_step = options.batch * (window - context) * dinfo.world
+    val_starts = (
+        dataset.random_starts(
+            "valid", np.random.default_rng([options.seed, 7919]), options.val_crops
+        )
+        if dataset.valid is not None and dinfo.main
+        else None
+    )
+    name = options.name or out.resolve().name
+    recent: deque[float] = deque((float(v) for v in state["recent_losses"]), maxlen=20)
+    step = start_step
+    started = time.perf_counter()
+    base_seconds = float(state["seconds"])
+    completed = step >= options.steps
+    stopped = False
+
+    def snapshot() -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "step": step,
+            "seed": options.seed,
+            "rng": "numpy.random.default_rng([seed, rank, step]) draws the crops of each step",
+            "config": config.to_dict(),
+            "config_name": config_name,
+            "train_loss": state["train_loss"],
+            "recent_losses": list(recent),
+            "last_val_loss": state["last_val_loss"],
+            "best_val_loss": state["best_val_loss"],
+            "seconds": base_seconds + time.perf_counter() - started,
+            "history": state["history"],
+            "options": {
+                "data": str(options.data),
+                "batch": options.batch,
+                "crop": options.crop,
+                "lr": options.lr,
+                "world_size": dinfo.world,
+                "device": str(device),
+                "amp": str(amp_dtype).removeprefix("torch.") if amp_dtype else None,
+            },
+            "audiogen_studio": __version__,
+        }
+
+    def validate_now() -> float | None:
+        if val_starts is None:
+            return None
+        loss = _validate(model, dataset, val_starts, options.batch, device, amp_dtype)
+        state["last_val_loss"] = loss
+        best = state["best_val_loss"]
+        state["best_val_loss"] = loss if best is None or loss < best else best
+        return loss
+
+    model.train()
+    with _progress_bar(options.progress and dinfo.main, options.steps, start_step) as bar:
+        loop_start = time.perf_counter()
+        while step < options.steps:
+            rng = np.random.default_rng([options.seed, dinfo.rank, step])
+            batch = dataset.sample("train", rng, options.batch).to(device)
+            with _autocast(device, amp_dtype):
+                loss = _loss(train_model, batch, context)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+            if options.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), options.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise TrainingError(
+                    f"the loss became {loss_value} at step {step}; lower --lr (now {options.lr})"
+                )
+            recent.append(loss_value)
+            state["train_loss"] = sum(recent) / len(recent)
+            elapsed = time.perf_counter() - loop_start
+            rate = (step - start_step) * targets_per_step / max(elapsed, 1e-9)
+            val_loss = None
+            if dinfo.main:
+                if options.val_every and step % options.val_every == 0 and step < options.steps:
+                    val_loss = validate_now()
+                    state["history"].append(
+                        {"step": step, "loss": state["train_loss"], "val_loss": val_loss}
+                    )
+                if options.save_every and step % options.save_every == 0:
+                    _save_checkpoint(out, model, optimizer, snapshot())
+                postfix = {"loss": f"{state['train_loss']:.3f}", "samples/s": f"{rate:,.0f}"}
+                if state["last_val_loss"] is not None:
+                    postfix["val"] = f"{state['last_val_loss']:.3f}"
+                bar.set_postfix(postfix, refresh=False)
+                bar.update(1)
+                if on_step is not None:
+                    on_step(
+                        StepReport(
+                            step=step,
+                            steps=options.steps,
+                            loss=loss_value,
+                            val_loss=val_loss,
+                            samples_per_second=rate,
+                            seconds=base_seconds + time.perf_counter() - started,
+                        )
+                    )
+            want_stop = (stop is not None and stop.is_set()) or (
+                options.time_limit is not None
+                and time.perf_counter() - started >= options.time_limit
+            )
+            if (stop is not None or options.time_limit is not None) and dinfo.any_flag(
+                want_stop, device
+            ):
+                stopped = step < options.steps
+                break
+        completed = step >= options.steps
+
+    elapsed = time.perf_counter() - started
+    rate = (step - start_step) * targets_per_step / max(elapsed, 1e-9)
+    if dinfo.main:
+        final_val = (
+            validate_now()
+            if step > start_step or state["last_val_loss"] is None
+            else (state["last_val_loss"])
+        )
+        if step > start_step:
+            state["history"].append(
+                {"step": step, "loss": state["train_loss"], "val_loss": final_val}
+            )
+        _save_checkpoint(out, model, optimizer, snapshot())
+        training = {
+            "data": str(options.data),
+            "steps": step,
+            "completed": completed,
+            "hours": round(dataset.train_hours, 6),
+            "valid_hours": round(dataset.valid_hours, 6),
+            "files_skipped": len(dataset.skipped),
+            "final_train_loss": _finite_or_none(state["train_loss"]),
+            "final_val_loss": _finite_or_none(final_val),
+            "best_val_loss": _finite_or_none(state["best_val_loss"]),
+            "loss": "cross-entropy in nats per sample over 2**bits mu-law classes",
+            "device": str(device),
+            "world_size": dinfo.world,
+            "amp": str(amp_dtype).removeprefix("torch.") if amp_dtype else None,
+            "time_seconds": round(base_seconds + elapsed, 3),
+            "config_name": config_name,
+            "batch": options.batch,
+            "crop": options.crop,
+            "lr": options.lr,
+            "seed": options.seed,
+            "audiogen_studio": __version__,
+        }
+        metrics = {
+            "val_loss": _finite_or_none(final_val),
+            "train_loss": _finite_or_none(state["train_loss"]),
+            "receptive_field": config.receptive_field,
+            "parameters": count_parameters(model),
+        }
+        _write_bundle(out, model, name, str(config_name), training, metrics)
+        if stopped:
+            log.info("stopped at step %d of %d", step, options.steps)
+    else:
+        final_val = None
+    dinfo.barrier()
+    return TrainResult(
+        bundle=out,
+        step=step,
+        start_step=start_step,
+        completed=completed,
+        train_loss=_finite_or_none(state["train_loss"]),
+        val_loss=_finite_or_none(final_val),
+        best_val_loss=_finite_or_none(state["best_val_loss"]),
+        seconds=base_seconds + elapsed,
+        samples_per_second=rate,
+        device=str(device),
+        config=config,
+        rank=dinfo.rank,
+        world_size=dinfo.world,
+    )
+
+
+def _prepare_data(
+    options: TrainOptions, config: WaveNetConfig, cache_dir: Path | None, *, write: bool
+) -> AudioDataset:
+    bars: list[Any] = []  # a "load audio" bar, opened when the first file is decoded
+
+    def progress(done: int, total: int) -> None:
+        if not (options.progress and write):
+            return
+        if not bars:
+            from tqdm import tqdm
+
+            bars.append(
+                tqdm(
+                    total=total,
+                    desc="load audio",
+                    unit="file",
+                    disable=None,
+                    dynamic_ncols=True,
+                    file=sys.stderr,
+                )
+            )
+        bars[0].update(done - bars[0].n)
+
+    try:
+        return AudioDataset.prepare(
+            options.data,
+            config,
+            crop=options.crop,
+            cache_dir=cache_dir,
+            valid_fraction=options.valid_fraction,
+            progress=progress,
+            write_cache=write,
+        )
+    finally:
+        for bar in bars:
+            bar.close()
+
+
+def options_dict(options: TrainOptions) -> dict[str, Any]:
+    """The options as JSON-ready values (for logs and ``--json``)."""
+    data = dataclasses.asdict(options)
+    for key in ("data", "out"):
+        data[key] = str(data[key])
+    if isinstance(options.config, WaveNetConfig):
+        data["config"] = options.config.to_dict()
+    return data
