@@ -222,10 +222,12 @@ class WaveNetConfig:
 #: - ``tiny``: for tests (RF 29 samples, ~10k parameters).
 #: - ``tiny-vocoder``: ``tiny`` conditioned on 20 mel bins at hop 64 (n_fft 256).
 #: - ``peer``: the public r9y9 ``wavenet_vocoder`` size used by the benchmark: 20 layers, 2
-#:   stacks, 64/128/64 (0.76 M parameters, RF 4093 samples = 256 ms at 16 kHz).
+#:   stacks, 64/128/64 (0.70 M parameters here, 0.68 M MACs/sample, RF 4093 samples = 256 ms
+#:   at 16 kHz).
 #: - ``default``: the shipped continuation model: the peer's depth and receptive field at
-#:   48/96/48 channels (~0.39 M parameters, ~0.38 M MACs/sample, about half the peer's), so the
-#:   fused CPU step runs ~3x real time at 16 kHz on one core where the peer config runs ~1.5x.
+#:   48/96/48 channels (0.40 M parameters, 0.38 M MACs/sample: 57 % of the peer's weights), so
+#:   a weight-streaming-bound fused CPU step should run ~1.7x the peer's samples/s (DESIGN.md
+#:   measured ~1.5x real time at 16 kHz for the peer size); benchmarks/wavenet.py measures it.
 #: - ``vocoder``: ``default`` conditioned on 80 log-mel bins at hop 256 (16 ms at 16 kHz).
 NAMED_CONFIGS: dict[str, WaveNetConfig] = {
     "tiny": WaveNetConfig(

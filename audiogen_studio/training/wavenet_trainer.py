@@ -285,16 +285,28 @@ def _resolve_config(options: TrainOptions, stored: WaveNetConfig | None) -> Wave
     return config
 
 
-def read_trainer_state(out: str | Path) -> dict[str, Any] | None:
-    """``out/checkpoint/trainer_state.json`` (recovering an interrupted swap), or ``None``."""
-    folder = Path(out)
-    ckpt = folder / CHECKPOINT_DIR
-    old = folder / f".{CHECKPOINT_DIR}.old"
+def _recover_checkpoint(out: Path) -> None:
+    """Undo a crash between the two renames of :func:`_save_checkpoint` (rank 0, at start)."""
+    ckpt = out / CHECKPOINT_DIR
+    old = out / f".{CHECKPOINT_DIR}.old"
     if not (ckpt / STATE_FILE).is_file() and (old / STATE_FILE).is_file():
         if ckpt.exists():
             shutil.rmtree(ckpt)
-        os.replace(old, ckpt)  # a crash between the two renames of _save_checkpoint
-    state_path = ckpt / STATE_FILE
+        os.replace(old, ckpt)
+    partial = out / f".{CHECKPOINT_DIR}.partial"
+    if partial.exists():
+        shutil.rmtree(partial)
+
+
+def read_trainer_state(out: str | Path) -> dict[str, Any] | None:
+    """``out/checkpoint/trainer_state.json`` (or, mid-swap, the previous one), or ``None``.
+
+    Read-only: safe to call while a training run writes checkpoints.
+    """
+    folder = Path(out)
+    state_path = folder / CHECKPOINT_DIR / STATE_FILE
+    if not state_path.is_file():
+        state_path = folder / f".{CHECKPOINT_DIR}.old" / STATE_FILE
     if not state_path.is_file():
         return None
     try:
@@ -470,10 +482,10 @@ def _train(
     if dinfo.main:
         out.mkdir(parents=True, exist_ok=True)
     dinfo.barrier()
-    resume = read_trainer_state(out) if dinfo.main else None
+    if dinfo.main:
+        _recover_checkpoint(out)
     dinfo.barrier()
-    if not dinfo.main:
-        resume = read_trainer_state(out)
+    resume = read_trainer_state(out)
     stored = None
     if resume is not None:
         try:

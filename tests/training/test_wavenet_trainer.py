@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -300,6 +301,46 @@ def test_stop_event_checkpoints_and_writes_a_bundle(tones_dir: Path, tmp_path: P
     assert info.training["steps"] == 7 and info.training["completed"] is False
     resumed = train_wavenet(_opts(tones_dir, out, steps=10, config=None))
     assert resumed.start_step == 7 and resumed.step == 10 and resumed.completed
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(tones_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "audiogen_studio", "train", "wavenet", "--data", str(tones_dir),
+            "--out", str(out), "--config", "tiny", "--steps", "100000", "--batch", "2",
+            "--crop", "100", "--device", "cpu", "--no-progress", "--val-every", "0",
+            "--save-every", "3", "--threads", "1",
+        ],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        state = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                state = read_trainer_state(out)
+            except TrainingError:  # a file vanished between the check and the read: retry
+                state = None
+            if state is not None and state["step"] >= 6:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        assert state is not None and state["step"] >= 6, "no checkpoint within 60 s"
+    finally:
+        proc.kill()  # SIGKILL: no chance to clean up
+        proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+    saved = read_trainer_state(out)
+    assert saved is not None and saved["step"] % 3 == 0
+    assert not (out / "bundle.json").exists()  # killed runs write no bundle
+    result = train_wavenet(
+        _opts(tones_dir, out, config=None, steps=saved["step"] + 3, batch=2, crop=100)
+    )
+    assert result.start_step == saved["step"] and result.step == saved["step"] + 3
+    assert read_bundle(out).training["steps"] == saved["step"] + 3
 
 
 def test_mel_vocoder_trains_into_a_vocoder_bundle(tones_dir: Path, tmp_path: Path) -> None:
