@@ -42,7 +42,7 @@ class WaveNetEngine:
 
     Args:
         model: a :class:`WaveNet` (its weights are copied into the fast path).
-        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
+        device: ``"auto"`` (the numba CPU step, see below), ``"cpu"``, ``"cuda"`` or ``"mps"``.
         name: shown in take provenance.
     """
 
@@ -51,7 +51,11 @@ class WaveNetEngine:
         self.config = model.config
         self.name = name
         self.sample_rate = int(self.config.sample_rate)
-        self.device = resolve_device(device)
+        # Sample-by-sample generation is latency-bound: the fused numba CPU step (~25-40k
+        # samples/s on 2 cores, benchmarks/wavenet.py) beats a GPU step that launches ~200 small
+        # kernels per sample for a few takes. So "auto" means the CPU here; name "cuda" or
+        # "mps" to use the GPU step (CUDA graphs on CUDA).
+        self.device = torch.device("cpu") if device == "auto" else resolve_device(device)
         self.fast = FastWaveNet.from_model(model, device=self.device)
         self.model.to(self.device)
 
