@@ -8,37 +8,8 @@ import os
 import sys
 from typing import Any
 
+from audiogen_studio.cli.argtypes import positive_float, positive_int, split_fraction
 from audiogen_studio.cli.errors import CliError
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= value < 0.5:
-        raise argparse.ArgumentTypeError(f"must be within [0, 0.5), got {text}")
-    return value
 
 
 def _common(p: argparse.ArgumentParser, minutes: float, timeout: float) -> None:
@@ -47,38 +18,38 @@ def _common(p: argparse.ArgumentParser, minutes: float, timeout: float) -> None:
     )
     p.add_argument(
         "--minutes",
-        type=_positive_float,
+        type=positive_float,
         default=minutes,
         help=f"target total duration in minutes (default {minutes:g})",
     )
     p.add_argument(
         "--max-items",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="stop at this many items even below --minutes",
     )
     p.add_argument(
         "--jobs",
-        type=_positive_int,
+        type=positive_int,
         default=os.cpu_count() or 1,
         help="parallel workers (default: the number of CPUs, %(default)s)",
     )
     p.add_argument("--seed", type=int, default=0, help="corpus seed (default 0)")
     p.add_argument(
         "--timeout",
-        type=_positive_float,
+        type=positive_float,
         default=timeout,
         help=f"seconds allowed per item (default {timeout:g})",
     )
     p.add_argument(
         "--valid-fraction",
-        type=_fraction,
+        type=split_fraction,
         default=0.1,
         help="share held out for validation, by whole voice/instrument (default 0.1)",
     )
     p.add_argument(
         "--test-fraction",
-        type=_fraction,
+        type=split_fraction,
         default=0.1,
         help="share held out for test, by whole voice/instrument (default 0.1)",
     )
@@ -122,7 +93,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     sp.add_argument(
         "--espeak-voices",
-        type=_positive_int,
+        type=positive_int,
         default=40,
         help="English espeak-ng voices to sample (default 40)",
     )
@@ -142,7 +113,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _common(mp, minutes=65.0, timeout=120.0)
     mp.add_argument(
         "--max-seconds",
-        type=_positive_float,
+        type=positive_float,
         default=40.0,
         help="longest item in seconds (default 40)",
     )

@@ -9,37 +9,8 @@ import argparse
 import json
 import sys
 
+from audiogen_studio.cli.argtypes import non_negative_int, positive_float, positive_int
 from audiogen_studio.cli.errors import CliError
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -76,19 +47,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--mel", action="store_true", help="condition on log-mel frames (train a vocoder)"
     )
     wp.add_argument(
-        "--steps", type=_positive_int, default=20_000, help="total steps (default 20000)"
+        "--steps", type=positive_int, default=20_000, help="total steps (default 20000)"
     )
     wp.add_argument(
-        "--batch", type=_positive_int, default=8, help="crops per step and process (default 8)"
+        "--batch", type=positive_int, default=8, help="crops per step and process (default 8)"
     )
     wp.add_argument(
         "--crop",
-        type=_positive_int,
+        type=positive_int,
         default=4_000,
         metavar="SAMPLES",
         help="samples per crop with a loss, beyond the receptive field (default 4000)",
     )
-    wp.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate")
+    wp.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate")
     wp.add_argument(
         "--device",
         default="auto",
@@ -97,14 +68,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     wp.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
     wp.add_argument(
         "--val-every",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=500,
         metavar="N",
         help="validation loss every N steps (0: only at the end; default 500)",
     )
     wp.add_argument(
         "--save-every",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=1_000,
         metavar="N",
         help="checkpoint every N steps (0: only at the end; default 1000)",
@@ -113,14 +84,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     wp.add_argument("--name", default=None, help="bundle name (default: the BUNDLE folder name)")
     wp.add_argument(
         "--time-limit",
-        type=_positive_float,
+        type=positive_float,
         default=None,
         metavar="SECONDS",
         help="stop after this many seconds (checkpoint and bundle are written)",
     )
     wp.add_argument(
         "--threads",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="CPU threads for torch (default: torch's choice; 1 is best for small models or "
         "when other programs share the cores)",
