@@ -19,9 +19,12 @@ from PySide6.QtWidgets import (
     QListWidget,
     QMainWindow,
     QMessageBox,
+    QScrollArea,
     QSplitter,
 )
 
+from audiogen_studio.app.generation import GenerationController
+from audiogen_studio.app.generation_panel import GenerationPanel
 from audiogen_studio.app.views import SpectrogramView, WaveformView
 from audiogen_studio.audio import io
 from audiogen_studio.audio.clip import Clip
@@ -69,6 +72,24 @@ class MainWindow(QMainWindow):
         dock.setObjectName("models-dock")
         dock.setWidget(self.models_list)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+
+        # the one long-lived generation thread: created here, quit and waited for in closeEvent
+        self.generation = GenerationController(self)
+        self.generation_panel = GenerationPanel(
+            self.generation,
+            prompt=lambda: self.clip,
+            apply_clip=lambda clip: self.set_clip(clip, None),
+            report=self.report_error,
+        )
+        gen_dock = QDockWidget("Generate", self)
+        gen_dock.setObjectName("generation-dock")
+        scroll = QScrollArea()  # the panel scrolls rather than forcing a tall window
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(self.generation_panel)
+        gen_dock.setWidget(scroll)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, gen_dock)
+        self.tabifyDockWidget(dock, gen_dock)
+        gen_dock.raise_()
         self.refresh_models()
 
         self.file_label = QLabel("No file open: File ▸ Open, or drop an audio file here")
@@ -188,6 +209,8 @@ class MainWindow(QMainWindow):
         if not found:
             self.models_list.addItem("No model bundles installed yet.")
             self.models_list.addItem("See README: default models.")
+        if hasattr(self, "generation_panel"):
+            self.generation_panel.refresh_models()
 
     def report_error(self, title: str, message: str) -> None:
         """Show an error without ever crashing: status bar, plus a dialog when interactive."""
@@ -257,4 +280,6 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: object) -> None:
         self.stop_playback()
+        self.generation_panel.shutdown()
+        self.generation.shutdown()
         super().closeEvent(event)  # type: ignore[arg-type]

@@ -1,0 +1,321 @@
+"""Generation on one long-lived worker thread, streamed into live playback (DESIGN.md §3).
+
+:class:`GenerationWorker` lives on a single :class:`~PySide6.QtCore.QThread` that the window
+creates once (through :class:`GenerationController`) and quits and waits for on close. Its slot
+:meth:`GenerationWorker.generate` loads the engine for a model bundle (loaded engines are cached
+by ``(model, mode, device)``), runs ``engine.stream(request, cancel)`` and, for every chunk:
+
+- appends take 0's samples (converted to the prompt's channel count, at the model's rate) to a
+  :class:`~audiogen_studio.audio.ringbuffer.RingBuffer` that a
+  :class:`~audiogen_studio.audio.devices.Player` plays from after a 0.2 s pre-roll, so the
+  continuation is heard while it is being generated;
+- emits ``chunk_ready(take, start, n)`` and ``progress(seconds_done, seconds_total, rtf)``.
+
+It ends with ``finished(list[Take])`` (a cancelled request gives the partial takes,
+``complete=False``) or ``failed(message)``. A missing or broken output device never stops
+generation: it is reported once through ``playback_unavailable(message)``.
+
+Cancel is a :class:`threading.Event` made per request by the controller and set from the GUI
+thread (Stop); the engine checks it between chunks. The GUI thread only draws.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
+
+from audiogen_studio.audio import devices, io
+from audiogen_studio.audio.clip import Clip
+from audiogen_studio.audio.errors import AudioError
+from audiogen_studio.audio.ringbuffer import RingBuffer
+from audiogen_studio.engine.api import Engine, GenerationError, GenerationRequest
+from audiogen_studio.engine.loader import load_engine
+from audiogen_studio.engine.takes import Take, TakeCollector
+
+log = logging.getLogger(__name__)
+
+PREROLL_SECONDS = 0.2
+MAX_RING_SECONDS = 120.0  # longer generations throttle to real time once the ring is full
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedTake:
+    """A finished (or partial) take with the provenance the panel shows.
+
+    Attributes:
+        take: the engine's :class:`Take` (``take.output`` is the prompt + continuation ``[C, T]``).
+        model: model bundle name (or folder) it came from.
+        device: the device setting of the request.
+        request: the request (seconds, temperature, top-k, seed, mode).
+        created: wall-clock time (``time.time()``) when generation ended.
+    """
+
+    take: Take
+    model: str
+    device: str
+    request: GenerationRequest
+    created: float = field(default_factory=time.time)
+
+    def provenance(self) -> str:
+        """One line: model, take/seed, temperature, top-k, seconds, complete or partial."""
+        req, take = self.request, self.take
+        top_k = f", top-k {req.top_k}" if req.top_k else ""
+        state = "complete" if take.complete else "partial"
+        return (
+            f"{self.model} · {take.mode} · take {take.index + 1} · seed {take.seed} · "
+            f"T {req.temperature:g}{top_k} · {take.generated.duration:.2f} s ({state})"
+        )
+
+
+class LivePreview:
+    """Take 0's continuation as it grows: written by the worker, read by the GUI thread.
+
+    ``samples`` is preallocated ``[C, capacity]`` float32 at ``rate``; frames ``[0, frames)``
+    are final. The worker writes the rows first and publishes ``frames`` after, so a reader
+    that takes ``frames`` once and copies ``samples[:, :frames]`` sees only finished audio.
+    """
+
+    def __init__(self, channels: int, rate: int, total: int) -> None:
+        self.rate = rate
+        self.total = total
+        self.samples = np.zeros((channels, min(total, round(MAX_RING_SECONDS * rate))), np.float32)
+        self.frames = 0
+
+    def append(self, data: npt.NDArray[np.float32], start: int) -> None:
+        """Store ``data [C, n]`` at frame ``start`` (the part that fits)."""
+        end = min(start + data.shape[1], self.samples.shape[1])
+        if end > start:
+            self.samples[:, start:end] = data[:, : end - start]
+            self.frames = end
+
+    def clip(self) -> Clip:
+        """A copy of the finished frames as a clip ``[C, frames]``."""
+        n = self.frames
+        return Clip(self.samples[:, :n].copy(), self.rate)
+
+
+class GenerationWorker(QObject):
+    """Runs requests on the generation thread; never touches widgets (see module doc).
+
+    Args:
+        playback: stream take 0 to the default output device while generating.
+        preroll_seconds: audio buffered before playback starts.
+    """
+
+    chunk_ready = Signal(int, int, int)  # take, start frame (model rate), frames
+    progress = Signal(float, float, float)  # seconds done, seconds total, real-time factor
+    finished = Signal(object)  # list[Take]
+    failed = Signal(str)
+    playback_unavailable = Signal(str)
+
+    def __init__(self, *, playback: bool = True, preroll_seconds: float = PREROLL_SECONDS) -> None:
+        super().__init__()
+        self.playback = playback
+        self.preroll_seconds = preroll_seconds
+        self._engines: dict[tuple[str, str, str], Engine] = {}
+        self._player: devices.Player | None = None
+        self.preview: LivePreview | None = None
+
+    # -- thread-safe accessors (called from the GUI thread) ---------------------------------
+
+    @property
+    def player(self) -> devices.Player | None:
+        """The player of the latest request (``None`` when playback is off or unavailable)."""
+        return self._player
+
+    def stop_playback(self, only: devices.Player | None = None) -> None:
+        """Stop the live playback, if any (safe from any thread); with ``only``, just when that
+        player is still the current one (a finished player is not mistaken for a newer one)."""
+        player = self._player
+        if player is None or (only is not None and player is not only):
+            return
+        self._player = None
+        player.stop()
+
+    def engine(self, model: str, mode: str, device: str) -> Engine:
+        """The cached engine for ``(model, mode, device)``, loading it on first use."""
+        key = (model, mode, device)
+        engine = self._engines.get(key)
+        if engine is None:
+            started = time.perf_counter()
+            engine = load_engine(model, mode=mode, device=device)
+            log.info("loaded %s for %s on %s in %.2f s", model, mode, device,
+                     time.perf_counter() - started)  # fmt: skip
+            self._engines[key] = engine
+        return engine
+
+    # -- the slot ---------------------------------------------------------------------------
+
+    @Slot(object, str, str, object)
+    def generate(
+        self,
+        request: GenerationRequest,
+        model: str,
+        device: str,
+        cancel: threading.Event | None = None,
+    ) -> None:
+        """Generate ``request`` with bundle ``model`` on ``device``; emits the signals above."""
+        cancel = cancel if cancel is not None else threading.Event()
+        self.stop_playback()
+        ring: RingBuffer | None = None
+        try:
+            engine = self.engine(model, request.mode, device)
+            total = engine.expected_frames(request)
+            rate = engine.sample_rate
+            channels = request.prompt.channels if request.mode == "continue" else 1
+            self.preview = preview = LivePreview(channels, rate, total)
+            ring = self._start_playback(rate, channels, total) if self.playback else None
+            collector = TakeCollector(request)
+            last = request.takes - 1
+            started = time.perf_counter()
+            for chunk in engine.stream(request, cancel):
+                collector.add(chunk)
+                if chunk.take == 0:
+                    data = io.to_channels(Clip(chunk.samples, chunk.rate), channels).samples
+                    preview.append(data, chunk.start)
+                    if ring is not None:
+                        self._feed(ring, data, cancel)
+                self.chunk_ready.emit(chunk.take, chunk.start, chunk.frames)
+                if chunk.take == last:
+                    done = (chunk.start + chunk.frames) / rate
+                    rtf = float(chunk.info.get("rtf", (time.perf_counter() - started) / done))
+                    self.progress.emit(done, total / rate, rtf)
+            takes = collector.takes(expected_frames=total)
+        except (GenerationError, AudioError) as exc:
+            self._abandon(ring)
+            self.failed.emit(str(exc))
+            return
+        except Exception as exc:  # never leave the GUI waiting for an answer
+            log.exception("generation failed")
+            self._abandon(ring)
+            self.failed.emit(f"unexpected error: {type(exc).__name__}: {exc}")
+            return
+        if ring is not None:
+            ring.close()  # the player plays out what is buffered, then finishes
+        self.finished.emit(takes)
+
+    # -- playback helpers --------------------------------------------------------------------
+
+    def _start_playback(self, rate: int, channels: int, total: int) -> RingBuffer | None:
+        capacity = max(1, min(total, round(MAX_RING_SECONDS * rate)))
+        ring = RingBuffer(capacity, channels)
+        try:
+            player = devices.Player(
+                rate=rate,
+                channels=channels,
+                buffer=ring,
+                latency="low",
+                preroll_frames=min(capacity, round(self.preroll_seconds * rate)),
+            )
+            player.start()
+        except (AudioError, ValueError) as exc:
+            log.warning("playback unavailable: %s", exc)
+            self.playback_unavailable.emit(f"playback unavailable: {exc}")
+            return None
+        self._player = player
+        return ring
+
+    def _feed(
+        self, ring: RingBuffer, data: npt.NDArray[np.float32], cancel: threading.Event
+    ) -> None:
+        if ring.closed:
+            return
+        done = 0
+        while done < data.shape[1] and not cancel.is_set():
+            done += ring.write_clip_samples(data[:, done:], block=True, timeout=0.05)
+            if self._player is None:  # playback stopped: stop feeding it
+                return
+
+    def _abandon(self, ring: RingBuffer | None) -> None:
+        if ring is not None and not ring.closed:
+            ring.close()
+        self.stop_playback()
+
+
+class GenerationController(QObject):
+    """Owns the generation thread and its worker; the GUI's only way to talk to them.
+
+    Signals are re-emitted in the GUI thread: ``chunk_ready``, ``progress``,
+    ``playback_unavailable`` as the worker's; ``finished(list[Take])`` and ``failed(str)`` after
+    :attr:`busy` is cleared, so a slot connected to them may start the next request.
+    """
+
+    chunk_ready = Signal(int, int, int)
+    progress = Signal(float, float, float)
+    finished = Signal(object)
+    failed = Signal(str)
+    playback_unavailable = Signal(str)
+    playback_state = Signal(str)  # "buffering" / "playing" / "" (stopped or finished)
+    _submit = Signal(object, str, str, object)
+
+    def __init__(self, parent: QObject | None = None, *, playback: bool = True) -> None:
+        super().__init__(parent)
+        self.worker_thread = QThread(self)
+        self.worker_thread.setObjectName("audiogen-generation")
+        self.worker = GenerationWorker(playback=playback)
+        self.worker.moveToThread(self.worker_thread)
+        self._submit.connect(self.worker.generate)
+        self.worker.chunk_ready.connect(self.chunk_ready)
+        self.worker.progress.connect(self.progress)
+        self.worker.playback_unavailable.connect(self.playback_unavailable)
+        self.worker.finished.connect(self._on_finished)
+        self.worker.failed.connect(self._on_failed)
+        self._cancel: threading.Event | None = None
+        self.busy = False
+        self._shut_down = False
+        self._poll = QTimer(self)
+        self._poll.setInterval(33)
+        self._poll.timeout.connect(self._poll_playback)
+        self.worker_thread.start()
+
+    def generate(self, request: GenerationRequest, model: str, device: str = "auto") -> bool:
+        """Queue ``request`` on the worker; False when one is already running or shut down."""
+        if self.busy or self._shut_down:
+            return False
+        self.busy = True
+        self._cancel = threading.Event()
+        self._submit.emit(request, model, device, self._cancel)
+        self._poll.start()
+        return True
+
+    def stop(self) -> None:
+        """Cancel the running request (its partial takes still arrive) and stop playback."""
+        if self._cancel is not None:
+            self._cancel.set()
+        self.worker.stop_playback()
+
+    def shutdown(self) -> None:
+        """Stop everything and end the thread; waits for it. Idempotent."""
+        if self._shut_down:
+            return
+        self._shut_down = True
+        self._poll.stop()
+        self.stop()
+        self.worker_thread.quit()
+        self.worker_thread.wait()
+        self.worker.stop_playback()
+
+    def _on_finished(self, takes: list[Take]) -> None:
+        self.busy = False
+        self.finished.emit(takes)
+
+    def _on_failed(self, message: str) -> None:
+        self.busy = False
+        self.failed.emit(message)
+
+    def _poll_playback(self) -> None:
+        player = self.worker.player
+        if player is None or player.finished.is_set():
+            if player is not None:
+                self.worker.stop_playback(only=player)
+            self.playback_state.emit("")
+            if not self.busy:
+                self._poll.stop()
+            return
+        self.playback_state.emit("buffering" if player.buffering else "playing")

@@ -1,0 +1,267 @@
+"""Generation in the app: a tiny WaveNet (trained here in seconds) streams into the takes list.
+
+The worker runs on the window's one generation thread; playback goes into a ring buffer that a
+player would read. Without ``device`` tests no PortAudio stream opens: ``Player.start`` is
+patched (a no-op, or a device error).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+
+from audiogen_studio.audio import devices, io
+from audiogen_studio.audio.clip import Clip
+from audiogen_studio.audio.errors import AudioDeviceError
+from audiogen_studio.training.wavenet_trainer import TrainOptions, train_wavenet
+
+RATE = 16000
+
+
+def two_tone(seconds: float, channels: int = 1) -> Clip:
+    t = np.arange(round(seconds * RATE)) / RATE
+    x = 0.3 * np.sin(2 * np.pi * 440.0 * t) + 0.3 * np.sin(2 * np.pi * 1100.0 * t + 1.0)
+    gains = (0.9 ** np.arange(channels))[:, None]  # channels differ, so order is checked
+    return Clip((gains * x[None, :]).astype(np.float32), RATE)
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding one tiny two-tone WaveNet bundle named ``tiny`` (~8 s to train)."""
+    root = tmp_path_factory.mktemp("gen-models")
+    (root / "data").mkdir()
+    io.save(two_tone(4.0), root / "data" / "two.wav")
+    result = train_wavenet(
+        TrainOptions(
+            data=root / "data",
+            out=root / "models" / "tiny",
+            config="tiny",
+            steps=300,
+            batch=4,
+            crop=1000,
+            lr=3e-3,
+            val_every=0,
+            save_every=0,
+            progress=False,
+            threads=1,
+        )
+    )
+    assert result.completed
+    return root / "models"
+
+
+@pytest.fixture
+def models_env(tiny_models: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point the model search path at the tiny bundle (overrides conftest's empty folder)."""
+    monkeypatch.setenv("AUDIOGEN_MODELS", str(tiny_models))
+    return tiny_models
+
+
+@pytest.fixture
+def no_stream(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """``Player.start`` opens no stream; returns the players that were started."""
+    started: list[Any] = []
+    monkeypatch.setattr(devices.Player, "start", lambda self: started.append(self))
+    return started
+
+
+def _window(make_window: Callable[[], Any], prompt: Clip) -> Any:
+    window = make_window()
+    window.show()
+    window.set_clip(prompt)
+    return window
+
+
+def test_generate_streams_progress_and_lists_the_take(
+    models_env: Path, no_stream: list[Any], make_window: Callable[[], Any], qtbot: Any
+) -> None:
+    prompt = two_tone(0.5, channels=2)
+    window = _window(make_window, prompt)
+    panel = window.generation_panel
+    assert panel.model_combo.isEnabled() and panel.model_combo.currentText().startswith("tiny")
+    panel.seconds_spin.setValue(0.6)
+    panel.seed_spin.setValue(7)
+    panel.temperature_spin.setValue(0.8)
+    progress: list[tuple[float, float, float]] = []
+    window.generation.progress.connect(lambda *a: progress.append(a))
+    worker_threads: set[int] = set()
+    window.generation.worker.chunk_ready.connect(
+        lambda *_: worker_threads.add(threading.get_ident()), Qt.ConnectionType.DirectConnection
+    )
+    with qtbot.waitSignal(window.generation.finished, timeout=60_000) as blocker:
+        panel.generate_button.click()
+        assert not panel.generate_button.isEnabled() and panel.stop_button.isEnabled()
+    takes = blocker.args[0]
+    # generation ran on the generation thread, never on the GUI thread
+    assert worker_threads and threading.get_ident() not in worker_threads
+    # progress: increasing seconds up to the requested total, with a real-time factor
+    assert len(progress) >= 5
+    done = [p[0] for p in progress]
+    assert done == sorted(done) and done[-1] == pytest.approx(0.6)
+    assert all(p[1] == pytest.approx(0.6) and p[2] > 0 for p in progress)
+    # the take: the exact prompt samples, then 0.6 s of continuation, in the prompt's channels
+    (take,) = takes
+    assert take.complete and take.seed == 7
+    out = take.output
+    assert out.channels == 2 and out.frames == prompt.frames + round(0.6 * RATE)
+    np.testing.assert_array_equal(out.samples[:, : prompt.frames], prompt.samples)
+    assert float(np.abs(out.samples[:, prompt.frames :]).max()) > 0.05  # not silence
+    # take 0 was streamed into the player's ring, converted to the prompt's channel count
+    (player,) = no_stream
+    assert player.rate == RATE and player.channels == 2
+    assert player.buffer.write_pos == round(0.6 * RATE) and player.buffer.closed
+    # the live view shows the whole continuation of take 0
+    live = panel.live_view.clip
+    assert live is not None and live.channels == 2
+    np.testing.assert_array_equal(live.samples, out.samples[:, prompt.frames :])
+    # the take is listed with its provenance, the UI is ready for the next request
+    assert panel.takes_list.count() == 1
+    text = panel.takes_list.item(0).text()
+    assert "tiny" in text and "seed 7" in text and "T 0.8" in text and "complete" in text
+    assert "0.6 / 0.6 s · RTF" in panel.progress_bar.format()
+    assert panel.generate_button.isEnabled() and not panel.stop_button.isEnabled()
+    # "Insert after prompt" puts prompt + take into the window
+    panel.insert_button.click()
+    assert window.clip.frames == out.frames
+    np.testing.assert_array_equal(window.clip.samples, out.samples)
+
+
+def test_stop_keeps_a_partial_take_quickly(
+    models_env: Path, no_stream: list[Any], make_window: Callable[[], Any], qtbot: Any
+) -> None:
+    window = _window(make_window, two_tone(0.5))
+    panel = window.generation_panel
+    panel.seconds_spin.setValue(60.0)
+    panel.takes_spin.setValue(2)
+    window.generation.chunk_ready.connect(lambda *_: panel.stop_button.click())
+    started = time.perf_counter()
+    with qtbot.waitSignal(window.generation.finished, timeout=60_000) as blocker:
+        panel.generate_button.click()
+    elapsed = time.perf_counter() - started
+    takes = blocker.args[0]
+    assert len(takes) == 2
+    assert all(not t.complete for t in takes)
+    assert all(0 < t.generated.frames < 10 * RATE for t in takes)
+    assert elapsed < 20  # 60 s were asked for; stop took effect after the first chunks
+    assert panel.takes_list.count() == 2
+    assert "partial" in panel.takes_list.item(0).text()
+    assert "stopped early" in panel.status_label.text()
+    assert not window.generation.busy and panel.generate_button.isEnabled()
+
+
+def test_error_arrives_as_failed_and_the_ui_recovers(
+    models_env: Path, no_stream: list[Any], make_window: Callable[[], Any], qtbot: Any
+) -> None:
+    window = _window(make_window, Clip(np.zeros((1, RATE // 2), dtype=np.float32), RATE))
+    panel = window.generation_panel
+    panel.seconds_spin.setValue(0.2)
+    with qtbot.waitSignal(window.generation.failed, timeout=60_000) as blocker:
+        panel.generate_button.click()
+    assert "silent" in blocker.args[0]
+    assert "silent" in panel.status_label.text()
+    assert "silent" in window.statusBar().currentMessage()
+    assert panel.takes_list.count() == 0
+    assert panel.generate_button.isEnabled() and not panel.stop_button.isEnabled()
+    # usable again: the next request with a real prompt succeeds
+    window.set_clip(two_tone(0.4))
+    with qtbot.waitSignal(window.generation.finished, timeout=60_000):
+        panel.generate_button.click()
+    assert panel.takes_list.count() == 1
+
+
+def test_no_output_device_still_generates(
+    models_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    make_window: Callable[[], Any],
+    qtbot: Any,
+) -> None:
+    def refuse(self: Any) -> None:
+        raise AudioDeviceError("no output device: none found")
+
+    monkeypatch.setattr(devices.Player, "start", refuse)
+    window = _window(make_window, two_tone(0.4))
+    panel = window.generation_panel
+    panel.seconds_spin.setValue(0.3)
+    messages: list[str] = []
+    window.generation.playback_unavailable.connect(messages.append)
+    with qtbot.waitSignal(window.generation.finished, timeout=60_000) as blocker:
+        panel.generate_button.click()
+    assert messages and messages[0].startswith("playback unavailable: no output device")
+    (take,) = blocker.args[0]
+    assert take.complete and take.generated.frames == round(0.3 * RATE)
+    assert window.generation.worker.player is None
+
+
+def test_no_models_disables_generate(make_window: Callable[[], Any]) -> None:
+    window = make_window()
+    panel = window.generation_panel
+    assert panel.model_combo.currentText() == "No models installed"
+    assert not panel.model_combo.isEnabled() and not panel.generate_button.isEnabled()
+
+
+def test_vocoding_mode_lists_only_vocoders(
+    models_env: Path, make_window: Callable[[], Any]
+) -> None:
+    panel = make_window().generation_panel
+    assert panel.model_combo.isEnabled()
+    panel.mode_combo.setCurrentIndex(1)  # the tiny bundle is a continuation model
+    assert panel.mode == "vocode" and not panel.model_combo.isEnabled()
+    assert not panel.generate_button.isEnabled()
+    panel.mode_combo.setCurrentIndex(0)
+    assert panel.generate_button.isEnabled()
+
+
+def test_new_seed_changes_the_seed(make_window: Callable[[], Any]) -> None:
+    panel = make_window().generation_panel
+    seen = {panel.seed_spin.value()}
+    for _ in range(3):
+        panel.new_seed_button.click()
+        seen.add(panel.seed_spin.value())
+    assert len(seen) >= 3
+
+
+def test_closing_the_window_stops_the_generation_thread(
+    models_env: Path, no_stream: list[Any], make_window: Callable[[], Any], qtbot: Any
+) -> None:
+    window = _window(make_window, two_tone(0.5))
+    thread = window.generation.worker_thread
+    assert thread.isRunning()
+    panel = window.generation_panel
+    panel.seconds_spin.setValue(60.0)
+    with qtbot.waitSignal(window.generation.chunk_ready, timeout=60_000):
+        panel.generate_button.click()
+    started = time.perf_counter()
+    window.close()  # mid-generation: cancels, quits and waits for the thread
+    assert thread.isFinished()
+    assert time.perf_counter() - started < 10
+
+
+@pytest.mark.device
+def test_continuation_plays_while_it_is_generated(
+    virtual_audio: object, models_env: Path, make_window: Callable[[], Any], qtbot: Any
+) -> None:
+    window = _window(make_window, two_tone(0.5))
+    panel = window.generation_panel
+    panel.seconds_spin.setValue(2.0)
+    worker = window.generation.worker
+    seen: list[tuple[Any, int]] = []
+    worker.chunk_ready.connect(
+        lambda *_: seen.append((worker.player, worker.player.position if worker.player else -1)),
+        Qt.ConnectionType.DirectConnection,
+    )
+    with qtbot.waitSignal(window.generation.finished, timeout=60_000):
+        panel.generate_button.click()
+    player = seen[0][0]
+    assert player is not None, panel.status_label.text()
+    # audio was handed to the device before the last chunk was generated
+    assert max(pos for _, pos in seen[:-1]) > 0
+    assert player.finished.wait(10.0)
+    assert player.position == round(2.0 * RATE)
+    assert player.callback_errors == 0
