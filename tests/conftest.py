@@ -139,3 +139,40 @@ def portaudio() -> Any:
         return devices._sd()
     except AudioDeviceError as exc:
         unavailable(str(exc))
+
+
+@pytest.fixture(scope="session")
+def tiny_wavenet_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder holding ``tiny``: a tiny WaveNet trained on 440 + 1100 Hz (~8 s, CPU).
+
+    Shared by the engine and app tests; the signal is 0.3 sin(440 Hz) + 0.3 sin(1100 Hz + 1 rad)
+    at 16 kHz, 4 s.
+    """
+    import numpy as np
+
+    from audiogen_studio.audio import io
+    from audiogen_studio.audio.clip import Clip
+    from audiogen_studio.training.wavenet_trainer import TrainOptions, train_wavenet
+
+    root = tmp_path_factory.mktemp("tiny-wavenet")
+    (root / "data").mkdir()
+    t = np.arange(4 * 16000) / 16000
+    x = 0.3 * np.sin(2 * np.pi * 440.0 * t) + 0.3 * np.sin(2 * np.pi * 1100.0 * t + 1.0)
+    io.save(Clip(x.astype(np.float32), 16000), root / "data" / "two.wav")
+    result = train_wavenet(
+        TrainOptions(
+            data=root / "data",
+            out=root / "models" / "tiny",
+            config="tiny",
+            steps=300,
+            batch=4,
+            crop=1000,
+            lr=3e-3,
+            val_every=0,
+            save_every=0,
+            progress=False,
+            threads=1,
+        )
+    )
+    assert result.completed and result.val_loss is not None and result.val_loss < 0.05
+    return root / "models"

@@ -17,10 +17,9 @@ import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 
-from audiogen_studio.audio import devices, io
+from audiogen_studio.audio import devices
 from audiogen_studio.audio.clip import Clip
 from audiogen_studio.audio.errors import AudioDeviceError
-from audiogen_studio.training.wavenet_trainer import TrainOptions, train_wavenet
 
 RATE = 16000
 
@@ -32,29 +31,10 @@ def two_tone(seconds: float, channels: int = 1) -> Clip:
     return Clip((gains * x[None, :]).astype(np.float32), RATE)
 
 
-@pytest.fixture(scope="module")
-def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder holding one tiny two-tone WaveNet bundle named ``tiny`` (~8 s to train)."""
-    root = tmp_path_factory.mktemp("gen-models")
-    (root / "data").mkdir()
-    io.save(two_tone(4.0), root / "data" / "two.wav")
-    result = train_wavenet(
-        TrainOptions(
-            data=root / "data",
-            out=root / "models" / "tiny",
-            config="tiny",
-            steps=300,
-            batch=4,
-            crop=1000,
-            lr=3e-3,
-            val_every=0,
-            save_every=0,
-            progress=False,
-            threads=1,
-        )
-    )
-    assert result.completed
-    return root / "models"
+@pytest.fixture
+def tiny_models(tiny_wavenet_models: Path) -> Path:
+    """A folder holding one tiny two-tone WaveNet bundle named ``tiny`` (tests/conftest.py)."""
+    return tiny_wavenet_models
 
 
 @pytest.fixture

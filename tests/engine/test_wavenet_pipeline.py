@@ -44,28 +44,10 @@ def spectral_peaks(x: np.ndarray, rate: int, count: int, min_gap: float = 50.0) 
     return peaks
 
 
-@pytest.fixture(scope="module")
-def two_tone_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("two-tone")
-    (root / "data").mkdir()
-    io.save(two_tone(4.0), root / "data" / "two.wav")
-    result = train_wavenet(
-        TrainOptions(
-            data=root / "data",
-            out=root / "bundle",
-            config="tiny",
-            steps=300,
-            batch=4,
-            crop=1000,
-            lr=3e-3,
-            val_every=0,
-            save_every=0,
-            progress=False,
-            threads=1,
-        )
-    )
-    assert result.completed and result.val_loss is not None and result.val_loss < 0.05
-    return root / "bundle"
+@pytest.fixture
+def two_tone_bundle(tiny_wavenet_models: Path) -> Path:
+    """The tiny WaveNet trained on :func:`two_tone` (4 s, phase 1.0) in tests/conftest.py."""
+    return tiny_wavenet_models / "tiny"
 
 
 @pytest.fixture(scope="module")
