@@ -253,8 +253,11 @@ class GenerationPanel(QWidget):
         frames = preview.frames
         view = self.live_view
         if frames != self._live_frames and frames > 0:
+            if self._live_frames <= 0 or view.clip is None:
+                view.set_clip(preview.clip())
+            else:  # only the new frames: the peak pyramid grows instead of being rebuilt
+                view.extend(preview.samples[:, self._live_frames : frames].copy())
             self._live_frames = frames
-            view.set_clip(preview.clip())
             extent = max(preview.total, frames) / preview.rate
             view.setLimits(xMin=0.0, xMax=extent)
             view.setXRange(0.0, extent, padding=0.0)

@@ -98,6 +98,14 @@ class WaveformView(_TimeView):
         self.setYRange(-1.05 - (lanes - 1) * CHANNEL_GAP, 1.05, padding=0.0)
         self.setLimits(xMin=0.0, xMax=max(clip.duration, 1e-3), minXRange=20 / clip.rate)
 
+    def extend(self, samples: np.ndarray) -> None:
+        """Append ``samples [C, n]`` to a growing clip: the pyramid grows incrementally."""
+        if self.clip is None or self.pyramid is None:
+            raise RuntimeError("extend() needs a clip: call set_clip() first")
+        self.pyramid.append(samples)
+        self.clip = Clip(self.pyramid.samples, self.clip.rate)
+        self.setLimits(xMax=max(self.clip.duration, 1e-3))
+
     def redraw(self) -> None:
         """Draw one vertical min–max segment per pixel column of the visible range."""
         if self.clip is None or self.pyramid is None:

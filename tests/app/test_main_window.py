@@ -141,3 +141,22 @@ def test_screenshot_command(stereo_file: Path, tmp_path: Path) -> None:
     # not a blank render: the waveform colour is present
     colors = {image.pixel(x, y) for x in range(0, 900, 7) for y in range(0, 600, 7)}
     assert len(colors) > 20
+
+
+def test_waveform_extend_equals_showing_the_whole_clip(qtbot: object) -> None:
+    from audiogen_studio.app.views import WaveformView
+
+    full = synth.riff(repeats=1, seed=4)
+    grown, whole = WaveformView(), WaveformView()
+    for view in (grown, whole):
+        qtbot.addWidget(view)  # type: ignore[attr-defined]
+        view.resize(600, 200)
+    grown.set_clip(Clip(full.samples[:, :1000], full.rate))
+    for start in range(1000, full.frames, 3000):
+        grown.extend(np.array(full.samples[:, start : start + 3000]))
+    whole.set_clip(full)
+    assert grown.clip is not None and grown.clip.equals(full)
+    for view in (grown, whole):
+        view.setXRange(0.0, full.duration, padding=0.0)
+        view.redraw()
+    np.testing.assert_array_equal(grown._curves[0].getData()[1], whole._curves[0].getData()[1])
