@@ -190,3 +190,68 @@ def find_bundle(name_or_path: str | Path, paths: list[Path] | None = None) -> Bu
             return bundle
     names = ", ".join(b.name for b in list_bundles(paths)) or "none installed"
     raise BundleError(f"no model bundle named '{name_or_path}' (available: {names})")
+
+
+def write_component(
+    bundle_dir: str | Path,
+    component: str,
+    *,
+    file: str,
+    config: Mapping[str, Any],
+    kind: str = "audiolm",
+    sample_rate: int,
+    training: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    name: str | None = None,
+    version: str = "1.0.0",
+    description: str | None = None,
+) -> Path:
+    """Create or update ``bundle_dir/bundle.json`` so that it declares ``component``.
+
+    Multi-stage bundles (AudioLM: ``codec``, ``semantic``, ``lm_semantic``, ``lm_coarse``,
+    ``lm_fine``) are trained one stage at a time into one folder; each stage calls this when its
+    weights ``file`` are written. Training provenance and metrics are kept per component
+    (``training[component]``, ``metrics[component]``). The manifest is rewritten atomically.
+
+    Raises:
+        BundleError: an existing manifest of another kind or sample rate, or an unreadable one.
+    """
+    folder = Path(bundle_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = folder / BUNDLE_FILE
+    if manifest.is_file():
+        info = read_bundle(folder)
+        if info.kind != kind:
+            raise BundleError(f"{folder}: a {info.kind} bundle, cannot add a {kind} component")
+        if info.sample_rate != int(sample_rate):
+            raise BundleError(
+                f"{folder}: the bundle is at {info.sample_rate} Hz, the {component} at "
+                f"{sample_rate} Hz"
+            )
+        data: dict[str, Any] = json.loads(manifest.read_text(encoding="utf-8"))
+    else:
+        data = {
+            "format": BUNDLE_FORMAT,
+            "name": name or folder.resolve().name,
+            "version": version,
+            "kind": kind,
+            "sample_rate": int(sample_rate),
+            "description": "",
+            "components": {},
+            "training": {},
+            "metrics": {},
+        }
+    if name:
+        data["name"] = name
+    data["components"][component] = {"file": file, "config": dict(config)}
+    data.setdefault("training", {})[component] = dict(training or {})
+    data.setdefault("metrics", {})[component] = dict(metrics or {})
+    if description is not None:
+        data["description"] = description
+    tmp = manifest.with_name(f".{BUNDLE_FILE}.{os.getpid()}.partial")
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, manifest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return manifest

@@ -25,38 +25,28 @@ rank 0 validates, writes checkpoints, the bundle and progress.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 import logging
 import math
-import os
-import shutil
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from audiogen_studio import __version__
 from audiogen_studio.engine.bundles import BUNDLE_FILE, BUNDLE_FORMAT
 from audiogen_studio.models.checkpoint import (
-    CheckpointError,
-    load_into,
-    load_tree,
     save_module,
-    save_tree,
 )
-from audiogen_studio.models.device import resolve_device
 from audiogen_studio.models.wavenet import (
     NAMED_CONFIGS,
     WaveNet,
@@ -65,6 +55,17 @@ from audiogen_studio.models.wavenet import (
     named_config,
 )
 from audiogen_studio.training.audio_dataset import AudioDataset, Batch, TrainingError
+from audiogen_studio.training.common import (
+    CheckpointDir,
+    DistInfo,
+    amp_dtype_for,
+    autocast,
+    finite_or_none,
+    progress_bar,
+    setup_distributed,
+    teardown_distributed,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -192,63 +193,8 @@ class TrainResult:
 # --- small helpers ------------------------------------------------------------------------------
 
 
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")  # plain open: honours umask
-    try:
-        with tmp.open("w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _finite_or_none(value: float | None) -> float | None:
-    return None if value is None or not math.isfinite(value) else float(value)
-
-
-@dataclass(frozen=True)
-class _Dist:
-    world: int
-    rank: int
-    local_rank: int
-    owns_group: bool
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            dist.barrier()
-
-    def any_flag(self, flag: bool, device: torch.device) -> bool:
-        """True on every rank when ``flag`` is true on any (all ranks must call it)."""
-        if self.world == 1:
-            return flag
-        t = torch.tensor([1.0 if flag else 0.0], device=device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item() > 0)
-
-
-def _setup_distributed(device_name: str) -> tuple[_Dist, torch.device]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return _Dist(1, 0, 0, False), resolve_device(device_name)
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_name)
-    if device.type == "mps":
-        raise TrainingError("distributed training (torchrun) supports CUDA or CPU, not MPS")
-    if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    owns = False
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-        owns = True
-    return _Dist(world, dist.get_rank(), local_rank, owns), device
+_write_json = write_json
+_finite_or_none = finite_or_none
 
 
 def _resolve_config(options: TrainOptions, stored: WaveNetConfig | None) -> WaveNetConfig:
@@ -285,17 +231,8 @@ def _resolve_config(options: TrainOptions, stored: WaveNetConfig | None) -> Wave
     return config
 
 
-def _recover_checkpoint(out: Path) -> None:
-    """Undo a crash between the two renames of :func:`_save_checkpoint` (rank 0, at start)."""
-    ckpt = out / CHECKPOINT_DIR
-    old = out / f".{CHECKPOINT_DIR}.old"
-    if not (ckpt / STATE_FILE).is_file() and (old / STATE_FILE).is_file():
-        if ckpt.exists():
-            shutil.rmtree(ckpt)
-        os.replace(old, ckpt)
-    partial = out / f".{CHECKPOINT_DIR}.partial"
-    if partial.exists():
-        shutil.rmtree(partial)
+def _checkpoints(out: Path) -> CheckpointDir:
+    return CheckpointDir(out / CHECKPOINT_DIR, state_version=STATE_VERSION)
 
 
 def read_trainer_state(out: str | Path) -> dict[str, Any] | None:
@@ -303,48 +240,18 @@ def read_trainer_state(out: str | Path) -> dict[str, Any] | None:
 
     Read-only: safe to call while a training run writes checkpoints.
     """
-    folder = Path(out)
-    state_path = folder / CHECKPOINT_DIR / STATE_FILE
-    if not state_path.is_file():
-        state_path = folder / f".{CHECKPOINT_DIR}.old" / STATE_FILE
-    if not state_path.is_file():
-        return None
-    try:
-        state = json.loads(state_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TrainingError(f"{state_path}: unreadable trainer state ({exc})") from exc
-    if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
-        raise TrainingError(f"{state_path}: unknown trainer state version")
-    return state
+    return _checkpoints(Path(out)).read_state()
 
 
 def _save_checkpoint(
     out: Path, model: WaveNet, optimizer: torch.optim.Optimizer, state: dict[str, Any]
 ) -> None:
-    tmp = out / f".{CHECKPOINT_DIR}.partial"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    save_module(model, tmp / "model.safetensors", model.config, extra={"step": state["step"]})
-    save_tree(optimizer.state_dict(), tmp / "optimizer.safetensors", extra={"step": state["step"]})
-    _write_json(tmp / STATE_FILE, state)
-    ckpt = out / CHECKPOINT_DIR
-    old = out / f".{CHECKPOINT_DIR}.old"
-    if old.exists():
-        shutil.rmtree(old)
-    if ckpt.exists():
-        os.replace(ckpt, old)
-    os.replace(tmp, ckpt)
-    if old.exists():
-        shutil.rmtree(old)
+    _checkpoints(out).save(
+        {"model": model}, {"optimizer": optimizer}, state, {"model": model.config}
+    )
 
 
-def _autocast(
-    device: torch.device, dtype: torch.dtype | None
-) -> contextlib.AbstractContextManager[Any]:
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+_autocast = autocast
 
 
 def _loss(model: nn.Module, batch: Batch, context: int) -> torch.Tensor:
@@ -376,25 +283,6 @@ def _validate(
     finally:
         model.train(was_training)
     return total / max(count, 1)
-
-
-@contextlib.contextmanager
-def _progress_bar(enabled: bool, total: int, initial: int) -> Iterator[Any]:
-    from tqdm import tqdm
-
-    bar = tqdm(
-        total=total,
-        initial=initial,
-        desc="train wavenet",
-        unit="step",
-        disable=True if not enabled else None,  # None: off when stderr is no terminal
-        dynamic_ncols=True,
-        file=sys.stderr,
-    )
-    try:
-        yield bar
-    finally:
-        bar.close()
 
 
 # --- the bundle -----------------------------------------------------------------------------------
@@ -461,18 +349,17 @@ def train_wavenet(
     if options.threads is not None:
         torch.set_num_threads(options.threads)
     out = Path(options.out).expanduser()
-    dinfo, device = _setup_distributed(options.device)
+    dinfo, device = setup_distributed(options.device)
     try:
         return _train(options, out, dinfo, device, on_step, stop)
     finally:
-        if dinfo.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
+        teardown_distributed(dinfo)
 
 
 def _train(
     options: TrainOptions,
     out: Path,
-    dinfo: _Dist,
+    dinfo: DistInfo,
     device: torch.device,
     on_step: Callable[[StepReport], None] | None,
     stop: threading.Event | None,
@@ -483,7 +370,7 @@ def _train(
         out.mkdir(parents=True, exist_ok=True)
     dinfo.barrier()
     if dinfo.main:
-        _recover_checkpoint(out)
+        _checkpoints(out).recover()
     dinfo.barrier()
     resume = read_trainer_state(out)
     stored = None
@@ -509,12 +396,9 @@ def _train(
     if dataset.valid is None:
         log.warning("no validation audio: validation loss is not computed")
 
-    amp_dtype: torch.dtype | None = None
-    if options.amp:
-        if device.type == "cuda":
-            amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        else:
-            log.warning("--amp needs a CUDA device; training in float32 on %s", device)
+    amp_dtype = amp_dtype_for(device, options.amp)
+    if options.amp and amp_dtype is None:
+        log.warning("--amp needs a CUDA device; training in float32 on %s", device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
     torch.manual_seed(options.seed)
@@ -531,12 +415,7 @@ def _train(
     }
     if resume is not None:
         ckpt = out / CHECKPOINT_DIR
-        try:
-            load_into(model, ckpt / "model.safetensors", device=device)
-            opt_state = load_tree(ckpt / "optimizer.safetensors", device=device)
-            optimizer.load_state_dict(opt_state)
-        except (CheckpointError, ValueError, KeyError) as exc:
-            raise TrainingError(f"{ckpt}: cannot resume from this checkpoint ({exc})") from exc
+        _checkpoints(out).load({"model": model}, {"optimizer": optimizer}, device)
         for group in optimizer.param_groups:
             group["lr"] = options.lr
         start_step = int(resume["step"])
@@ -608,7 +487,9 @@ def _train(
         return loss
 
     model.train()
-    with _progress_bar(options.progress and dinfo.main, options.steps, start_step) as bar:
+    with progress_bar(
+        options.progress and dinfo.main, options.steps, start_step, "train wavenet"
+    ) as bar:
         loop_start = time.perf_counter()
         while step < options.steps:
             rng = np.random.default_rng([options.seed, dinfo.rank, step])

@@ -1,0 +1,259 @@
+"""Pieces every trainer shares: torchrun/DDP setup, AMP, tqdm, atomic JSON and checkpoint folders.
+
+A checkpoint folder (:class:`CheckpointDir`) holds, for a set of named modules and optimizers::
+
+    <folder>/<name>.safetensors          module weights + config (models/checkpoint.save_module)
+    <folder>/<name>.optim.safetensors    optimizer state (save_tree: tensors + JSON skeleton)
+    <folder>/trainer_state.json          step, losses, history, options ... (the trainer's dict)
+
+It is written to ``.<folder>.partial`` and swapped in with two renames;
+:meth:`CheckpointDir.recover` undoes a crash between them, so a killed run always resumes from
+a whole checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from audiogen_studio.models.checkpoint import (
+    CheckpointError,
+    load_into,
+    load_tree,
+    save_module,
+    save_tree,
+)
+from audiogen_studio.models.device import resolve_device
+from audiogen_studio.training.audio_dataset import TrainingError
+
+STATE_FILE = "trainer_state.json"
+
+__all__ = [
+    "STATE_FILE",
+    "CheckpointDir",
+    "DistInfo",
+    "amp_dtype_for",
+    "autocast",
+    "finite_or_none",
+    "progress_bar",
+    "setup_distributed",
+    "teardown_distributed",
+    "write_json",
+]
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as indented JSON, atomically (temp file, fsync, rename)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")  # plain open: honours umask
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, sort_keys=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """``value`` as a float, or ``None`` when missing or not finite (JSON-safe)."""
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process stands in a ``torchrun`` job (world 1 without one)."""
+
+    world: int
+    rank: int
+    local_rank: int
+    owns_group: bool
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: validates, writes checkpoints and bundles, shows progress."""
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        """Wait for every rank (no-op without torchrun)."""
+        if self.world > 1:
+            dist.barrier()
+
+    def any_flag(self, flag: bool, device: torch.device) -> bool:
+        """True on every rank when ``flag`` is true on any (all ranks must call it)."""
+        if self.world == 1:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item() > 0)
+
+    def mean(self, value: float, device: torch.device) -> float:
+        """The mean of ``value`` over ranks (all ranks must call it)."""
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], device=device, dtype=torch.float64)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return float(t.item()) / self.world
+
+
+def setup_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
+    """Join the ``torchrun`` process group when ``WORLD_SIZE`` > 1 (NCCL on CUDA, Gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo(1, 0, 0, False), resolve_device(device_name)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_name)
+    if device.type == "mps":
+        raise TrainingError("distributed training (torchrun) supports CUDA or CPU, not MPS")
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    owns = False
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        owns = True
+    return DistInfo(world, dist.get_rank(), local_rank, owns), device
+
+
+def teardown_distributed(info: DistInfo) -> None:
+    """Leave the process group this process created."""
+    if info.owns_group and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def amp_dtype_for(device: torch.device, amp: bool) -> torch.dtype | None:
+    """bf16 autocast on CUDA (fp16 where the GPU has no bf16); ``None`` elsewhere or when off."""
+    if not amp or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(
+    device: torch.device, dtype: torch.dtype | None
+) -> contextlib.AbstractContextManager[Any]:
+    """``torch.autocast`` for ``dtype``, or nothing when ``dtype`` is ``None``."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def progress_bar(enabled: bool, total: int, initial: int, desc: str) -> Iterator[Any]:
+    """A tqdm bar on stderr (off when ``enabled`` is false or stderr is not a terminal)."""
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit="step",
+        disable=True if not enabled else None,  # None: off when stderr is no terminal
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+class CheckpointDir:
+    """A resumable checkpoint folder (see the module docstring)."""
+
+    def __init__(self, folder: str | Path, *, state_version: int = 1) -> None:
+        self.folder = Path(folder)
+        self.state_version = state_version
+
+    @property
+    def _old(self) -> Path:
+        return self.folder.with_name(f".{self.folder.name}.old")
+
+    @property
+    def _partial(self) -> Path:
+        return self.folder.with_name(f".{self.folder.name}.partial")
+
+    def recover(self) -> None:
+        """Undo a crash between the two renames of :meth:`save` (call on rank 0 at start)."""
+        if not (self.folder / STATE_FILE).is_file() and (self._old / STATE_FILE).is_file():
+            if self.folder.exists():
+                shutil.rmtree(self.folder)
+            os.replace(self._old, self.folder)
+        if self._partial.exists():
+            shutil.rmtree(self._partial)
+
+    def read_state(self) -> dict[str, Any] | None:
+        """The saved trainer state (or, mid-swap, the previous one); ``None`` when none exists.
+
+        Read-only: safe to call while a run writes checkpoints.
+        """
+        path = self.folder / STATE_FILE
+        if not path.is_file():
+            path = self._old / STATE_FILE
+        if not path.is_file():
+            return None
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise TrainingError(f"{path}: unreadable trainer state ({exc})") from exc
+        if not isinstance(state, dict) or state.get("version") != self.state_version:
+            raise TrainingError(f"{path}: unknown trainer state version")
+        return state
+
+    def save(
+        self,
+        modules: Mapping[str, nn.Module],
+        optimizers: Mapping[str, torch.optim.Optimizer],
+        state: dict[str, Any],
+        configs: Mapping[str, Any],
+    ) -> None:
+        """Write every module (with ``configs[name]``), optimizer and ``state``, atomically."""
+        tmp = self._partial
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        step = {"step": state.get("step")}
+        for name, module in modules.items():
+            save_module(module, tmp / f"{name}.safetensors", configs[name], extra=step)
+        for name, optimizer in optimizers.items():
+            save_tree(optimizer.state_dict(), tmp / f"{name}.optim.safetensors", extra=step)
+        write_json(tmp / STATE_FILE, {"version": self.state_version, **state})
+        old = self._old
+        if old.exists():
+            shutil.rmtree(old)
+        if self.folder.exists():
+            os.replace(self.folder, old)
+        os.replace(tmp, self.folder)
+        if old.exists():
+            shutil.rmtree(old)
+
+    def load(
+        self,
+        modules: Mapping[str, nn.Module],
+        optimizers: Mapping[str, torch.optim.Optimizer],
+        device: torch.device,
+    ) -> None:
+        """Load weights and optimizer states saved by :meth:`save` into the given objects."""
+        try:
+            for name, module in modules.items():
+                load_into(module, self.folder / f"{name}.safetensors", device=device)
+            for name, optimizer in optimizers.items():
+                optimizer.load_state_dict(
+                    load_tree(self.folder / f"{name}.optim.safetensors", device=device)
+                )
+        except (CheckpointError, ValueError, KeyError) as exc:
+            raise TrainingError(
+                f"{self.folder}: cannot resume from this checkpoint ({exc})"
+            ) from exc
