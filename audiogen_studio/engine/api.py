@@ -89,6 +89,12 @@ class AudioChunk:
         rate: sample rate of ``samples`` (the model's rate).
         progress: fraction of the whole request done after this chunk, in ``(0, 1]``.
         seed: the seed of the request (resolved when the request had none).
+        info: figures about the generation so far (e.g. ``rtf``).
+        lead_in: only on a take's first chunk, from engines that re-synthesise the end of the
+            prompt (AudioLM): float32 ``[C, m]`` at ``rate``, the generated audio of the prompt's
+            last ``m`` frames. :class:`~audiogen_studio.engine.takes.TakeCollector` joins the
+            take to the prompt with an equal-power crossfade over those frames; players may
+            ignore it (``samples`` starts exactly where the prompt ends).
     """
 
     take: int
@@ -98,6 +104,7 @@ class AudioChunk:
     progress: float
     seed: int = 0
     info: dict[str, float] = field(default_factory=dict)
+    lead_in: npt.NDArray[np.float32] | None = None
 
     @property
     def frames(self) -> int:

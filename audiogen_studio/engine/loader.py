@@ -6,7 +6,7 @@ from audiogen_studio.engine.api import Engine, GenerationError
 from audiogen_studio.engine.bundles import BundleError, find_bundle
 
 #: bundle kinds that serve each mode
-KINDS_FOR_MODE = {"continue": ("wavenet",), "vocode": ("wavenet-vocoder",)}
+KINDS_FOR_MODE = {"continue": ("audiolm", "wavenet"), "vocode": ("wavenet-vocoder",)}
 
 
 def load_engine(model: str, *, mode: str = "continue", device: str = "auto") -> Engine:
@@ -20,9 +20,13 @@ def load_engine(model: str, *, mode: str = "continue", device: str = "auto") -> 
         bundle.require_kind(*KINDS_FOR_MODE[mode])
     except BundleError as exc:
         raise GenerationError(str(exc)) from exc
-    from audiogen_studio.engine.wavenet_pipeline import WaveNetEngine
-
     try:
+        if bundle.kind == "audiolm":
+            from audiogen_studio.engine.audiolm_pipeline import AudioLMEngine
+
+            return AudioLMEngine.from_bundle(bundle, device=device)
+        from audiogen_studio.engine.wavenet_pipeline import WaveNetEngine
+
         return WaveNetEngine.from_bundle(bundle, device=device)
     except BundleError as exc:
         raise GenerationError(str(exc)) from exc

@@ -1,10 +1,12 @@
 """Collect a stream of `AudioChunk`s into takes: the original prompt followed by its continuation.
 
 The prompt's own samples are never re-encoded: a take's output is the prompt clip, untouched, with
-the generated audio (converted to the prompt's rate and channel count) appended. Generation is
-sample-continuous with the prompt at the model's rate (the model conditioned on the prompt's last
-samples), so no crossfade is needed at the seam; a cancelled request still yields the part that
-was generated.
+the generated audio (converted to the prompt's rate and channel count) appended. WaveNet is
+sample-continuous with the prompt at the model's rate (it is conditioned on the prompt's last
+samples), so it needs no crossfade. AudioLM works on codec frames: its first chunk carries a
+``lead_in``, its own rendering of the prompt's last few milliseconds, and the take is joined to
+the prompt with an equal-power crossfade over those frames (only they differ from the prompt).
+A cancelled request still yields the part that was generated.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class Take:
         generated: the generated audio at the prompt's rate and channel count.
         complete: False when generation was cancelled before the requested length.
         mode: ``"continue"`` or ``"vocode"``.
+        lead_in: the engine's rendering of the prompt's last frames (crossfaded with them), or
+            ``None`` for a plain append.
     """
 
     index: int
@@ -39,12 +43,19 @@ class Take:
     generated: Clip
     complete: bool
     mode: str = "continue"
+    lead_in: Clip | None = None
 
     @property
     def output(self) -> Clip:
         """Prompt followed by the continuation (continuation mode), or the vocoded audio."""
         if self.mode == "vocode":
             return self.generated
+        if self.lead_in is not None and self.lead_in.frames:
+            joined = Clip(
+                np.concatenate([self.lead_in.samples, self.generated.samples], axis=1),
+                self.generated.rate,
+            )
+            return edit.crossfade_join(self.prompt, joined, self.lead_in.frames)
         return edit.insert(self.prompt, self.prompt.frames, self.generated)
 
 
@@ -56,6 +67,7 @@ class TakeCollector:
         self._parts: dict[int, list[np.ndarray]] = {i: [] for i in range(request.takes)}
         self._frames = dict.fromkeys(range(request.takes), 0)
         self._rate: int | None = None
+        self._lead: dict[int, np.ndarray] = {}
         self.seed = 0
 
     def add(self, chunk: AudioChunk) -> None:
@@ -69,6 +81,8 @@ class TakeCollector:
             )
         self._rate = chunk.rate
         self.seed = chunk.seed
+        if chunk.lead_in is not None and chunk.start == 0:
+            self._lead[chunk.take] = np.atleast_2d(np.asarray(chunk.lead_in, dtype=np.float32))
         self._parts[chunk.take].append(np.asarray(chunk.samples, dtype=np.float32))
         self._frames[chunk.take] += chunk.frames
 
@@ -82,14 +96,31 @@ class TakeCollector:
         out = []
         for i, parts in self._parts.items():
             rate = self._rate or prompt.rate
-            mono = np.concatenate(parts, axis=-1) if parts else np.zeros((1, 0), dtype=np.float32)
+            lead = self._lead.get(i)
+            pieces = ([lead] if lead is not None else []) + parts
+            mono = np.concatenate(pieces, axis=-1) if pieces else np.zeros((1, 0), np.float32)
             generated = Clip(np.atleast_2d(mono), rate)
             if rate != prompt.rate and generated.frames:
                 generated = io.resample(generated, prompt.rate)
             if self.request.mode == "continue":
                 generated = io.to_channels(generated, prompt.channels)
+            lead_clip = None
+            if lead is not None:  # split the lead-in off again at the prompt's rate
+                m = min(round(lead.shape[-1] * prompt.rate / rate), generated.frames, prompt.frames)
+                lead_clip = Clip(generated.samples[:, :m], generated.rate)
+                generated = Clip(generated.samples[:, m:], generated.rate)
             complete = expected_frames is None or self._frames[i] >= expected_frames
-            out.append(Take(i, self.seed, prompt, generated, complete, mode=self.request.mode))
+            out.append(
+                Take(
+                    i,
+                    self.seed,
+                    prompt,
+                    generated,
+                    complete,
+                    mode=self.request.mode,
+                    lead_in=lead_clip,
+                )
+            )
         return out
 
 

@@ -1,0 +1,409 @@
+"""AudioLM continuation (Borsos et al. 2022 §4.3), streamed window by window.
+
+Prompt → semantic tokens (the bundle's tokenizer) and acoustic tokens (its codec) of the prompt's
+last whole semantic frames → then, window after window (a short first window so audio starts
+early, then ``window_seconds``):
+
+1. the **semantic** LM extends the semantic sequence by the window (one KV cache for the whole
+   request; when it is full the context slides: the cache is reset and re-filled with the last
+   half of its capacity);
+2. the **coarse** LM, given the semantic tokens of its context span up to the window's end and the
+   coarse tokens before the window, samples the window's first ``Q_c`` quantizers, frame by frame,
+   each step restricted to its quantizer's ids (see
+   :class:`~audiogen_studio.models.audiolm_layout.TokenLayout`);
+3. the **fine** LM does the same for the remaining ``Q_f`` quantizers, given the coarse tokens;
+4. the codec's **streaming decoder** (primed with the prompt's codes) turns the window's frames
+   into audio, which is yielded at once.
+
+So the first audio is out after one short window, not after the whole semantic sequence, and
+requests longer than any LM's context slide their windows. The stream starts exactly where the
+prompt ends; the first chunk also carries ``lead_in``: the decoder's rendering of the prompt's last
+few milliseconds (the continuation starts on a semantic-frame boundary at least
+:data:`MIN_CROSSFADE_SECONDS` before the prompt's end), which the take collector crossfades with the
+untouched prompt. Takes are batched (batch = takes); take ``i`` samples with its own
+``torch.Generator`` seeded from ``(seed, i)``, so it is the same alone or batched.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from audiogen_studio.audio import io
+from audiogen_studio.engine.api import AudioChunk, GenerationError, GenerationRequest
+from audiogen_studio.engine.bundles import BundleError, BundleInfo
+from audiogen_studio.models.audiolm_layout import TokenLayout
+from audiogen_studio.models.checkpoint import CheckpointError, load_into
+from audiogen_studio.models.codec import Codec
+from audiogen_studio.models.device import resolve_device
+from audiogen_studio.models.lm import LMConfig, TokenLM
+from audiogen_studio.models.sampling import sample_next
+from audiogen_studio.models.semantic import SemanticTokenizer
+
+log = logging.getLogger(__name__)
+
+SILENCE_PEAK = 1e-4  # -80 dBFS
+MIN_CROSSFADE_SECONDS = 0.01
+FIRST_WINDOW_SECONDS = 0.16
+STAGE_COMPONENTS = ("lm_semantic", "lm_coarse", "lm_fine")
+
+
+class _CancelledError(Exception):
+    pass
+
+
+def _take_seed(seed: int, take: int) -> int:
+    """The torch seed of take ``take`` of a request with ``seed``."""
+    return int(np.random.SeedSequence([seed, take]).generate_state(1)[0])
+
+
+@dataclass
+class _Stage:
+    """One token LM with its context window (semantic tokens) and its KV cache."""
+
+    model: TokenLM
+    window: int
+    cache: Any = None
+
+
+class AudioLMEngine:
+    """Continues a prompt with a codec, a semantic tokenizer and three token LMs.
+
+    Args:
+        codec, tokenizer, lm_semantic, lm_coarse, lm_fine: the bundle's models (``lm_fine`` is
+            ``None`` when the layout has no fine quantizers).
+        layout: the token layout the LMs were trained with.
+        windows: context of each LM in semantic tokens (``semantic``, ``coarse``, ``fine``).
+        window_seconds: audio per window after the first.
+    """
+
+    def __init__(
+        self,
+        *,
+        codec: Codec,
+        tokenizer: SemanticTokenizer,
+        lm_semantic: TokenLM,
+        lm_coarse: TokenLM,
+        lm_fine: TokenLM | None,
+        layout: TokenLayout,
+        windows: dict[str, int],
+        device: str = "auto",
+        name: str = "audiolm",
+        window_seconds: float = 1.0,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.codec = codec.eval().to(self.device)
+        self.tokenizer = tokenizer.eval().to(self.device)
+        self.layout = layout
+        self.name = name
+        self.sample_rate = int(codec.config.sample_rate)
+        self.hop_s = int(tokenizer.hop)
+        self.hop_c = int(codec.config.hop)
+        if self.hop_s != self.hop_c * layout.ratio:
+            raise BundleError(
+                f"{name}: semantic hop {self.hop_s} is not {layout.ratio} codec hops of "
+                f"{self.hop_c} samples"
+            )
+        if layout.fine_quantizers and lm_fine is None:
+            raise BundleError(f"{name}: the layout has fine quantizers but no fine LM")
+        self.stages = {
+            "semantic": _Stage(lm_semantic.eval().to(self.device), windows["semantic"]),
+            "coarse": _Stage(lm_coarse.eval().to(self.device), windows["coarse"]),
+        }
+        if lm_fine is not None and layout.fine_quantizers:
+            self.stages["fine"] = _Stage(lm_fine.eval().to(self.device), windows["fine"])
+        self.window_tokens = max(1, round(window_seconds * layout.semantic_rate))
+        for stage in ("coarse", "fine"):
+            if stage in self.stages:
+                self.window_tokens = min(self.window_tokens, self.stages[stage].window - 1)
+        self.window_tokens = max(1, self.window_tokens)
+
+    # -- loading -----------------------------------------------------------------------------
+
+    @classmethod
+    def from_bundle(cls, bundle: BundleInfo, *, device: str = "auto") -> AudioLMEngine:
+        """Load every component of an ``audiolm`` bundle (safetensors only)."""
+        bundle.require_kind("audiolm")
+        try:
+            codec = Codec.from_pretrained(bundle.component_path("codec"))
+            tokenizer = SemanticTokenizer.from_pretrained(bundle.component_path("semantic"))
+            lms: dict[str, TokenLM] = {}
+            windows: dict[str, int] = {}
+            layout: TokenLayout | None = None
+            for component in STAGE_COMPONENTS:
+                if component not in bundle.components:
+                    continue
+                entry = bundle.components[component]
+                cfg = entry.get("config", {})
+                lm_cfg = LMConfig.from_dict(cfg["lm"])
+                lms[component] = TokenLM(lm_cfg)
+                load_into(lms[component], bundle.component_path(component))
+                windows[component.removeprefix("lm_")] = int(cfg["window"])
+                this = TokenLayout.from_dict(cfg["layout"])
+                if layout is not None and this != layout:
+                    raise BundleError(f"bundle '{bundle.name}': its LMs disagree on the layout")
+                layout = this
+        except (CheckpointError, KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"bundle '{bundle.name}': {exc}") from exc
+        missing = [c for c in ("lm_semantic", "lm_coarse") if c not in lms]
+        if layout is not None and layout.fine_quantizers and "lm_fine" not in lms:
+            missing.append("lm_fine")
+        if missing or layout is None:
+            raise BundleError(
+                f"bundle '{bundle.name}' is incomplete: no {', '.join(missing) or 'LMs'} "
+                "(train them with 'audiogen-studio train lm-semantic|lm-coarse|lm-fine')"
+            )
+        if codec.config.sample_rate != bundle.sample_rate:
+            raise BundleError(
+                f"bundle '{bundle.name}': codec rate {codec.config.sample_rate} Hz differs from "
+                f"the bundle's {bundle.sample_rate} Hz"
+            )
+        if tokenizer.n_tokens != layout.semantic_vocab or (
+            codec.config.codebook_size != layout.codebook_size
+        ):
+            raise BundleError(
+                f"bundle '{bundle.name}': the LMs were trained on another codec or tokenizer"
+            )
+        return cls(
+            codec=codec,
+            tokenizer=tokenizer,
+            lm_semantic=lms["lm_semantic"],
+            lm_coarse=lms["lm_coarse"],
+            lm_fine=lms.get("lm_fine"),
+            layout=layout,
+            windows=windows,
+            device=device,
+            name=f"{bundle.name} {bundle.version}",
+        )
+
+    # -- request helpers -----------------------------------------------------------------------
+
+    def expected_frames(self, request: GenerationRequest) -> int:
+        """Frames each take has when the request completes (at the model's rate)."""
+        return round(request.seconds * self.sample_rate)
+
+    def _prompt(self, request: GenerationRequest) -> np.ndarray:
+        if request.mode != "continue":
+            raise GenerationError(
+                f"{self.name} continues audio; use a WaveNet vocoder bundle to vocode"
+            )
+        mono = io.resample(io.downmix(request.prompt), self.sample_rate)
+        audio = np.array(mono.samples[0], dtype=np.float32)
+        if audio.size == 0:
+            raise GenerationError("the prompt is empty")
+        if not np.isfinite(audio).all():
+            raise GenerationError("the prompt contains NaN or infinite samples")
+        if float(np.max(np.abs(audio))) < SILENCE_PEAK:
+            raise GenerationError(
+                "the prompt is silent (peak below -80 dBFS): there is nothing to continue"
+            )
+        need = self.hop_s + round(MIN_CROSSFADE_SECONDS * self.sample_rate)
+        if audio.size < need:
+            raise GenerationError(
+                f"the prompt is too short: {self.name} needs at least "
+                f"{1000 * need / self.sample_rate:.0f} ms"
+            )
+        return audio
+
+    # -- token generation ------------------------------------------------------------------------
+
+    def _sample(
+        self,
+        logits: torch.Tensor,
+        request: GenerationRequest,
+        generators: list[torch.Generator],
+        span: tuple[int, int] | None,
+    ) -> torch.Tensor:
+        """One token per take ``[B]`` from ``logits [B, V]``, restricted to ``span`` ids."""
+        ids = sample_next(
+            logits.float().cpu(),
+            temperature=request.temperature,
+            top_k=request.top_k,
+            top_p=request.top_p,
+            generator=generators,
+            allowed=span,
+        )
+        return ids.to(self.device)
+
+    def _run(
+        self,
+        stage: _Stage,
+        prefix: torch.Tensor,
+        count: int,
+        spans: Callable[[int], tuple[int, int] | None],
+        request: GenerationRequest,
+        generators: list[torch.Generator],
+        cancel: threading.Event | None,
+    ) -> torch.Tensor:
+        """Prefill ``prefix [B, L]`` into a fresh cache, then sample ``count`` tokens
+        ``[B, count]``."""
+        model = stage.model
+        if stage.cache is None:
+            stage.cache = model.new_cache(prefix.shape[0], model.config.max_seq_len)
+        stage.cache.reset()
+        logits = model.forward_cached(prefix, stage.cache)[:, -1]
+        out = torch.empty(prefix.shape[0], count, dtype=torch.long, device=self.device)
+        for i in range(count):
+            if cancel is not None and cancel.is_set():
+                raise _CancelledError
+            token = self._sample(logits, request, generators, spans(i))
+            out[:, i] = token
+            if i + 1 < count:
+                logits = model.forward_cached(token[:, None], stage.cache)[:, -1]
+        return out
+
+    def stream(
+        self, request: GenerationRequest, cancel: threading.Event | None = None
+    ) -> Iterator[AudioChunk]:
+        """Yield ``[1, n]`` float32 chunks of every take at the model's rate (module doc)."""
+        audio = self._prompt(request)
+        seed = request.resolved_seed()
+        takes = request.takes
+        generators = [
+            torch.Generator().manual_seed(
+                int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
+            )
+            for i in range(takes)
+        ]
+        layout, r = self.layout, self.layout.ratio
+        rate, hop_s = self.sample_rate, self.hop_s
+        started = time.perf_counter()
+        with torch.inference_mode():
+            # the prompt's whole semantic frames ending >= MIN_CROSSFADE before its end
+            total = audio.size
+            s_p = (total - round(MIN_CROSSFADE_SECONDS * rate)) // hop_s
+            cond = torch.from_numpy(audio[: s_p * hop_s]).to(self.device)[None]
+            semantic = self.tokenizer.tokens(cond)[:, :s_p].expand(takes, -1).clone()
+            codes = self.codec.encode(cond[:, None, :], n_q=layout.quantizers)
+            codes = codes[:, :, : s_p * r].expand(takes, -1, -1).clone()  # [B, Q, F_p]
+            decoder = self.codec.stream_decoder(takes)
+            decoder.push(codes)  # primes the decoder's state; the prompt's audio is not used
+            lead = total - s_p * hop_s  # generated samples that overlap the prompt's end
+            wanted = self.expected_frames(request)
+            needed_tokens = -(-(lead + wanted) // hop_s)
+            first = max(round(FIRST_WINDOW_SECONDS * layout.semantic_rate), -(-(lead + 1) // hop_s))
+            sem_stage = self.stages["semantic"]
+            sem_stage.cache = sem_stage.model.new_cache(takes, sem_stage.model.config.max_seq_len)
+            fed = 0  # semantic tokens of the current semantic-LM window already in its cache
+            window_start = 0
+            done_tokens = 0
+            emitted = 0  # continuation samples handed out (after the prompt's end)
+            first_window = True
+            chunk = max(1, round(request.chunk_seconds * rate))
+            qc, qf = layout.coarse_quantizers, layout.fine_quantizers
+
+            def coarse_span(i: int) -> tuple[int, int] | None:
+                return layout.coarse_range(i % qc)
+
+            def fine_span(i: int) -> tuple[int, int] | None:
+                return layout.fine_range(i % qf)
+            try:
+                while done_tokens < needed_tokens:
+                    n = min(
+                        first if done_tokens == 0 else self.window_tokens,
+                        needed_tokens - done_tokens,
+                    )
+                    t0 = semantic.shape[1]
+                    # 1. semantic continuation, one cache for the request (sliding when full)
+                    new_sem = []
+                    for _ in range(n):
+                        if cancel is not None and cancel.is_set():
+                            raise _CancelledError
+                        cap = sem_stage.model.config.max_seq_len
+                        if semantic.shape[1] - window_start > cap:
+                            window_start = semantic.shape[1] - cap // 2
+                            sem_stage.cache.reset()
+                            fed = 0
+                        pending = semantic[:, window_start + fed :]
+                        logits = sem_stage.model.forward_cached(pending, sem_stage.cache)[:, -1]
+                        fed += pending.shape[1]
+                        token = self._sample(logits, request, generators, None)
+                        semantic = torch.cat([semantic, token[:, None]], dim=1)
+                        new_sem.append(token)
+                    t1 = semantic.shape[1]
+                    # 2. coarse tokens of the window's frames
+                    c_stage = self.stages["coarse"]
+                    a = max(0, t1 - c_stage.window)
+                    prefix = torch.cat(
+                        [
+                            semantic[:, a:t1],
+                            torch.full((takes, 1), layout.coarse_sep, device=self.device),
+                            layout.coarse_ids(codes[:, :qc, a * r : t0 * r]),
+                        ],
+                        dim=1,
+                    )
+                    ids = self._run(
+                        c_stage,
+                        prefix,
+                        (t1 - t0) * r * qc,
+                        coarse_span,
+                        request,
+                        generators,
+                        cancel,
+                    )
+                    coarse = layout.coarse_codes(ids)  # [B, Qc, n·r]
+                    # 3. fine tokens of the window's frames
+                    if qf:
+                        f_stage = self.stages["fine"]
+                        a = max(0, t1 - f_stage.window)
+                        context = torch.cat([codes[:, :qc, a * r : t0 * r], coarse], dim=2)
+                        prefix = torch.cat(
+                            [
+                                layout.fine_context_ids(context),
+                                torch.full((takes, 1), layout.fine_sep, device=self.device),
+                                layout.fine_ids(codes[:, qc:, a * r : t0 * r]),
+                            ],
+                            dim=1,
+                        )
+                        ids = self._run(
+                            f_stage,
+                            prefix,
+                            (t1 - t0) * r * qf,
+                            fine_span,
+                            request,
+                            generators,
+                            cancel,
+                        )
+                        window_codes = torch.cat([coarse, layout.fine_codes(ids)], dim=1)
+                    else:
+                        window_codes = coarse
+                    codes = torch.cat([codes, window_codes], dim=2)
+                    done_tokens += t1 - t0
+                    # 4. streaming decode of the window
+                    wave = decoder.push(window_codes)[:, 0].float().cpu().numpy()  # [B, n·hop_s]
+                    lead_in = None
+                    if first_window:
+                        lead_in, wave = wave[:, :lead], wave[:, lead:]
+                        first_window = False
+                    start = emitted
+                    wave = wave[:, : max(0, wanted - start)]
+                    emitted += wave.shape[1]
+                    elapsed = time.perf_counter() - started
+                    done = max(emitted, 1)
+                    for off in range(0, wave.shape[1], chunk):
+                        piece = wave[:, off : off + chunk]
+                        for b in range(takes):
+                            yield AudioChunk(
+                                take=b,
+                                start=start + off,
+                                samples=np.ascontiguousarray(piece[b : b + 1], dtype=np.float32),
+                                rate=rate,
+                                progress=min(1.0, (start + off + piece.shape[1]) / max(wanted, 1)),
+                                seed=seed,
+                                info={"rtf": elapsed / max(done / rate, 1e-9)},
+                                lead_in=(
+                                    np.ascontiguousarray(lead_in[b : b + 1], dtype=np.float32)
+                                    if lead_in is not None and off == 0
+                                    else None
+                                ),
+                            )
+            except _CancelledError:
+                log.info("generation cancelled after %d samples", emitted)
+                return

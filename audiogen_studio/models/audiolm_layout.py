@@ -1,0 +1,167 @@
+"""Token layouts of AudioLM's three stages (Borsos et al. 2022, §4.2 and Fig. 2).
+
+Semantic tokens ``s`` (``K_s`` ids at ``semantic_rate`` Hz), and acoustic tokens of a codec with
+``Q = Q_c + Q_f`` quantizers of ``K_c`` codes at ``acoustic_rate`` Hz (an integer multiple
+``ratio`` of the semantic rate). Each stage is a decoder-only LM over one flat vocabulary:
+
+- **semantic** ``p(s_t | s_<t)``: ids ``0 .. K_s - 1``.
+- **coarse** ``p(c | s, c_<t)``: the semantic ids of a window, then ``SEP = K_s``, then the
+  first ``Q_c`` quantizers flattened frame by frame (frame ``t``, quantizer ``q``, code ``k`` is
+  ``K_s + 1 + q·K_c + k``). Vocabulary ``K_s + 1 + Q_c·K_c``.
+- **fine** ``p(f | c, f_<t)``: the coarse codes of a window flattened (``q·K_c + k``), then
+  ``SEP = Q_c·K_c``, then the remaining ``Q_f`` quantizers flattened (``Q_c·K_c + 1 + q·K_c + k``).
+  Vocabulary ``(Q_c + Q_f)·K_c + 1``.
+
+Windows are aligned: a window of ``n`` semantic tokens covers ``n·ratio`` codec frames. Position
+``i`` of the acoustic part of a sequence belongs to quantizer ``i mod Q``; generation restricts
+each step to that quantizer's id range (:meth:`TokenLayout.coarse_range`,
+:meth:`TokenLayout.fine_range`), so a sampled sequence always decodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+__all__ = ["TokenLayout"]
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """Vocabulary arithmetic shared by the LM trainer and the continuation engine."""
+
+    semantic_vocab: int
+    codebook_size: int
+    coarse_quantizers: int
+    fine_quantizers: int
+    semantic_rate: float
+    acoustic_rate: float
+
+    def __post_init__(self) -> None:
+        if self.semantic_vocab < 1 or self.codebook_size < 1:
+            raise ValueError("vocabulary sizes must be positive")
+        if self.coarse_quantizers < 1 or self.fine_quantizers < 0:
+            raise ValueError("need at least one coarse quantizer and no negative fine count")
+        ratio = self.acoustic_rate / self.semantic_rate
+        if abs(ratio - round(ratio)) > 1e-6 or round(ratio) < 1:
+            raise ValueError(
+                f"the codec frame rate ({self.acoustic_rate} Hz) must be an integer multiple "
+                f"of the semantic token rate ({self.semantic_rate} Hz)"
+            )
+
+    # --- sizes -------------------------------------------------------------------------------
+
+    @property
+    def ratio(self) -> int:
+        """Codec frames per semantic token."""
+        return round(self.acoustic_rate / self.semantic_rate)
+
+    @property
+    def quantizers(self) -> int:
+        """All codec quantizers used (coarse + fine)."""
+        return self.coarse_quantizers + self.fine_quantizers
+
+    @property
+    def coarse_sep(self) -> int:
+        """Separator between semantic and coarse ids in the coarse LM."""
+        return self.semantic_vocab
+
+    @property
+    def coarse_vocab(self) -> int:
+        """Vocabulary of the coarse LM."""
+        return self.semantic_vocab + 1 + self.coarse_quantizers * self.codebook_size
+
+    @property
+    def fine_sep(self) -> int:
+        """Separator between coarse and fine ids in the fine LM."""
+        return self.coarse_quantizers * self.codebook_size
+
+    @property
+    def fine_vocab(self) -> int:
+        """Vocabulary of the fine LM."""
+        return self.quantizers * self.codebook_size + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TokenLayout:
+        """Rebuild from :meth:`to_dict` output."""
+        return cls(
+            semantic_vocab=int(data["semantic_vocab"]),
+            codebook_size=int(data["codebook_size"]),
+            coarse_quantizers=int(data["coarse_quantizers"]),
+            fine_quantizers=int(data["fine_quantizers"]),
+            semantic_rate=float(data["semantic_rate"]),
+            acoustic_rate=float(data["acoustic_rate"]),
+        )
+
+    # --- id ranges ---------------------------------------------------------------------------
+
+    def coarse_range(self, q: int) -> tuple[int, int]:
+        """``[lo, hi)`` of coarse-LM ids of quantizer ``q`` (``0 <= q < Q_c``)."""
+        lo = self.semantic_vocab + 1 + q * self.codebook_size
+        return lo, lo + self.codebook_size
+
+    def fine_range(self, q: int) -> tuple[int, int]:
+        """``[lo, hi)`` of fine-LM ids of fine quantizer ``q`` (``0 <= q < Q_f``)."""
+        lo = self.fine_sep + 1 + q * self.codebook_size
+        return lo, lo + self.codebook_size
+
+    # --- flattening ---------------------------------------------------------------------------
+
+    def _flatten(self, codes: torch.Tensor, offset: int) -> torch.Tensor:
+        """``codes [B, q, F]`` → ids ``[B, F·q]`` frame-major, quantizer ``j`` offset by
+        ``offset + j·K_c``."""
+        b, q, f = codes.shape
+        shift = offset + torch.arange(q, device=codes.device) * self.codebook_size
+        return (codes.long() + shift[None, :, None]).transpose(1, 2).reshape(b, f * q)
+
+    def _unflatten(self, ids: torch.Tensor, q: int, offset: int) -> torch.Tensor:
+        """Inverse of :meth:`_flatten`: ids ``[B, F·q]`` → codes ``[B, q, F]``."""
+        b, n = ids.shape
+        if n % q:
+            raise ValueError(f"{n} ids are not whole frames of {q} quantizers")
+        shift = offset + torch.arange(q, device=ids.device) * self.codebook_size
+        codes = ids.long().reshape(b, n // q, q) - shift[None, None, :]
+        if bool((codes < 0).any()) or bool((codes >= self.codebook_size).any()):
+            raise ValueError("ids outside their quantizer's range")
+        return codes.transpose(1, 2)
+
+    def coarse_ids(self, coarse: torch.Tensor) -> torch.Tensor:
+        """Coarse codes ``[B, Q_c, F]`` → coarse-LM ids ``[B, F·Q_c]``."""
+        return self._flatten(coarse, self.semantic_vocab + 1)
+
+    def coarse_codes(self, ids: torch.Tensor) -> torch.Tensor:
+        """Coarse-LM ids ``[B, F·Q_c]`` → codes ``[B, Q_c, F]``."""
+        return self._unflatten(ids, self.coarse_quantizers, self.semantic_vocab + 1)
+
+    def fine_context_ids(self, coarse: torch.Tensor) -> torch.Tensor:
+        """Coarse codes ``[B, Q_c, F]`` as the fine LM's conditioning ids ``[B, F·Q_c]``."""
+        return self._flatten(coarse, 0)
+
+    def fine_ids(self, fine: torch.Tensor) -> torch.Tensor:
+        """Fine codes ``[B, Q_f, F]`` → fine-LM ids ``[B, F·Q_f]``."""
+        return self._flatten(fine, self.fine_sep + 1)
+
+    def fine_codes(self, ids: torch.Tensor) -> torch.Tensor:
+        """Fine-LM ids ``[B, F·Q_f]`` → codes ``[B, Q_f, F]``."""
+        return self._unflatten(ids, self.fine_quantizers, self.fine_sep + 1)
+
+    # --- whole training sequences ---------------------------------------------------------------
+
+    def coarse_sequence(self, semantic: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        """``[semantic ids, SEP, coarse ids]`` ``[B, S + 1 + F·Q_c]`` for aligned windows
+        (``F == S·ratio``)."""
+        sep = torch.full((semantic.shape[0], 1), self.coarse_sep, dtype=torch.long)
+        return torch.cat([semantic.long(), sep.to(semantic.device), self.coarse_ids(coarse)], 1)
+
+    def fine_sequence(self, coarse: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
+        """``[coarse context ids, SEP, fine ids]`` ``[B, F·Q_c + 1 + F·Q_f]``."""
+        sep = torch.full((coarse.shape[0], 1), self.fine_sep, dtype=torch.long)
+        return torch.cat(
+            [self.fine_context_ids(coarse), sep.to(coarse.device), self.fine_ids(fine)], 1
+        )

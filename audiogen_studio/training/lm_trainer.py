@@ -1,0 +1,548 @@
+"""Train AudioLM's three token LMs (Borsos et al. 2022 §4.2) into an AudioLM bundle.
+
+``train_lm(LMTrainOptions(stage="semantic" | "coarse" | "fine", data=..., bundle=BUNDLE))``:
+
+- the bundle must already hold the ``codec`` and ``semantic`` components (``audiogen-studio train
+  codec`` / ``train semantic`` into the same folder); their weights tokenise the data once into
+  ``BUNDLE/work/tokens-*`` (:class:`~audiogen_studio.training.token_cache.TokenCorpus`), which every
+  stage and every resumed run reuses;
+- each step draws ``batch`` aligned windows (the token RNG of step ``s`` on rank ``r`` is
+  ``numpy.random.default_rng([seed, r, s])``) of a random number of semantic tokens up to the
+  stage's window, lays them out with :class:`~audiogen_studio.models.audiolm_layout.TokenLayout`,
+  and minimises next-token cross-entropy on the stage's own part of the sequence (semantic: all;
+  coarse: after the separator; fine: after the separator), AdamW with warm-up and cosine decay,
+  gradient clipping;
+- resumable from ``BUNDLE/checkpoint/lm_<stage>/``; tqdm; CPU/CUDA/MPS; bf16 autocast on CUDA;
+  DDP under ``torchrun``; writes ``BUNDLE/lm_<stage>.safetensors`` and registers the component
+  (with its layout and window) in ``bundle.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+
+from audiogen_studio import __version__
+from audiogen_studio.engine.bundles import BundleError, read_bundle, write_component
+from audiogen_studio.models.audiolm_layout import TokenLayout
+from audiogen_studio.models.checkpoint import save_module
+from audiogen_studio.models.lm import LMConfig, TokenLM
+from audiogen_studio.training.audio_dataset import TrainingError
+from audiogen_studio.training.common import (
+    CheckpointDir,
+    DistInfo,
+    amp_dtype_for,
+    autocast,
+    finite_or_none,
+    progress_bar,
+    setup_distributed,
+    teardown_distributed,
+)
+from audiogen_studio.training.token_cache import TokenCorpus, file_digest
+from audiogen_studio.training.waveform_dataset import WaveformDataset
+
+log = logging.getLogger(__name__)
+
+Stage = Literal["semantic", "coarse", "fine"]
+STAGES: tuple[Stage, ...] = ("semantic", "coarse", "fine")
+STATE_VERSION = 1
+WORK_DIR = "work"
+
+#: transformer sizes by name (the vocabulary and context come from the stage)
+LM_SIZES: dict[str, dict[str, int]] = {
+    "tiny": {"dim": 64, "depth": 2, "heads": 4},
+    "small": {"dim": 192, "depth": 4, "heads": 6},
+    "default": {"dim": 256, "depth": 4, "heads": 8},
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class LMTrainOptions:
+    """What ``audiogen-studio train lm-<stage>`` asks for.
+
+    Attributes:
+        stage: ``semantic``, ``coarse`` or ``fine``.
+        data: corpus folder, manifest, folder of audio or one file.
+        bundle: the AudioLM bundle folder (with ``codec`` and ``semantic`` components).
+        size: a name of :data:`LM_SIZES` (ignored when resuming).
+        window: semantic tokens per training window (the LM's context); ``None`` = 250 for the
+            semantic stage (10 s at 25 Hz), 100 for coarse, 50 for fine.
+        coarse_quantizers: codec quantizers modelled by the coarse stage (the rest are fine);
+            must agree across stages of a bundle (read from the bundle when present).
+        fine_quantizers: ``None`` = every remaining quantizer of the codec.
+    """
+
+    stage: Stage
+    data: str | Path
+    bundle: str | Path
+    steps: int = 5_000
+    batch: int = 16
+    size: str = "default"
+    window: int | None = None
+    coarse_quantizers: int = 2
+    fine_quantizers: int | None = None
+    lr: float = 3e-4
+    warmup: int = 200
+    weight_decay: float = 0.01
+    dropout: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    threads: int | None = None
+    val_every: int = 500
+    val_batches: int = 4
+    save_every: int = 500
+    time_limit: float | None = None
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def check(self) -> None:
+        """Raise :class:`TrainingError` for impossible settings."""
+        if self.stage not in STAGES:
+            raise TrainingError(f"unknown stage {self.stage!r}: use {', '.join(STAGES)}")
+        if self.size not in LM_SIZES:
+            raise TrainingError(f"unknown LM size {self.size!r}: use {', '.join(LM_SIZES)}")
+        for name in ("steps", "batch", "coarse_quantizers"):
+            if getattr(self, name) < 1:
+                raise TrainingError(f"{name} must be at least 1")
+        if self.window is not None and self.window < 2:
+            raise TrainingError("window must be at least 2 semantic tokens")
+        if not self.lr > 0:
+            raise TrainingError("lr must be positive")
+
+
+@dataclass(frozen=True)
+class LMTrainResult:
+    """How a run ended."""
+
+    bundle: Path
+    stage: str
+    step: int
+    start_step: int
+    completed: bool
+    train_loss: float | None
+    val_loss: float | None
+    seconds: float
+    tokens_per_second: float
+
+
+DEFAULT_WINDOWS = {"semantic": 250, "coarse": 100, "fine": 50}
+
+
+def stage_sequence_length(stage: str, window: int, layout: TokenLayout) -> int:
+    """Tokens of a full training sequence of ``window`` semantic tokens for ``stage``."""
+    frames = window * layout.ratio
+    if stage == "semantic":
+        return window
+    if stage == "coarse":
+        return window + 1 + frames * layout.coarse_quantizers
+    return frames * layout.coarse_quantizers + 1 + frames * layout.fine_quantizers
+
+
+def stage_vocab(stage: str, layout: TokenLayout) -> int:
+    """Vocabulary of ``stage``'s LM."""
+    return {
+        "semantic": layout.semantic_vocab,
+        "coarse": layout.coarse_vocab,
+        "fine": layout.fine_vocab,
+    }[stage]
+
+
+def make_batch(
+    stage: str, layout: TokenLayout, semantic: torch.Tensor, acoustic: torch.Tensor
+) -> tuple[torch.Tensor, int]:
+    """The training sequence ``[B, L]`` of aligned windows and the index of its first target.
+
+    ``semantic [B, n]``, ``acoustic [B, Q, n·ratio]``; the loss covers targets from the
+    returned index on (everything for the semantic stage, the part after the separator else).
+    """
+    if stage == "semantic":
+        return semantic, 1
+    qc, qf = layout.coarse_quantizers, layout.fine_quantizers
+    coarse = acoustic[:, :qc]
+    if stage == "coarse":
+        return layout.coarse_sequence(semantic, coarse), semantic.shape[1] + 1
+    fine = acoustic[:, qc : qc + qf]
+    return layout.fine_sequence(coarse, fine), coarse.shape[1] * coarse.shape[2] + 1
+
+
+def _layout_for(bundle: Path, options: LMTrainOptions) -> tuple[TokenLayout, Any, Any]:
+    """The bundle's tokenizers and the token layout the stages share."""
+    from audiogen_studio.models.codec import Codec
+    from audiogen_studio.models.semantic import SemanticTokenizer
+
+    try:
+        info = read_bundle(bundle)
+        codec_path = info.component_path("codec")
+        semantic_path = info.component_path("semantic")
+    except BundleError as exc:
+        raise TrainingError(
+            f"{exc}; train the codec and the semantic tokenizer into this bundle first "
+            "('audiogen-studio train codec' and 'train semantic')"
+        ) from exc
+    codec = Codec.from_pretrained(codec_path).eval()
+    tokenizer = SemanticTokenizer.from_pretrained(semantic_path).eval()
+    stored = None
+    for name in ("lm_semantic", "lm_coarse", "lm_fine"):
+        layout = info.components.get(name, {}).get("layout")
+        if layout:
+            stored = TokenLayout.from_dict(layout)
+            break
+    n_q = int(codec.config.n_q)
+    qc = options.coarse_quantizers if stored is None else stored.coarse_quantizers
+    qf = options.fine_quantizers if options.fine_quantizers is not None else n_q - qc
+    if stored is not None and options.fine_quantizers is None:
+        qf = stored.fine_quantizers
+    if qc + qf > n_q:
+        raise TrainingError(f"the codec has {n_q} quantizers; {qc} coarse + {qf} fine is too many")
+    layout = TokenLayout(
+        semantic_vocab=int(tokenizer.n_tokens),
+        codebook_size=int(codec.config.codebook_size),
+        coarse_quantizers=qc,
+        fine_quantizers=qf,
+        semantic_rate=float(tokenizer.token_rate),
+        acoustic_rate=float(codec.config.frame_rate),
+    )
+    if stored is not None and stored != layout:
+        raise TrainingError(
+            f"{bundle}: the bundle's LMs were trained with another token layout ({stored}); "
+            "retrain every LM stage after changing the codec or tokenizer"
+        )
+    return layout, codec, tokenizer
+
+
+def tokenize_corpus(
+    bundle: Path,
+    dataset: WaveformDataset,
+    codec: Any,
+    tokenizer: Any,
+    layout: TokenLayout,
+    *,
+    write: bool,
+    progress: bool,
+) -> TokenCorpus:
+    """Tokens of ``dataset`` with the bundle's codec and tokenizer (cached in BUNDLE/work)."""
+    info = read_bundle(bundle)
+    key = file_digest(info.component_path("codec")) + file_digest(info.component_path("semantic"))
+    hop = int(tokenizer.hop)
+    n_q = layout.quantizers
+
+    @torch.inference_mode()
+    def encode(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        audio = torch.from_numpy(samples)[None]
+        sem = tokenizer.tokens(audio)[0].numpy()
+        codes = codec.encode(audio[:, None, :], n_q=n_q)[0].numpy()
+        return sem, codes
+
+    bars: list[Any] = []
+
+    def report(done: int, total: int) -> None:
+        if not (progress and write):
+            return
+        if not bars:
+            from tqdm import tqdm
+
+            bars.append(tqdm(total=total, desc="tokenise", unit="file", file=sys.stderr))
+        bars[0].update(done - bars[0].n)
+
+    try:
+        return TokenCorpus.build(
+            dataset,
+            encode,
+            hop=hop,
+            ratio=layout.ratio,
+            key=key,
+            folder=bundle / WORK_DIR,
+            progress=report,
+            write_cache=write,
+        )
+    finally:
+        for bar in bars:
+            bar.close()
+
+
+def _lr_at(step: int, options: LMTrainOptions) -> float:
+    if step < options.warmup:
+        return options.lr * (step + 1) / options.warmup
+    progress = (step - options.warmup) / max(1, options.steps - options.warmup)
+    return options.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def _loss(
+    model: nn.Module,
+    stage: str,
+    layout: TokenLayout,
+    semantic: torch.Tensor,
+    acoustic: torch.Tensor,
+    device: torch.device,
+) -> torch.Tensor:
+    seq, first = make_batch(stage, layout, semantic, acoustic)
+    seq = seq.to(device)
+    logits = model(seq[:, :-1])  # [B, L - 1, V]
+    targets = seq[:, 1:]
+    start = first - 1  # logits at position i predict token i + 1
+    return F.cross_entropy(logits[:, start:].float().transpose(1, 2), targets[:, start:])
+
+
+def train_lm(
+    options: LMTrainOptions,
+    *,
+    on_step: Callable[[int, float], None] | None = None,
+    stop: threading.Event | None = None,
+) -> LMTrainResult:
+    """Train (or resume) one LM stage into ``options.bundle``; see the module docstring.
+
+    Raises:
+        TrainingError: no codec/tokenizer in the bundle, bad data or options, a checkpoint of
+            another config.
+    """
+    options.check()
+    if options.threads is not None:
+        torch.set_num_threads(options.threads)
+    dinfo, device = setup_distributed(options.device)
+    try:
+        return _train(options, Path(options.bundle).expanduser(), dinfo, device, on_step, stop)
+    finally:
+        teardown_distributed(dinfo)
+
+
+def _train(
+    options: LMTrainOptions,
+    bundle: Path,
+    dinfo: DistInfo,
+    device: torch.device,
+    on_step: Callable[[int, float], None] | None,
+    stop: threading.Event | None,
+) -> LMTrainResult:
+    stage = options.stage
+    component = f"lm_{stage}"
+    layout, codec, tokenizer = _layout_for(bundle, options)
+    ckpt = CheckpointDir(bundle / "checkpoint" / component, state_version=STATE_VERSION)
+    if dinfo.main:
+        ckpt.recover()
+    dinfo.barrier()
+    resume = ckpt.read_state()
+
+    dataset: WaveformDataset | None = None
+    corpus: TokenCorpus | None = None
+    rate = int(codec.config.sample_rate)
+    for write in (True, False):
+        if dinfo.main == write:
+            dataset = WaveformDataset.prepare(
+                options.data, sample_rate=rate, cache_dir=bundle / WORK_DIR, write_cache=write
+            )
+            corpus = tokenize_corpus(
+                bundle,
+                dataset,
+                codec,
+                tokenizer,
+                layout,
+                write=write,
+                progress=options.progress,
+            )
+        dinfo.barrier()
+    assert dataset is not None and corpus is not None
+    del codec, tokenizer
+
+    window = options.window or DEFAULT_WINDOWS[stage]
+    if resume is not None:
+        config = LMConfig.from_dict(resume["config"])
+        window = int(resume["window"])
+    else:
+        config = LMConfig(
+            vocab_size=stage_vocab(stage, layout),
+            max_seq_len=stage_sequence_length(stage, window, layout),
+            dropout=options.dropout,
+            dim=LM_SIZES[options.size]["dim"],
+            depth=LM_SIZES[options.size]["depth"],
+            heads=LM_SIZES[options.size]["heads"],
+        )
+    torch.manual_seed(options.seed)
+    model = TokenLM(config).to(device)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": options.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=options.lr,
+        betas=(0.9, 0.98),
+    )
+    start_step = 0
+    history: list[dict[str, Any]] = []
+    base_seconds = 0.0
+    val_loss: float | None = None
+    if resume is not None:
+        ckpt.load({"model": model}, {"optimizer": optimizer}, device)
+        start_step = int(resume["step"])
+        history = list(resume.get("history", []))
+        base_seconds = float(resume.get("seconds", 0.0))
+        val_loss = resume.get("val_loss")
+    amp_dtype = amp_dtype_for(device, options.amp)
+    train_model: nn.Module = model
+    if dinfo.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    def draw(split: str, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        # short windows too: generation starts with little context
+        n = int(rng.integers(max(2, window // 4), window + 1))
+        return corpus.windows(split, rng, options.batch, n)  # type: ignore[arg-type]
+
+    @torch.no_grad()
+    def validate() -> float | None:
+        if corpus.valid is None:
+            return None
+        model.eval()
+        total = 0.0
+        for i in range(options.val_batches):
+            rng = np.random.default_rng([options.seed, 7919, i])
+            sem, ac = corpus.windows("valid", rng, options.batch, window)
+            with autocast(device, amp_dtype):
+                total += float(_loss(model, stage, layout, sem, ac, device))
+        model.train()
+        return total / options.val_batches
+
+    recent: deque[float] = deque(maxlen=20)
+    step = start_step
+    started = time.perf_counter()
+    tokens_seen = 0
+    stopped = False
+
+    def state() -> dict[str, Any]:
+        return {
+            "step": step,
+            "stage": stage,
+            "config": config.to_dict(),
+            "window": window,
+            "layout": layout.to_dict(),
+            "train_loss": sum(recent) / len(recent) if recent else None,
+            "val_loss": val_loss,
+            "history": history,
+            "seconds": base_seconds + time.perf_counter() - started,
+            "seed": options.seed,
+            "audiogen_studio": __version__,
+        }
+
+    def save_checkpoint() -> None:
+        ckpt.save({"model": model}, {"optimizer": optimizer}, state(), {"model": config})
+
+    model.train()
+    with progress_bar(
+        options.progress and dinfo.main, options.steps, start_step, f"train lm-{stage}"
+    ) as bar:
+        while step < options.steps:
+            rng = np.random.default_rng([options.seed, dinfo.rank, step])
+            sem, ac = draw("train", rng)
+            for group in optimizer.param_groups:
+                group["lr"] = _lr_at(step, options)
+            with autocast(device, amp_dtype):
+                loss = _loss(train_model, stage, layout, sem, ac, device)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            if options.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), options.grad_clip)
+            optimizer.step()
+            step += 1
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise TrainingError(f"the loss became {value} at step {step}; lower --lr")
+            recent.append(value)
+            tokens_seen += int(sem.numel()) * (1 if stage == "semantic" else 1 + layout.ratio)
+            if dinfo.main:
+                if options.val_every and step % options.val_every == 0:
+                    val_loss = validate()
+                    history.append(
+                        {"step": step, "loss": sum(recent) / len(recent), "val": val_loss}
+                    )
+                if options.save_every and step % options.save_every == 0:
+                    ckpt.save(
+                        {"model": model}, {"optimizer": optimizer}, state(), {"model": config}
+                    )
+                bar.set_postfix({"loss": f"{sum(recent) / len(recent):.3f}"}, refresh=False)
+                bar.update(1)
+                if on_step is not None:
+                    on_step(step, value)
+            want = (stop is not None and stop.is_set()) or (
+                options.time_limit is not None
+                and time.perf_counter() - started >= options.time_limit
+            )
+            if (stop is not None or options.time_limit is not None) and dinfo.any_flag(
+                want, device
+            ):
+                stopped = step < options.steps
+                break
+    elapsed = time.perf_counter() - started
+    if dinfo.main:
+        if step > start_step:
+            val_loss = validate()
+            history.append(
+                {
+                    "step": step,
+                    "loss": sum(recent) / len(recent) if recent else None,
+                    "val": val_loss,
+                }
+            )
+        ckpt.save({"model": model}, {"optimizer": optimizer}, state(), {"model": config})
+        file = f"{component}.safetensors"
+        save_module(model, bundle / file, config, extra={"step": step, "stage": stage})
+        train_loss = sum(recent) / len(recent) if recent else None
+        write_component(
+            bundle,
+            component,
+            file=file,
+            config={"lm": config.to_dict(), "layout": layout.to_dict(), "window": window},
+            sample_rate=int(dataset.sample_rate),
+            training={
+                "data": str(options.data),
+                "steps": step,
+                "completed": step >= options.steps,
+                "size": options.size,
+                "batch": options.batch,
+                "lr": options.lr,
+                "train_hours": round(dataset.train_hours, 6),
+                "train_tokens": corpus.train_tokens,
+                "device": str(device),
+                "world_size": dinfo.world,
+                "time_seconds": round(base_seconds + elapsed, 3),
+                "audiogen_studio": __version__,
+            },
+            metrics={
+                "train_loss": finite_or_none(train_loss),
+                "val_loss": finite_or_none(val_loss),
+                "loss": "cross-entropy in nats per token of the stage's part of the sequence",
+                "parameters": sum(p.numel() for p in model.parameters()),
+            },
+        )
+        if stopped:
+            log.info("stopped at step %d of %d", step, options.steps)
+    dinfo.barrier()
+    return LMTrainResult(
+        bundle=bundle,
+        stage=stage,
+        step=step,
+        start_step=start_step,
+        completed=step >= options.steps,
+        train_loss=finite_or_none(sum(recent) / len(recent)) if recent else None,
+        val_loss=finite_or_none(val_loss),
+        seconds=base_seconds + elapsed,
+        tokens_per_second=tokens_seen * dinfo.world / max(elapsed, 1e-9),
+    )
