@@ -19,13 +19,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``continue`` and ``vocode`` commands."""
     p = sub.add_parser("continue", help="continue a prompt clip with a model")
     p.add_argument("prompt", help="prompt audio file")
-    p.add_argument("--engine", choices=["wavenet"], default="wavenet", help="generation engine")
+    p.add_argument(
+        "--engine",
+        choices=["auto", "audiolm", "wavenet"],
+        default="auto",
+        help="generation engine (default: the one the model bundle is for)",
+    )
     p.add_argument("--model", required=True, help="bundle name (see `models list`) or folder")
     p.add_argument("--seconds", type=float, default=4.0, help="length of the continuation")
     p.add_argument("--takes", type=int, default=1, help="takes generated together (1-8)")
     p.add_argument("--seed", type=int, default=None, help="seed that reproduces the takes")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
     p.add_argument("--top-k", type=int, default=None, help="sample from the k likeliest only")
+    p.add_argument(
+        "--top-p", type=float, default=None, help="nucleus sampling: keep this much mass"
+    )
     _common(p)
     p.set_defaults(func=run_continue)
 
@@ -75,8 +83,11 @@ def _run(args: argparse.Namespace, mode: str, source: str) -> int:
             seed=args.seed,
             temperature=args.temperature,
             top_k=getattr(args, "top_k", None),
+            top_p=getattr(args, "top_p", None),
         )
-        engine = load_engine(args.model, mode=mode, device=args.device)
+        engine = load_engine(
+            args.model, mode=mode, device=args.device, engine=getattr(args, "engine", "auto")
+        )
         total = engine.expected_frames(request) * takes / engine.sample_rate
     except GenerationError as exc:
         raise CliError(str(exc)) from exc

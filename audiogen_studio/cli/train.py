@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 
+from audiogen_studio.cli import train_audiolm
 from audiogen_studio.cli.argtypes import non_negative_int, positive_float, positive_int
 from audiogen_studio.cli.errors import CliError
 
@@ -17,10 +18,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``train wavenet``."""
     p = sub.add_parser(
         "train",
-        help="train a model into a bundle (WaveNet)",
+        help="train a model into a bundle (WaveNet, AudioLM stages)",
         description="Train a model on your audio into a model bundle the app and CLI can use.",
     )
     tsub = p.add_subparsers(dest="train_model", metavar="MODEL", required=True)
+    train_audiolm.register(tsub)
     wp = tsub.add_parser(
         "wavenet",
         help="WaveNet for continuation, or with --mel a mel-conditioned vocoder",

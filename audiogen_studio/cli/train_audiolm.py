@@ -1,0 +1,130 @@
+"""``audiogen-studio train lm-semantic|lm-coarse|lm-fine``: AudioLM's token LMs into a bundle.
+
+The bundle folder must already hold the codec and the semantic tokenizer (``train codec`` and
+``train semantic`` with the same ``--bundle``). Several GPUs or machines:
+``torchrun --nproc_per_node N -m audiogen_studio train lm-coarse ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from audiogen_studio.cli.argtypes import non_negative_int, positive_float, positive_int
+from audiogen_studio.cli.errors import CliError
+
+
+def add_common(p: argparse.ArgumentParser, *, save_every: int = 500) -> None:
+    """Options every AudioLM stage trainer takes."""
+    p.add_argument(
+        "--data",
+        required=True,
+        metavar="DIR_OR_MANIFEST",
+        help="corpus folder (from 'audiogen-studio corpus'), manifest.jsonl, folder of audio "
+        "files, or one audio file",
+    )
+    p.add_argument("--bundle", required=True, metavar="BUNDLE", help="AudioLM bundle folder")
+    p.add_argument("--steps", type=positive_int, default=5_000, help="total steps")
+    p.add_argument("--batch", type=positive_int, default=16, help="batch per step and process")
+    p.add_argument(
+        "--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:N or mps"
+    )
+    p.add_argument("--no-amp", action="store_true", help="train in float32 on CUDA too")
+    p.add_argument("--seed", type=int, default=0, help="seed of weights and batches")
+    p.add_argument(
+        "--save-every",
+        type=non_negative_int,
+        default=save_every,
+        metavar="N",
+        help="checkpoint every N steps",
+    )
+    p.add_argument(
+        "--time-limit",
+        type=positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="stop after this many seconds (checkpoint and bundle are written)",
+    )
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def register(tsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``lm-semantic``, ``lm-coarse`` and ``lm-fine`` under ``train``."""
+    helps = {
+        "semantic": "AudioLM stage 1: semantic tokens p(s_t | s_<t)",
+        "coarse": "AudioLM stage 2: coarse codec tokens given semantic tokens",
+        "fine": "AudioLM stage 3: fine codec tokens given coarse tokens",
+    }
+    for stage, text in helps.items():
+        p = tsub.add_parser(
+            f"lm-{stage}",
+            help=text,
+            description=f"{text}. Tokens are extracted once into BUNDLE/work/ and reused; "
+            "re-run the same command to resume from BUNDLE/checkpoint/.",
+        )
+        add_common(p)
+        p.add_argument("--size", default="default", help="transformer size: tiny, small or default")
+        p.add_argument(
+            "--window",
+            type=positive_int,
+            default=None,
+            help="context in semantic tokens (default 250 / 100 / 50 for semantic / coarse / fine)",
+        )
+        p.add_argument(
+            "--coarse-quantizers",
+            type=positive_int,
+            default=2,
+            help="codec quantizers of the coarse stage; the rest are fine (default 2)",
+        )
+        p.add_argument("--lr", type=positive_float, default=3e-4, help="AdamW peak learning rate")
+        p.set_defaults(func=run_lm, stage=stage)
+
+
+def run_lm(args: argparse.Namespace) -> int:
+    """Train one LM stage."""
+    from audiogen_studio.training.lm_trainer import LMTrainOptions, train_lm
+
+    options = LMTrainOptions(
+        stage=args.stage,
+        data=args.data,
+        bundle=args.bundle,
+        steps=args.steps,
+        batch=args.batch,
+        size=args.size,
+        window=args.window,
+        coarse_quantizers=args.coarse_quantizers,
+        lr=args.lr,
+        seed=args.seed,
+        device=args.device,
+        amp=not args.no_amp,
+        threads=args.threads,
+        save_every=args.save_every,
+        time_limit=args.time_limit,
+        progress=not args.no_progress,
+    )
+    try:
+        result = train_lm(options)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    summary = {
+        "bundle": str(result.bundle),
+        "stage": result.stage,
+        "step": result.step,
+        "start_step": result.start_step,
+        "completed": result.completed,
+        "train_loss": result.train_loss,
+        "val_loss": result.val_loss,
+        "seconds": round(result.seconds, 3),
+        "tokens_per_second": round(result.tokens_per_second, 1),
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        val = "n/a" if result.val_loss is None else f"{result.val_loss:.4f}"
+        print(
+            f"lm-{result.stage} in {result.bundle}: step {result.step}, val loss {val} "
+            f"nats/token, {result.seconds:.1f} s"
+        )
+    return 0
