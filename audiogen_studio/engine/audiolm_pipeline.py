@@ -245,7 +245,7 @@ class AudioLMEngine:
         """Prefill ``prefix [B, L]`` into a fresh cache, then sample ``count`` tokens
         ``[B, count]``."""
         model = stage.model
-        if stage.cache is None:
+        if stage.cache is None or stage.cache.batch != prefix.shape[0]:
             stage.cache = model.new_cache(prefix.shape[0], model.config.max_seq_len)
         stage.cache.reset()
         logits = model.forward_cached(prefix, stage.cache)[:, -1]

@@ -1,0 +1,140 @@
+"""AudioLM continuation engine: streaming mechanics, takes, cancel, bad input (random weights).
+
+That a trained stack continues musical structure is tested in test_audiolm_end_to_end.py.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from audiolm_stack import random_audiolm_bundle
+
+from audiogen_studio.audio import synth
+from audiogen_studio.audio.clip import Clip
+from audiogen_studio.engine.api import GenerationError, GenerationRequest
+from audiogen_studio.engine.audiolm_pipeline import AudioLMEngine
+from audiogen_studio.engine.bundles import BundleError, read_bundle
+from audiogen_studio.engine.loader import load_engine
+from audiogen_studio.engine.takes import collect
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> AudioLMEngine:
+    torch.set_num_threads(1)
+    folder = random_audiolm_bundle(tmp_path_factory.mktemp("audiolm") / "random-audiolm")
+    eng = load_engine(str(folder), engine="audiolm", device="cpu")
+    assert isinstance(eng, AudioLMEngine)
+    return eng
+
+
+def _prompt(seconds: float = 0.5, rate: int = 16000) -> Clip:
+    return synth.sine(330.0, seconds, rate=rate, amp=0.4)
+
+
+def test_stream_is_contiguous_and_has_the_requested_length(engine: AudioLMEngine) -> None:
+    request = GenerationRequest(prompt=_prompt(), seconds=0.7, takes=2, seed=3)
+    starts = {0: 0, 1: 0}
+    leads = {}
+    for chunk in engine.stream(request):
+        assert chunk.start == starts[chunk.take]
+        assert chunk.samples.dtype == np.float32 and chunk.samples.shape[0] == 1
+        assert np.isfinite(chunk.samples).all()
+        if chunk.lead_in is not None:
+            leads[chunk.take] = chunk.lead_in
+        starts[chunk.take] += chunk.frames
+    expected = engine.expected_frames(request)
+    assert starts == {0: expected, 1: expected}
+    # the continuation starts on a semantic frame >= 10 ms before the prompt's end
+    lead = leads[0].shape[-1]
+    assert 160 <= lead <= 160 + engine.hop_s
+    assert set(leads) == {0, 1}
+
+
+def test_output_keeps_the_prompt_and_crossfades_only_its_last_frames(
+    engine: AudioLMEngine,
+) -> None:
+    prompt = _prompt(0.43)
+    request = GenerationRequest(prompt=prompt, seconds=0.3, seed=1)
+    (take,) = collect(engine, request)
+    assert take.complete
+    assert take.lead_in is not None
+    lead = take.lead_in.frames
+    out = take.output
+    assert out.frames == prompt.frames + take.generated.frames
+    keep = prompt.frames - lead
+    np.testing.assert_array_equal(out.samples[:, :keep], prompt.samples[:, :keep])
+    np.testing.assert_array_equal(out.samples[:, prompt.frames :], take.generated.samples)
+
+
+def test_seeded_takes_are_reproducible_and_differ(engine: AudioLMEngine) -> None:
+    request = GenerationRequest(prompt=_prompt(), seconds=0.3, takes=2, seed=11)
+    a = collect(engine, request)
+    b = collect(engine, request)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x.generated.samples, y.generated.samples)
+    assert not np.array_equal(a[0].generated.samples, a[1].generated.samples)
+    # take 0 is the same whether generated alone or with another take
+    alone = collect(engine, GenerationRequest(prompt=_prompt(), seconds=0.3, takes=1, seed=11))
+    np.testing.assert_allclose(alone[0].generated.samples, a[0].generated.samples, atol=1e-5)
+
+
+def test_long_requests_slide_every_context(engine: AudioLMEngine) -> None:
+    # the semantic LM holds 40 tokens (0.8 s), coarse 12, fine 8: 2 s must slide all of them
+    request = GenerationRequest(prompt=_prompt(1.0), seconds=2.0, seed=0)
+    (take,) = collect(engine, request)
+    assert take.complete and take.generated.frames == 32000
+
+
+def test_cancel_keeps_the_partial_take(engine: AudioLMEngine) -> None:
+    cancel = threading.Event()
+    request = GenerationRequest(prompt=_prompt(), seconds=3.0, seed=0)
+    got = 0
+
+    def on_chunk(chunk: object) -> None:
+        nonlocal got
+        got += 1
+        cancel.set()
+
+    (take,) = collect(engine, request, cancel, on_chunk=on_chunk)
+    assert got >= 1
+    assert not take.complete
+    assert 0 < take.generated.frames < 3 * 16000
+
+
+@pytest.mark.parametrize(
+    ("prompt", "message"),
+    [
+        (Clip(np.zeros((1, 8000), np.float32), 16000), "silent"),
+        (synth.sine(330.0, 0.01, rate=16000), "too short"),
+    ],
+)
+def test_bad_prompts_are_clear_errors(engine: AudioLMEngine, prompt: Clip, message: str) -> None:
+    with pytest.raises(GenerationError, match=message):
+        list(engine.stream(GenerationRequest(prompt=prompt, seconds=0.2)))
+
+
+def test_other_rates_and_stereo_are_accepted(engine: AudioLMEngine) -> None:
+    stereo = synth.sine(330.0, 0.5, rate=44100)
+    stereo = Clip(np.vstack([stereo.samples, 0.5 * stereo.samples]), 44100)
+    (take,) = collect(engine, GenerationRequest(prompt=stereo, seconds=0.2, seed=0))
+    assert take.output.rate == 44100 and take.output.channels == 2
+    assert take.generated.frames == pytest.approx(0.2 * 44100, abs=2)
+
+
+def test_vocoding_is_refused(engine: AudioLMEngine) -> None:
+    with pytest.raises(GenerationError, match="vocod"):
+        list(engine.stream(GenerationRequest(prompt=_prompt(), mode="vocode")))
+
+
+def test_incomplete_or_mismatched_bundles_are_clear_errors(tmp_path: Path) -> None:
+    folder = random_audiolm_bundle(tmp_path / "b")
+    bundle = read_bundle(folder)
+    (folder / "lm_fine.safetensors").unlink()
+    with pytest.raises(BundleError, match="lm_fine"):
+        AudioLMEngine.from_bundle(bundle, device="cpu")
+    with pytest.raises(GenerationError, match="cannot vocode|wavenet-vocoder"):
+        load_engine(str(folder), mode="vocode")
