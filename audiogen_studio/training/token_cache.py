@@ -129,7 +129,7 @@ class TokenCorpus:
         for done, (name, samples) in enumerate(files, 1):
             n = samples.shape[0] // hop
             if n >= 2:
-                sem, ac = encode(np.ascontiguousarray(samples[: n * hop], dtype=np.float32))
+                sem, ac = encode(np.array(samples[: n * hop], dtype=np.float32))
                 n = min(n, sem.shape[0], ac.shape[1] // ratio)
                 parts[name].append((sem[:n], ac[:, : n * ratio]))
             if progress is not None:
