@@ -51,7 +51,32 @@ def add_common(p: argparse.ArgumentParser, *, save_every: int = 500) -> None:
 
 
 def register(tsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``lm-semantic``, ``lm-coarse`` and ``lm-fine`` under ``train``."""
+    """Add ``semantic``, ``lm-semantic``, ``lm-coarse`` and ``lm-fine`` under ``train``."""
+    p = tsub.add_parser(
+        "semantic",
+        help="AudioLM semantic tokenizer: HuBERT-style encoder + k-means",
+        description="Train a self-supervised encoder by masked prediction (iteration 1 on "
+        "k-means of log-mel frames, iteration 2 on k-means of its own features) and fit the "
+        "semantic tokens (k-means of one layer) into BUNDLE/semantic.safetensors. Re-run to "
+        "resume from BUNDLE/checkpoint/semantic/.",
+    )
+    add_common(p, save_every=1_000)
+    p.add_argument("--config", default=None, help="tiny, default, base or a .json file")
+    p.add_argument("--tokens", type=positive_int, default=None, help="semantic vocabulary size")
+    p.add_argument("--iterations", type=positive_int, default=2, help="HuBERT iterations")
+    p.add_argument(
+        "--crop-seconds", type=positive_float, default=4.0, help="seconds per training crop"
+    )
+    p.add_argument("--lr", type=positive_float, default=5e-4, help="AdamW peak learning rate")
+    p.add_argument(
+        "--kmeans-seconds",
+        type=positive_float,
+        default=1200.0,
+        help="seconds of audio each k-means is fitted on",
+    )
+    p.add_argument("--name", default=None, help="bundle name when the bundle is created")
+    p.set_defaults(func=run_semantic, batch=8)
+
     helps = {
         "semantic": "AudioLM stage 1: semantic tokens p(s_t | s_<t)",
         "coarse": "AudioLM stage 2: coarse codec tokens given semantic tokens",
@@ -126,5 +151,50 @@ def run_lm(args: argparse.Namespace) -> int:
         print(
             f"lm-{result.stage} in {result.bundle}: step {result.step}, val loss {val} "
             f"nats/token, {result.seconds:.1f} s"
+        )
+    return 0
+
+
+def run_semantic(args: argparse.Namespace) -> int:
+    """Train the semantic tokenizer."""
+    from audiogen_studio.training.semantic_trainer import (
+        SemanticTrainOptions,
+        result_dict,
+        train_semantic,
+    )
+
+    options = SemanticTrainOptions(
+        data=args.data,
+        out=args.bundle,
+        config=args.config,
+        n_clusters=args.tokens,
+        steps=args.steps,
+        iterations=args.iterations,
+        batch=args.batch,
+        crop_seconds=args.crop_seconds,
+        lr=args.lr,
+        kmeans_seconds=args.kmeans_seconds,
+        device=args.device,
+        amp=not args.no_amp,
+        save_every=args.save_every,
+        seed=args.seed,
+        name=args.name,
+        progress=not args.no_progress,
+        time_limit=args.time_limit,
+        threads=args.threads,
+    )
+    try:
+        result = train_semantic(options)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    summary = result_dict(result)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        acc = result.val_accuracy
+        print(
+            f"semantic tokenizer in {result.bundle}: step {result.step} (iteration "
+            f"{result.iteration}), masked-prediction accuracy "
+            f"{'n/a' if acc is None else f'{acc:.3f}'}, {result.seconds:.1f} s"
         )
     return 0

@@ -95,7 +95,7 @@ class WaveformDataset:
             sort_keys=True,
         )
         key = hashlib.sha1(blob.encode()).hexdigest()[:16]
-        folder = Path(cache_dir) / f"wave-{key}" if cache_dir is not None else None
+        folder = Path(cache_dir) / f"wave{sample_rate}-{key}" if cache_dir is not None else None
         if folder is not None and (folder / "info.json").is_file():
             info = json.loads((folder / "info.json").read_text(encoding="utf-8"))
             train = _load_split(folder, "train")
@@ -229,7 +229,8 @@ def _write_cache(
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)
-        for stale in folder.parent.glob("wave-*"):
+        prefix = folder.name.split("-")[0]  # caches of other data at this rate
+        for stale in folder.parent.glob(f"{prefix}-*"):
             if stale != folder and stale.is_dir():
                 shutil.rmtree(stale, ignore_errors=True)
     finally:
