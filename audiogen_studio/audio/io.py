@@ -141,8 +141,11 @@ def info(path: str | Path) -> AudioFileInfo:
     )
 
 
-def _read_samples(p: Path) -> tuple[npt.NDArray[np.float32], int]:
-    """Decode a whole file block by block into one preallocated ``[C, T]`` float32 array."""
+def _read_samples(p: Path) -> tuple[npt.NDArray[np.float32], int, bool]:
+    """Decode a whole file block by block into one preallocated ``[C, T]`` float32 array.
+
+    Returns the samples, the rate, and whether they came from 16-bit integers (always finite).
+    """
     try:
         with sf.SoundFile(str(p)) as f:
             channels, rate = int(f.channels), int(f.samplerate)
@@ -152,17 +155,26 @@ def _read_samples(p: Path) -> tuple[npt.NDArray[np.float32], int]:
                 raise AudioFileError(p, "no audio channels")
             capacity = max(int(f.frames), 0)
             out = np.empty((channels, capacity), dtype=np.float32)
-            block = np.empty((_READ_BLOCK, channels), dtype=np.float32)
+            # 16-bit PCM: read the integers and scale them here (half the bytes through
+            # libsndfile and no float conversion there; the values are identical)
+            as_int16 = str(f.subtype) == "PCM_16"
+            block = np.empty((_READ_BLOCK, channels), dtype=np.int16 if as_int16 else np.float32)
             pos = 0
             while True:
-                n = int(f.read(_READ_BLOCK, dtype="float32", always_2d=True, out=block).shape[0])
+                read = f.read(
+                    _READ_BLOCK, dtype="int16" if as_int16 else "float32", always_2d=True, out=block
+                )
+                n = int(read.shape[0])
                 if n == 0:
                     break
                 if pos + n > out.shape[1]:  # header under-reported the length (some MP3/OGG)
                     grown = np.empty((channels, max(2 * out.shape[1], pos + n)), np.float32)
                     grown[:, :pos] = out[:, :pos]
                     out = grown
-                out[:, pos : pos + n] = block[:n].T
+                if as_int16:
+                    np.multiply(block[:n].T, np.float32(1.0 / 32768.0), out=out[:, pos : pos + n])
+                else:
+                    out[:, pos : pos + n] = block[:n].T
                 pos += n
     except AudioFileError:
         raise
@@ -170,7 +182,7 @@ def _read_samples(p: Path) -> tuple[npt.NDArray[np.float32], int]:
         raise AudioFileError(p, _describe_sf_error(exc)) from exc
     if pos < out.shape[1]:
         out = out[:, :pos]
-    return out, rate
+    return out, rate, as_int16
 
 
 def load(path: str | Path, *, rate: int | None = None, mono: bool = False) -> Clip:
@@ -189,14 +201,15 @@ def load(path: str | Path, *, rate: int | None = None, mono: bool = False) -> Cl
     p = Path(path)
     _check_readable(p)
     _check_wav_truncation(p)
-    samples, file_rate = _read_samples(p)
+    samples, file_rate, integers = _read_samples(p)
     if samples.shape[1] == 0:
         raise AudioFileError(p, "no audio frames (the file holds a header only)")
-    bad = first_non_finite(samples)
-    if bad is not None:
-        raise AudioFileError(
-            p, f"non-finite sample (NaN or Inf) at channel {bad[0]}, frame {bad[1]}"
-        )
+    if not integers:  # report the position in the file, before any downmix or resampling
+        bad = first_non_finite(samples)
+        if bad is not None:
+            raise AudioFileError(
+                p, f"non-finite sample (NaN or Inf) at channel {bad[0]}, frame {bad[1]}"
+            )
     if mono and samples.shape[0] > 1:
         samples = samples.mean(axis=0, keepdims=True, dtype=np.float32)
     if rate is not None and rate != file_rate:

@@ -265,3 +265,14 @@ def test_saved_files_follow_the_umask_and_keep_a_replaced_files_mode(tmp_path: P
         assert stat.S_IMODE(path.stat().st_mode) == 0o640
     finally:
         os.umask(old)
+
+
+def test_pcm16_fast_path_equals_libsndfile_float_decoding(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    ints = rng.integers(-32768, 32768, size=(50_000, 2), dtype=np.int16)
+    ints[:2] = [[-32768, 32767], [0, 1]]
+    path = tmp_path / "pcm16.wav"
+    sf.write(str(path), ints, 44100, subtype="PCM_16")
+    clip = io.load(path)
+    reference, _ = sf.read(str(path), dtype="float32", always_2d=True)
+    assert np.array_equal(clip.samples, reference.T)
