@@ -119,6 +119,11 @@ class AudioLMEngine:
         }
         if lm_fine is not None and layout.fine_quantizers:
             self.stages["fine"] = _Stage(lm_fine.eval().to(self.device), windows["fine"])
+        if self.device.type == "cpu":  # fused numba decode step for one-token calls
+            from audiogen_studio.engine.lm_fast import accelerate
+
+            for stage in self.stages.values():
+                accelerate(stage.model)
         self.window_tokens = max(1, round(window_seconds * layout.semantic_rate))
         for stage in ("coarse", "fine"):
             if stage in self.stages:

@@ -1,0 +1,389 @@
+"""Fused CPU decode step of :class:`~audiogen_studio.models.lm.TokenLM` (numba).
+
+Eager torch pays framework dispatch on ~70 tiny ops per generated token (norms, 1-row matmuls
+through MKL's generic path on this AMD CPU, SDPA's setup for one query): ~2 ms per token for the
+dim-256 / depth-4 model. :class:`FusedDecoder` runs the whole one-token step -- embedding, every
+block (norm, fused QKV matvec, RoPE, cache write, attention over the cache with ALiBi or not,
+out projection, norm, SwiGLU/GELU MLP), final norm and the output projection -- as ONE
+``numba.njit(fastmath=True)`` call over float32 copies of the weights, writing keys and values
+into the same preallocated :class:`~audiogen_studio.models.lm.KVCache` tensor (a NumPy view of
+it) that the torch prefill fills. The matrix-vector products are ``engine/wavenet_fast.py``'s
+explicit 16-lane SIMD kernels over weights in blocks of 16 rows (no horizontal sums; each weight
+vector feeds every take of the batch); attention scores are computed 16 positions per vector
+from a transposed mirror of the cached keys, and the value sum 16 components per vector.
+
+Install it with :func:`accelerate`: ``TokenLM.forward_cached`` then routes every one-token call
+on a CPU float32 model through it (prefill, ``t > 1``, stays in torch, where it is efficient), so
+``TokenLM.generate`` and any caller of ``forward_cached`` get it with no other change. The copies
+are refreshed when a parameter is replaced or modified in place (data pointer or version counter
+changed), checked at the start of every decode run: any call that does not directly continue the
+previous step on the same cache (a torch prefill, ``reset`` or ``truncate`` changed the cache's
+``epoch``, or another cache). Anything the kernel cannot run (a CUDA/MPS or non-float32 model or
+cache, gradients enabled, training mode) falls back to torch. Logits equal torch's
+``forward_cached`` to ~1e-6 (``fastmath`` reorders the float32 sums; tested to 1e-5 in
+``tests/engine/test_lm_fast.py``).
+
+The first call in a process compiles the kernel (~5-10 s on a 2-core CPU) or loads it from
+numba's on-disk cache (``cache=True``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import weakref
+from typing import Any, cast
+
+import numba
+import numpy as np
+import torch
+
+from audiogen_studio.engine.wavenet_fast import (
+    _VL,
+    _blocked,
+    _matvec,
+    _vadd,
+    _vfma,
+    _vload,
+    _vstore,
+    _vzero,
+)
+from audiogen_studio.models.lm import KVCache, TokenLM
+
+__all__ = ["FusedDecoder", "accelerate", "decelerate"]
+
+log = logging.getLogger(__name__)
+
+_F32 = np.float32
+
+
+@numba.njit(fastmath=True, error_model="numpy", cache=True, inline="always")
+def _norm(x: Any, g: Any, out: Any, layer_norm: bool, eps: float) -> None:
+    """RMSNorm / LayerNorm (no bias) of every row of ``x [B, D]`` times gain ``g [D]``."""
+    b_n, d = x.shape
+    for b in range(b_n):
+        mean = _F32(0.0)
+        if layer_norm:
+            for i in range(d):
+                mean += x[b, i]
+            mean /= d
+        acc = _F32(0.0)
+        for i in range(d):
+            c = x[b, i] - mean
+            acc += c * c
+        r = _F32(1.0) / np.sqrt(acc / d + _F32(eps))
+        for i in range(d):
+            out[b, i] = (x[b, i] - mean) * r * g[i]
+
+
+@numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
+def _sync_keys(kv: Any, kt: Any, n: int) -> None:
+    """Copy keys ``kv[:, 0, :, :, :n, :]`` transposed into the mirror ``kt [depth, B, H, Dh·Lp]``
+    (row ``i`` of head ``h`` holds component ``i`` of every position; ``Lp`` = L rounded up to 16).
+    """
+    depth, _, b_n, heads, _, hd = kv.shape
+    lp = kt.shape[3] // hd
+    for layer in range(depth):
+        for b in range(b_n):
+            for hh in range(heads):
+                src = kv[layer, 0, b, hh]
+                dst = kt[layer, b, hh]
+                for t in range(n):
+                    for i in range(hd):
+                        dst[i * lp + t] = src[t, i]
+
+
+@numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
+def _decode(
+    ids: Any,  # int64 [B]
+    pos: int,  # position of the new token (== cache length before the step)
+    emb: Any,  # [V, D]
+    g1: Any,  # [depth, D]
+    wqkv: Any,  # [depth, blocked 3D x D]  (weights in wavenet_fast's 16-row blocked layout)
+    wo: Any,  # [depth, blocked D x D]
+    g2: Any,  # [depth, D]
+    wi: Any,  # [depth, blocked F_in x D]  (F_in = 2F for SwiGLU: first half gated by SiLU)
+    wout: Any,  # [depth, blocked D x F]
+    gf: Any,  # [D]
+    whead: Any,  # blocked V x D
+    f: int,  # F, hidden width of the MLP
+    cos: Any,  # [max_seq_len, Dh]  RoPE tables of TokenLM (interleaved pairs)
+    sin: Any,  # [max_seq_len, Dh]
+    slopes: Any,  # [H] ALiBi slopes (unused with RoPE)
+    kv: Any,  # [depth, 2, B, H, L, Dh] the cache, written at ``pos``
+    kt: Any,  # [depth, B, H, Dh·Lp] transposed mirror of the keys (_sync_keys), written at pos
+    rotary: bool,
+    swiglu: bool,
+    layer_norm: bool,
+    eps: float,
+    logits: Any,  # [B, Vpad] output (V rounded up to 16)
+) -> None:
+    b_n = ids.shape[0]
+    depth = kv.shape[0]
+    heads = kv.shape[3]
+    hd = kv.shape[5]
+    d = heads * hd
+    f_in = 2 * f if swiglu else f
+    n = pos + 1
+    scale = _F32(1.0 / math.sqrt(hd))
+    pad = _VL - 1
+    x = np.empty((b_n, d), np.float32)
+    h = np.empty((b_n, d), np.float32)
+    qkv = np.empty((b_n, (3 * d + pad) // _VL * _VL), np.float32)
+    att = np.empty((b_n, d), np.float32)
+    tmp = np.empty((b_n, (d + pad) // _VL * _VL), np.float32)
+    fi = np.empty((b_n, (f_in + pad) // _VL * _VL), np.float32)
+    u = np.empty((b_n, f), np.float32)
+    lp = kt.shape[3] // hd
+    sc = np.empty((n + pad) // _VL * _VL, np.float32)
+    acc = np.empty((hd + pad) // _VL * _VL, np.float32)
+    for b in range(b_n):
+        x[b, :] = emb[ids[b]]
+    for layer in range(depth):
+        _norm(x, g1[layer], h, layer_norm, eps)
+        _matvec(wqkv[layer], d, h, qkv, b_n)
+        for b in range(b_n):
+            if rotary:
+                for off in (0, d):  # q, then k
+                    for j in range(0, d, 2):
+                        i = j % hd
+                        c = cos[pos, i]
+                        s = sin[pos, i + 1]
+                        x0 = qkv[b, off + j]
+                        x1 = qkv[b, off + j + 1]
+                        qkv[b, off + j] = x0 * c - x1 * s
+                        qkv[b, off + j + 1] = x1 * c + x0 * s
+            for hh in range(heads):
+                base = hh * hd
+                keys = kt[layer, b, hh]  # [Dh·Lp]: component i of position t at i·Lp + t
+                vals = kv[layer, 1, b, hh]  # [L, Dh]
+                for i in range(hd):
+                    kv[layer, 0, b, hh, pos, i] = qkv[b, d + base + i]
+                    keys[i * lp + pos] = qkv[b, d + base + i]
+                    vals[pos, i] = qkv[b, 2 * d + base + i]
+                # scores q·k of 16 positions per vector (no horizontal sums); beyond n: unused
+                for t0 in range(0, n, _VL):
+                    a0 = _vzero()
+                    a1 = _vzero()
+                    i = 0
+                    while i + 2 <= hd:
+                        a0 = _vfma(_vload(keys, i * lp + t0), qkv[b, base + i], a0)
+                        a1 = _vfma(_vload(keys, (i + 1) * lp + t0), qkv[b, base + i + 1], a1)
+                        i += 2
+                    if i < hd:
+                        a0 = _vfma(_vload(keys, i * lp + t0), qkv[b, base + i], a0)
+                    _vstore(sc, t0, _vadd(a0, a1))
+                if not rotary:
+                    for t in range(n):
+                        sc[t] += slopes[hh] * _F32(t - pos) / scale
+                m = sc[0]
+                for t in range(n):
+                    m = max(m, sc[t])
+                total = _F32(0.0)
+                for t in range(n):
+                    e = np.exp((sc[t] - m) * scale)
+                    sc[t] = e
+                    total += e
+                inv = _F32(1.0) / total
+                if hd % _VL == 0:  # weighted sum of value rows, 16 components per vector
+                    flat = vals.reshape(vals.size)
+                    for c0 in range(0, hd, _VL):
+                        a0 = _vzero()
+                        a1 = _vzero()
+                        t = 0
+                        while t + 2 <= n:
+                            a0 = _vfma(_vload(flat, t * hd + c0), sc[t], a0)
+                            a1 = _vfma(_vload(flat, (t + 1) * hd + c0), sc[t + 1], a1)
+                            t += 2
+                        if t < n:
+                            a0 = _vfma(_vload(flat, t * hd + c0), sc[t], a0)
+                        _vstore(acc, c0, _vadd(a0, a1))
+                else:
+                    for i in range(hd):
+                        acc[i] = 0.0
+                    for t in range(n):
+                        p = sc[t]
+                        for i in range(hd):
+                            acc[i] += p * vals[t, i]
+                for i in range(hd):
+                    att[b, base + i] = acc[i] * inv
+        _matvec(wo[layer], d, att, tmp, b_n)
+        for b in range(b_n):
+            for i in range(d):
+                x[b, i] += tmp[b, i]
+        _norm(x, g2[layer], h, layer_norm, eps)
+        _matvec(wi[layer], d, h, fi, b_n)
+        for b in range(b_n):
+            if swiglu:
+                for i in range(f):
+                    a = fi[b, i]
+                    u[b, i] = a / (_F32(1.0) + np.exp(-a)) * fi[b, f + i]
+            else:
+                for i in range(f):
+                    a = fi[b, i]
+                    u[b, i] = _F32(0.5) * a * (_F32(1.0) + math.erf(a * _F32(0.7071067811865476)))
+        _matvec(wout[layer], f, u, tmp, b_n)
+        for b in range(b_n):
+            for i in range(d):
+                x[b, i] += tmp[b, i]
+    _norm(x, gf, h, layer_norm, eps)
+    _matvec(whead, d, h, logits, b_n)
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().to("cpu", torch.float32).numpy())
+
+
+class FusedDecoder:
+    """The numba one-token step of one :class:`TokenLM` (see the module docstring).
+
+    ``decoder(tokens [B, 1], cache) -> logits [B, 1, V]`` (float32, CPU), or ``None`` when it
+    cannot run this call (the caller then uses torch).
+
+    Besides the weights it keeps a transposed copy of the cache's keys (``[depth, B, H, Dh·Lp]``,
+    ``Lp`` = L rounded up to 16) so attention scores are computed 16 positions per SIMD vector;
+    it is rebuilt from the cache at the start of every decode run and then extended by each
+    step. Not thread-safe: one generation at a time per model.
+    """
+
+    def __init__(self, model: TokenLM, *, fp16_weights: bool = False) -> None:
+        self.model = model
+        self.fp16_weights = bool(fp16_weights)
+        self._key: tuple[tuple[int, int], ...] | None = None
+        # (cache, length, epoch) after the last step: a call that continues it with nothing
+        # written by torch in between (same epoch) is the same decode run
+        self._last: tuple[weakref.ref[KVCache], int, int] | None = None
+        self._weights: tuple[np.ndarray, ...] = ()
+        self._kt = np.zeros((0, 0, 0, 0), np.float32)
+        c = model.config
+        self._rotary = c.positions == "rotary"
+        self._swiglu = c.mlp == "swiglu"
+        self._layer_norm = c.norm == "layer"
+        self._eps = float(getattr(model.norm_f, "eps", None) or 1e-6)
+        self._vocab = c.vocab_size
+        self._hidden = c.ff_hidden
+        hd = c.head_dim
+        if self._rotary:
+            self._cos = _np(model.rope_cos)
+            self._sin = _np(model.rope_sin)
+            self._slopes = np.zeros(c.heads, np.float32)
+        else:
+            self._cos = self._sin = np.zeros((1, hd), np.float32)
+            self._slopes = _np(model.alibi)
+
+    def _fingerprint(self) -> tuple[tuple[int, int], ...]:
+        return tuple((p.data_ptr(), p._version) for p in self.model.parameters())
+
+    def _pack(self) -> None:
+        m = self.model
+        blocks = m.block_list
+
+        def stack(name: str, blocked: bool) -> np.ndarray:
+            mats = [_np(getattr(blk, name).weight) for blk in blocks]
+            return np.ascontiguousarray(np.stack([mat(w) if blocked else w for w in mats]))
+
+        def mat(w: np.ndarray) -> np.ndarray:
+            if self.fp16_weights:  # float16 bits, widened to float32 lanes by the kernel's loads
+                return _blocked(np.ascontiguousarray(w.astype(np.float16).view(np.uint16)))
+            return _blocked(w)
+
+        self._weights = (
+            _np(m.embed.weight),
+            stack("norm1", False),
+            stack("qkv", True),
+            stack("proj", True),
+            stack("norm2", False),
+            stack("ff_in", True),
+            stack("ff_out", True),
+            _np(cast(torch.Tensor, m.norm_f.weight)),
+            mat(_np(m.output_weight)),
+        )
+        log.debug("packed the weights of a %s for the fused decode step", type(m).__name__)
+
+    def supports(self, tokens: torch.Tensor, cache: KVCache) -> bool:
+        """Whether :meth:`__call__` can run this call (else the caller uses torch)."""
+        w = self.model.embed.weight
+        kv = cache.kv
+        return (
+            tokens.dim() == 2
+            and tokens.shape[1] == 1
+            and w.device.type == "cpu"
+            and w.dtype == torch.float32
+            and kv.device.type == "cpu"
+            and kv.dtype == torch.float32
+            and kv.is_contiguous()
+            and not (torch.is_grad_enabled() and w.requires_grad)
+            and not self.model.training
+        )
+
+    def __call__(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor | None:
+        if not self.supports(tokens, cache):
+            return None
+        b = tokens.shape[0]
+        pos = cache.length
+        kv = cache.kv.detach().numpy()
+        last = self._last
+        if last is None or last[0]() is not cache or last[1] != pos or last[2] != cache.epoch:
+            # a new decode run (after a prefill, reset, truncate, or on another cache): re-check
+            # the weights and mirror the keys torch wrote
+            key = self._fingerprint()
+            if key != self._key:
+                self._pack()
+                self._key = key
+            depth, _, _, heads, length, hd = kv.shape
+            shape = (depth, b, heads, hd * (-(-length // _VL) * _VL))
+            if self._kt.shape != shape:
+                self._kt = np.zeros(shape, np.float32)
+            _sync_keys(kv, self._kt, pos)
+        emb, g1, wqkv, wo, g2, wi, wout, gf, whead = self._weights
+        ids = tokens[:, 0].to(torch.int64).numpy()
+        if int(ids.min()) < 0 or int(ids.max()) >= self._vocab:
+            raise IndexError(f"token ids outside [0, {self._vocab})")
+        logits = np.empty((b, -(-self._vocab // _VL) * _VL), np.float32)
+        _decode(
+            ids,
+            pos,
+            emb,
+            g1,
+            wqkv,
+            wo,
+            g2,
+            wi,
+            wout,
+            gf,
+            whead,
+            self._hidden,
+            self._cos,
+            self._sin,
+            self._slopes,
+            kv,
+            self._kt,
+            self._rotary,
+            self._swiglu,
+            self._layer_norm,
+            self._eps,
+            logits,
+        )
+        cache.length = pos + 1
+        self._last = (weakref.ref(cache), pos + 1, cache.epoch)
+        return torch.from_numpy(logits)[:, None, : self._vocab]
+
+
+def accelerate(model: TokenLM, *, fp16_weights: bool = False) -> bool:
+    """Install the fused CPU decode step on ``model`` (``forward_cached`` uses it for one-token
+    calls whenever it can). Returns ``True`` when installed; safe to call more than once.
+
+    ``fp16_weights`` stores the matrices as float16 (math stays float32): half the bytes streamed
+    per token, but logits then differ from torch's by the weight rounding (~1e-3), so sampled
+    tokens are no longer identical to the torch path's. Off by default.
+    """
+    current = model.fused_decode
+    if isinstance(current, FusedDecoder) and current.fp16_weights == fp16_weights:
+        return True
+    model.fused_decode = FusedDecoder(model, fp16_weights=fp16_weights)
+    return True
+
+
+def decelerate(model: TokenLM) -> None:
+    """Remove the fused step: every call runs in torch again."""
+    model.fused_decode = None

@@ -1,0 +1,163 @@
+"""Fused numba decode step of the token LM: equals torch's cached step, follows weight changes,
+falls back where it cannot run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+
+from audiogen_studio.engine.lm_fast import FusedDecoder, accelerate, decelerate
+from audiogen_studio.models.lm import LMConfig, TokenLM
+
+TINY: dict[str, Any] = dict(vocab_size=40, dim=32, depth=2, heads=4, max_seq_len=64)
+VARIANTS = [
+    dict(positions="rotary"),
+    dict(positions="alibi"),
+    dict(positions="rotary", norm="layer", mlp="gelu", tie_embeddings=False),
+    dict(positions="alibi", heads=2, norm="layer"),
+    dict(positions="rotary", dim=64, heads=2, vocab_size=40),  # 32-wide heads, as shipped
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _model(seed: int = 0, **fields: object) -> TokenLM:
+    torch.manual_seed(seed)
+    model = TokenLM(LMConfig(**{**TINY, **fields})).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    return model
+
+
+def _tokens(b: int, t: int, seed: int = 1) -> torch.Tensor:
+    return torch.randint(0, 40, (b, t), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("fields", VARIANTS)
+def test_fused_steps_equal_torch(fields: dict[str, Any]) -> None:
+    model = _model(**fields)
+    x = _tokens(3, 45)
+    with torch.inference_mode():
+        full = model(x)
+        assert accelerate(model) and isinstance(model.fused_decode, FusedDecoder)
+        cache = model.new_cache(3, 64)
+        parts = [model.forward_cached(x[:, :9], cache)]  # torch prefill
+        calls = 0
+        for i in range(9, 45):
+            step = model.fused_decode(x[:, i : i + 1], cache)  # the kernel itself
+            assert step is not None
+            calls += 1
+            parts.append(step)
+        assert cache.length == 45 and calls == 36
+        torch.testing.assert_close(torch.cat(parts, 1), full, atol=1e-5, rtol=1e-5)
+        # a torch prefill chunk in between reads the keys the kernel wrote
+        cache.truncate(30)
+        more = [model.forward_cached(x[:, 30:31], cache), model.forward_cached(x[:, 31:40], cache)]
+        torch.testing.assert_close(torch.cat(more, 1), full[:, 30:40], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("fields", VARIANTS[:2])
+def test_generate_with_the_fused_step_is_unchanged(fields: dict[str, Any]) -> None:
+    model = _model(**fields)
+    prompt = _tokens(2, 12)
+    kw: dict[str, Any] = dict(temperature=0.8, top_k=15)
+    plain = model.generate(prompt, 40, generator=torch.Generator().manual_seed(3), **kw)
+    accelerate(model)
+    fused = model.generate(prompt, 40, generator=torch.Generator().manual_seed(3), **kw)
+    assert torch.equal(plain, fused)
+    # sliding windows too (max_seq_len 64 < 12 + 80)
+    fused = model.generate(prompt, 80, generator=torch.Generator().manual_seed(3), **kw)
+    decelerate(model)
+    assert model.fused_decode is None
+    plain = model.generate(prompt, 80, generator=torch.Generator().manual_seed(3), **kw)
+    assert torch.equal(plain, fused)
+
+
+def test_fused_step_rereads_the_cache_after_torch_writes() -> None:
+    """Truncate and re-prefill back to the same length: the mirrored keys must be re-read."""
+    model = _model(dim=64, heads=2)
+    accelerate(model)
+    x = _tokens(1, 30)
+    y = x.clone()
+    y[:, 20:] = _tokens(1, 10, seed=7)
+    with torch.inference_mode():
+        cache = model.new_cache(1, 32)
+        model.forward_cached(x[:, :20], cache)
+        for i in range(20, 25):
+            model.forward_cached(x[:, i : i + 1], cache)  # fused steps up to length 25
+        cache.truncate(20)
+        model.forward_cached(y[:, 20:25], cache)  # torch writes other keys at 20..24
+        got = model.forward_cached(y[:, 25:26], cache)  # fused, at the length it left off
+        torch.testing.assert_close(got, model(y[:, :26])[:, -1:], atol=1e-5, rtol=1e-5)
+
+
+def test_fp16_weights_equal_torch_with_rounded_weights() -> None:
+    """float16 matrix storage == torch with those matrices rounded to float16 (embedding rows and
+    norm gains stay float32; the tied output matrix is rounded)."""
+    model = _model(dim=64, heads=2)
+    accelerate(model, fp16_weights=True)
+    ref = TokenLM(LMConfig(**{**TINY, "dim": 64, "heads": 2, "tie_embeddings": False})).eval()
+    state = {
+        k: (v.half().float() if v.dim() == 2 and k.startswith("blocks.") else v)
+        for k, v in model.state_dict().items()
+    }
+    state["head.weight"] = model.embed.weight.detach().half().float()
+    ref.load_state_dict(state)
+    x = _tokens(2, 24)
+    with torch.inference_mode():
+        cache = model.new_cache(2, 32)  # every position through the kernel, from position 0
+        got = torch.cat([model.forward_cached(x[:, i : i + 1], cache) for i in range(24)], 1)
+        torch.testing.assert_close(got, ref(x), atol=1e-5, rtol=1e-5)
+        exact = model(x)  # the float32 model itself: close, not equal
+        assert 1e-5 < (got - exact).abs().max() < 0.05
+
+
+def test_fused_step_follows_weight_changes() -> None:
+    model = _model()
+    accelerate(model)
+    x = _tokens(1, 20)
+    other = _model(seed=5)
+    with torch.inference_mode():
+        cache = model.new_cache(1, 32)
+        model.forward_cached(x[:, :19], cache)
+        model.forward_cached(x[:, 19:], cache)  # packs the weights
+    model.load_state_dict(other.state_dict())  # in place: version counters change
+    with torch.inference_mode():
+        cache.reset()
+        model.forward_cached(x[:, :19], cache)
+        got = model.forward_cached(x[:, 19:], cache)
+        torch.testing.assert_close(got, other(x)[:, -1:], atol=1e-5, rtol=1e-5)
+
+
+def test_fused_step_declines_what_it_cannot_run() -> None:
+    model = _model()
+    accelerate(model)
+    decoder = model.fused_decode
+    assert isinstance(decoder, FusedDecoder)
+    x = _tokens(1, 5)
+    cache = model.new_cache(1, 8)
+    with torch.inference_mode():
+        model.forward_cached(x[:, :4], cache)
+        assert decoder(x[:, 4:], model.new_cache(1, 8, dtype=torch.float64)) is None
+        assert decoder(x[:, :2], cache) is None  # more than one token: torch's prefill
+    # gradients enabled on a model that needs them: torch (the kernel has no backward)
+    assert decoder(x[:, 4:], cache) is None
+    out = model.forward_cached(x[:, 4:], cache)
+    assert out.requires_grad
+    with torch.inference_mode():
+        model.train()
+        assert decoder(x[:, 4:], cache) is None
+        model.eval()
+        cache.truncate(4)
+        with pytest.raises(IndexError):
+            decoder(torch.tensor([[40]]), cache)
