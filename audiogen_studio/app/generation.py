@@ -11,7 +11,7 @@ by ``(model, mode, device)``), runs ``engine.stream(request, cancel)`` and, for 
   continuation is heard while it is being generated;
 - emits ``chunk_ready(take, start, n)`` and ``progress(seconds_done, seconds_total, rtf)``.
 
-It ends with ``finished(list[Take])`` (a cancelled request gives the partial takes,
+It ends with ``finished(GenerationResult)`` (a cancelled request gives the partial takes,
 ``complete=False``) or ``failed(message)``. A missing or broken output device never stops
 generation: it is reported once through ``playback_unavailable(message)``.
 
@@ -45,32 +45,38 @@ MAX_RING_SECONDS = 120.0  # longer generations throttle to real time once the ri
 
 
 @dataclass(frozen=True, slots=True)
-class GeneratedTake:
-    """A finished (or partial) take with the provenance the panel shows.
+class GenerationResult:
+    """What one request produced, with what the takes' provenance needs.
 
     Attributes:
-        take: the engine's :class:`Take` (``take.output`` is the prompt + continuation ``[C, T]``).
-        model: model bundle name (or folder) it came from.
-        device: the device setting of the request.
-        request: the request (seconds, temperature, top-k, seed, mode).
-        created: wall-clock time (``time.time()``) when generation ended.
+        takes: the engine's takes (``take.output`` is the prompt + continuation ``[C, T]``);
+            partial (``complete=False``) when the request was stopped.
+        request: the request as submitted.
+        model: the model bundle (name or folder) the request named.
+        engine_name: the engine's own name (``"<bundle> <version>"`` for bundles).
+        device: the device setting of the request (``"auto"``, ``"cpu"`` ...).
+        device_used: the device the engine computed on (``"cpu"``, ``"cuda"`` ...).
+        sample_rate: the model's rate.
+        seconds_done: seconds generated per take (at the model's rate).
+        elapsed: wall-clock seconds from the first request step to the last chunk (model loading
+            excluded).
+        rtf: real-time factor: compute seconds per generated audio second (all takes together).
+        cancelled: Stop was pressed.
+        created: ``time.time()`` when generation ended.
     """
 
-    take: Take
-    model: str
-    device: str
+    takes: list[Take]
     request: GenerationRequest
+    model: str
+    engine_name: str
+    device: str
+    device_used: str
+    sample_rate: int
+    seconds_done: float
+    elapsed: float
+    rtf: float
+    cancelled: bool
     created: float = field(default_factory=time.time)
-
-    def provenance(self) -> str:
-        """One line: model, take/seed, temperature, top-k, seconds, complete or partial."""
-        req, take = self.request, self.take
-        top_k = f", top-k {req.top_k}" if req.top_k else ""
-        state = "complete" if take.complete else "partial"
-        return (
-            f"{self.model} · {take.mode} · take {take.index + 1} · seed {take.seed} · "
-            f"T {req.temperature:g}{top_k} · {take.generated.duration:.2f} s ({state})"
-        )
 
 
 class LivePreview:
@@ -110,9 +116,10 @@ class GenerationWorker(QObject):
 
     chunk_ready = Signal(int, int, int)  # take, start frame (model rate), frames
     progress = Signal(float, float, float)  # seconds done, seconds total, real-time factor
-    finished = Signal(object)  # list[Take]
+    finished = Signal(object)  # GenerationResult
     failed = Signal(str)
     playback_unavailable = Signal(str)
+    devices_found = Signal(object)  # list[str]: "cpu", then "cuda" / "mps" when torch has them
 
     def __init__(self, *, playback: bool = True, preroll_seconds: float = PREROLL_SECONDS) -> None:
         super().__init__()
@@ -150,7 +157,25 @@ class GenerationWorker(QObject):
             self._engines[key] = engine
         return engine
 
-    # -- the slot ---------------------------------------------------------------------------
+    # -- the slots --------------------------------------------------------------------------
+
+    @Slot()
+    def probe_devices(self) -> None:
+        """Emit ``devices_found`` with the compute devices torch reports (imports torch here,
+        on the generation thread, so the GUI never waits for it)."""
+        found = ["cpu"]
+        try:
+            import torch
+
+            from audiogen_studio.models.device import mps_available
+
+            if torch.cuda.is_available():
+                found.append("cuda")
+            if mps_available():
+                found.append("mps")
+        except Exception as exc:  # a broken torch install must not break the app
+            log.warning("cannot probe compute devices: %s", exc)
+        self.devices_found.emit(found)
 
     @Slot(object, str, str, object)
     def generate(
@@ -174,6 +199,8 @@ class GenerationWorker(QObject):
             collector = TakeCollector(request)
             last = request.takes - 1
             started = time.perf_counter()
+            done = elapsed = 0.0
+            rtf = 0.0
             for chunk in engine.stream(request, cancel):
                 collector.add(chunk)
                 if chunk.take == 0:
@@ -184,9 +211,23 @@ class GenerationWorker(QObject):
                 self.chunk_ready.emit(chunk.take, chunk.start, chunk.frames)
                 if chunk.take == last:
                     done = (chunk.start + chunk.frames) / rate
-                    rtf = float(chunk.info.get("rtf", (time.perf_counter() - started) / done))
+                    elapsed = time.perf_counter() - started
+                    rtf = float(chunk.info.get("rtf", elapsed / done))
                     self.progress.emit(done, total / rate, rtf)
             takes = collector.takes(expected_frames=total)
+            result = GenerationResult(
+                takes=takes,
+                request=request,
+                model=model,
+                engine_name=str(getattr(engine, "name", model)),
+                device=device,
+                device_used=str(getattr(engine, "device", device)),
+                sample_rate=rate,
+                seconds_done=done,
+                elapsed=elapsed,
+                rtf=rtf,
+                cancelled=cancel.is_set(),
+            )
         except (GenerationError, AudioError) as exc:
             self._abandon(ring)
             self.failed.emit(str(exc))
@@ -198,7 +239,7 @@ class GenerationWorker(QObject):
             return
         if ring is not None:
             ring.close()  # the player plays out what is buffered, then finishes
-        self.finished.emit(takes)
+        self.finished.emit(result)
 
     # -- playback helpers --------------------------------------------------------------------
 
@@ -242,8 +283,9 @@ class GenerationController(QObject):
     """Owns the generation thread and its worker; the GUI's only way to talk to them.
 
     Signals are re-emitted in the GUI thread: ``chunk_ready``, ``progress``,
-    ``playback_unavailable`` as the worker's; ``finished(list[Take])`` and ``failed(str)`` after
-    :attr:`busy` is cleared, so a slot connected to them may start the next request.
+    ``playback_unavailable``, ``devices_found`` as the worker's; ``finished(GenerationResult)``
+    and ``failed(str)`` after :attr:`busy` is cleared, so a slot connected to them may start the
+    next request.
     """
 
     chunk_ready = Signal(int, int, int)
@@ -252,7 +294,9 @@ class GenerationController(QObject):
     failed = Signal(str)
     playback_unavailable = Signal(str)
     playback_state = Signal(str)  # "buffering" / "playing" / "" (stopped or finished)
+    devices_found = Signal(object)  # list[str], after probe_devices()
     _submit = Signal(object, str, str, object)
+    _probe = Signal()
 
     def __init__(self, parent: QObject | None = None, *, playback: bool = True) -> None:
         super().__init__(parent)
@@ -266,6 +310,10 @@ class GenerationController(QObject):
         self.worker.playback_unavailable.connect(self.playback_unavailable)
         self.worker.finished.connect(self._on_finished)
         self.worker.failed.connect(self._on_failed)
+        self.worker.devices_found.connect(self._on_devices_found)
+        self._probe.connect(self.worker.probe_devices)
+        self.compute_devices: list[str] | None = None  # known after probe_devices()
+        self._probing = False
         self._cancel: threading.Event | None = None
         self.busy = False
         self._shut_down = False
@@ -284,6 +332,20 @@ class GenerationController(QObject):
         self._poll.start()
         return True
 
+    def probe_devices(self) -> None:
+        """Ask the worker which compute devices exist; ``devices_found`` answers (once known,
+        at once)."""
+        if self.compute_devices is not None:
+            self.devices_found.emit(list(self.compute_devices))
+        elif not self._probing and not self._shut_down:
+            self._probing = True
+            self._probe.emit()
+
+    def _on_devices_found(self, found: list[str]) -> None:
+        self._probing = False
+        self.compute_devices = list(found)
+        self.devices_found.emit(list(found))
+
     def stop(self) -> None:
         """Cancel the running request (its partial takes still arrive) and stop playback."""
         if self._cancel is not None:
@@ -301,9 +363,9 @@ class GenerationController(QObject):
         self.worker_thread.wait()
         self.worker.stop_playback()
 
-    def _on_finished(self, takes: list[Take]) -> None:
+    def _on_finished(self, result: GenerationResult) -> None:
         self.busy = False
-        self.finished.emit(takes)
+        self.finished.emit(result)
 
     def _on_failed(self, message: str) -> None:
         self.busy = False

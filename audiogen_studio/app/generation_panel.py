@@ -1,27 +1,36 @@
-"""The generation dock: settings, Generate / Stop, progress, and a simple list of takes.
+"""The generation dock: engine, model (with its model card), settings, Generate / Stop, progress.
 
-The prompt is the **whole open clip** (the editor has no selection yet; "vocoding of the
-selection" likewise re-synthesizes the whole clip). Finished takes are listed with their
-provenance; "Play" auditions the last second of the prompt followed by the take, "Insert after
-prompt" replaces the window's clip with ``take.output`` (prompt + continuation). The full takes
-panel (A/B, rename, export) is later work.
+The prompt is the editor's **selection** (or the whole clip when nothing is selected); for
+"WaveNet vocoding of the selection" the selection is re-synthesized. Generate hands a
+:class:`~audiogen_studio.engine.api.GenerationRequest` to the long-lived generation thread
+(:class:`~audiogen_studio.app.generation.GenerationController`): take 0 plays while it is
+generated, its waveform grows in the live view, the progress bar shows seconds done and the
+real-time factor (RTF, compute seconds per audio second), and Stop keeps the partial takes.
+
+Every take that produced audio becomes a :class:`~audiogen_studio.app.takes_model.TakeRecord` in
+``window.takes`` with its provenance (engine, model name and version, seed, temperature, top-k,
+top-p, seconds, device, RTF, complete, prompt range, time); the takes panel lists, auditions and
+inserts them.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from html import escape
+from typing import Any
 
-from PySide6.QtCore import QTimer, Signal
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
-    QListWidget,
-    QListWidgetItem,
     QProgressBar,
     QPushButton,
     QSpinBox,
@@ -29,68 +38,209 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from audiogen_studio.app.generation import GeneratedTake, GenerationController
+from audiogen_studio.app.generation import GenerationController, GenerationResult
+from audiogen_studio.app.panel_support import EditorWindow
+from audiogen_studio.app.takes_model import TakeList, TakeRecord, new_take_id
 from audiogen_studio.app.views import WaveformView
+from audiogen_studio.audio import edit
 from audiogen_studio.audio.clip import Clip
-from audiogen_studio.audio.errors import AudioError
 from audiogen_studio.engine import bundles
-from audiogen_studio.engine.api import MAX_TAKES, GenerationError, GenerationRequest
-from audiogen_studio.engine.loader import KINDS_FOR_MODE
+from audiogen_studio.engine.api import MAX_TAKES, GenerationError, GenerationRequest, Mode
 from audiogen_studio.engine.takes import Take
 
 log = logging.getLogger(__name__)
 
-MODES = (("WaveNet continuation", "continue"), ("WaveNet vocoding (whole clip)", "vocode"))
-DEVICES = ("auto", "cpu", "cuda", "mps")
 MAX_SEED = 2**31 - 1
-AUDITION_SECONDS = 1.0
+CHUNK_SECONDS = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class EngineChoice:
+    """One entry of the engine menu.
+
+    Attributes:
+        key: short name (``--engine`` of ``audiogen-studio gui``, ``provenance["engine"]``).
+        label: what the menu shows.
+        mode: the request mode.
+        kinds: bundle kinds that serve it.
+    """
+
+    key: str
+    label: str
+    mode: Mode
+    kinds: tuple[str, ...]
+
+
+ENGINES = (
+    EngineChoice("audiolm", "AudioLM continuation", "continue", ("audiolm",)),
+    EngineChoice("wavenet", "WaveNet continuation", "continue", ("wavenet",)),
+    EngineChoice(
+        "wavenet-vocoder", "WaveNet vocoding of the selection", "vocode", ("wavenet-vocoder",)
+    ),
+)
+ENGINE_KEYS = tuple(e.key for e in ENGINES)
+
+
+def engine_choice(key: str) -> EngineChoice:
+    """The :data:`ENGINES` entry named ``key``; ``KeyError`` listing the valid keys."""
+    for choice in ENGINES:
+        if choice.key == key:
+            return choice
+    raise KeyError(f"unknown engine {key!r} (use {', '.join(ENGINE_KEYS)})")
+
+
+def _flat(data: Mapping[str, Any], limit: int = 14) -> list[tuple[str, str]]:
+    rows = []
+    for key, value in data.items():
+        if isinstance(value, Mapping | list):
+            continue  # nested tables (history, configs) are for files, not tooltips
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        rows.append((str(key), str(value)))
+    return rows[:limit]
+
+
+def model_card(bundle: bundles.BundleInfo) -> str:
+    """The bundle's model card as rich text: description, training, metrics."""
+    parts = [
+        f"<b>{escape(bundle.name)} {escape(bundle.version)}</b> — {escape(bundle.kind)}, "
+        f"{bundle.sample_rate} Hz",
+    ]
+    if bundle.description:
+        parts.append(f"<p>{escape(bundle.description)}</p>")
+    for title, table in (("Training", bundle.training), ("Metrics", bundle.metrics)):
+        rows = _flat(table)
+        if rows:
+            cells = "".join(f"<tr><td>{escape(k)}</td><td>{escape(v)}</td></tr>" for k, v in rows)
+            parts.append(f"<p><i>{title}</i></p><table>{cells}</table>")
+    parts.append(f"<p><small>{escape(str(bundle.path))}</small></p>")
+    return "".join(parts)
+
+
+def model_summary(bundle: bundles.BundleInfo) -> str:
+    """One line under the model menu: kind, rate and the headline metrics."""
+    bits = [f"{bundle.kind}, {bundle.sample_rate} Hz"]
+    for key, value in _flat(bundle.metrics, limit=3):
+        bits.append(f"{key} {value}")
+    return " · ".join(bits)
+
+
+def take_record(
+    take: Take,
+    result: GenerationResult,
+    *,
+    engine: str,
+    model_name: str,
+    model_version: str,
+    prompt_range: tuple[int, int],
+    name: str,
+) -> TakeRecord:
+    """A finished (or partial) engine take as a session :class:`TakeRecord` with provenance."""
+    request = result.request
+    continuation = take.mode == "continue"
+    provenance: dict[str, Any] = {
+        "engine": engine,
+        "mode": take.mode,
+        "model": model_name,
+        "model_version": model_version,
+        "model_path": result.model,
+        "seed": take.seed,
+        "take_index": take.index,
+        "temperature": request.temperature,
+        "top_k": request.top_k,
+        "top_p": request.top_p,
+        "seconds": request.seconds if continuation else request.prompt.duration,
+        "generated_seconds": round(take.generated.duration, 6),
+        "device": result.device,
+        "device_used": result.device_used,
+        "rtf": round(result.rtf, 4),
+        "complete": take.complete,
+        "prompt_range": list(prompt_range),
+        "prompt_seconds": round(take.prompt.duration, 6),
+        "sample_rate": take.output.rate,
+        "model_rate": result.sample_rate,
+        "time": datetime.fromtimestamp(result.created).astimezone().isoformat(timespec="seconds"),
+    }
+    return TakeRecord(
+        id=new_take_id(),
+        name=name,
+        output=take.output,
+        prompt_frames=take.prompt.frames if continuation else 0,
+        prompt_range=prompt_range,
+        provenance=provenance,
+        created=result.created,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    request: GenerationRequest
+    engine: EngineChoice
+    bundle: bundles.BundleInfo
+    prompt_range: tuple[int, int]
 
 
 class GenerationPanel(QWidget):
-    """Generation settings and takes; talks to the generation thread only via ``controller``.
+    """Generation settings, Generate / Stop, progress and the live take view.
+
+    Talks to the generation thread only through ``controller``.
 
     Args:
         controller: the window's :class:`GenerationController`.
-        prompt: returns the clip to continue (``None`` when nothing is open).
-        apply_clip: called with a take's output for "Insert after prompt".
-        report: called with ``(title, message)`` for errors.
+        window: the main window (:class:`~audiogen_studio.app.panel_support.EditorWindow`); when
+            omitted it is found among the panel's parents once the panel is docked.
+        prompt, report: for a host that is not an editor window: the clip to continue and how
+            errors are reported; takes then collect in the panel's own :attr:`takes`.
+        apply_clip: accepted for older callers and unused (the takes panel inserts takes).
     """
-
-    takes_changed = Signal()
 
     def __init__(
         self,
         controller: GenerationController,
         *,
-        prompt: Callable[[], Clip | None],
-        apply_clip: Callable[[Clip], None],
-        report: Callable[[str, str], None],
+        window: EditorWindow | None = None,
+        prompt: Callable[[], Clip | None] | None = None,
+        apply_clip: Callable[[Clip], None] | None = None,
+        report: Callable[[str, str], None] | None = None,
     ) -> None:
         super().__init__()
         self.controller = controller
-        self._prompt = prompt
+        self._window = window
+        self._prompt_fn = prompt
         self._apply_clip = apply_clip
         self._report = report
-        self._job: tuple[GenerationRequest, str, str] | None = None
-        self.takes: list[GeneratedTake] = []
-        self._audition: object | None = None
+        self._own_takes = TakeList()
+        self._job: _Job | None = None
+        self._bundles: dict[str, bundles.BundleInfo] = {}
+        self._devices_probed = False
+        self.last_result: GenerationResult | None = None
 
-        self.mode_combo = QComboBox()
-        for label, mode in MODES:
-            self.mode_combo.addItem(label, mode)
+        self.engine_combo = QComboBox()
+        for choice in ENGINES:
+            self.engine_combo.addItem(choice.label, choice.key)
         self.model_combo = QComboBox()
+        self.model_info = QLabel("")
+        self.model_info.setWordWrap(True)
+        self.model_info.setTextFormat(Qt.TextFormat.PlainText)
+        self.model_info.setStyleSheet("color: palette(mid);")
         self.seconds_spin = QDoubleSpinBox(decimals=1, minimum=0.1, maximum=600.0, value=4.0)
         self.seconds_spin.setSuffix(" s")
         self.temperature_spin = QDoubleSpinBox(
             decimals=2, minimum=0.0, maximum=2.0, singleStep=0.05, value=1.0
         )
-        self.top_k_spin = QSpinBox(minimum=0, maximum=256, value=0)
+        self.temperature_spin.setToolTip("Softmax temperature (0 = always the likeliest)")
+        self.top_k_spin = QSpinBox(minimum=0, maximum=4096, value=0)
         self.top_k_spin.setSpecialValueText("off")
+        self.top_p_spin = QDoubleSpinBox(decimals=2, minimum=0.0, maximum=1.0, singleStep=0.05)
+        self.top_p_spin.setSpecialValueText("off")
+        self.top_p_spin.setValue(0.0)
         self.seed_spin = QSpinBox(minimum=0, maximum=MAX_SEED, value=random.randint(0, 99999))
         self.new_seed_button = QPushButton("New seed")
         self.takes_spin = QSpinBox(minimum=1, maximum=MAX_TAKES, value=1)
         self.device_combo = QComboBox()
-        self.device_combo.addItems(list(DEVICES))
+        self.device_combo.addItem("auto", "auto")
+        self.device_combo.addItem("cpu", "cpu")
+        self.device_combo.setToolTip("auto = CUDA, then MPS, then CPU (as the engine prefers)")
         self.generate_button = QPushButton("Generate")
         self.stop_button = QPushButton("Stop")
         self.stop_button.setEnabled(False)
@@ -99,6 +249,8 @@ class GenerationPanel(QWidget):
         self.progress_bar.setValue(0)
         self.progress_bar.setTextVisible(True)
         self.progress_bar.setFormat("idle")
+        self.prompt_label = QLabel("")
+        self.prompt_label.setWordWrap(True)
         self.status_label = QLabel("")
         self.playback_label = QLabel("")
         self.status_label.setWordWrap(True)
@@ -112,125 +264,262 @@ class GenerationPanel(QWidget):
         self._live_timer = QTimer(self)
         self._live_timer.setInterval(150)
         self._live_timer.timeout.connect(self.update_live_view)
-        self.takes_list = QListWidget()
-        self.play_button = QPushButton("Play")
-        self.insert_button = QPushButton("Insert after prompt")
 
         seed_row = QHBoxLayout()
         seed_row.addWidget(self.seed_spin, 1)
         seed_row.addWidget(self.new_seed_button)
         form = QFormLayout()
-        form.addRow("Engine", self.mode_combo)
+        form.addRow("Engine", self.engine_combo)
         form.addRow("Model", self.model_combo)
+        form.addRow("", self.model_info)
         form.addRow("Seconds", self.seconds_spin)
         form.addRow("Temperature", self.temperature_spin)
         form.addRow("Top-k", self.top_k_spin)
+        form.addRow("Top-p", self.top_p_spin)
         form.addRow("Seed", seed_row)
         form.addRow("Takes", self.takes_spin)
         form.addRow("Device", self.device_combo)
         buttons = QHBoxLayout()
         buttons.addWidget(self.generate_button)
         buttons.addWidget(self.stop_button)
-        take_buttons = QHBoxLayout()
-        take_buttons.addWidget(self.play_button)
-        take_buttons.addWidget(self.insert_button)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.playback_label)
         layout.addWidget(self.live_view)
+        layout.addWidget(self.prompt_label)
         layout.addWidget(self.status_label)
-        layout.addWidget(QLabel("Takes"))
-        layout.addWidget(self.takes_list, 1)
-        layout.addLayout(take_buttons)
+        layout.addStretch(1)
 
-        self.mode_combo.currentIndexChanged.connect(lambda _: self.refresh_models())
+        self.engine_combo.currentIndexChanged.connect(lambda _: self.refresh_models())
+        self.model_combo.currentIndexChanged.connect(lambda _: self._show_model_card())
         self.new_seed_button.clicked.connect(self.new_seed)
         self.generate_button.clicked.connect(self.generate)
         self.stop_button.clicked.connect(self.stop)
-        self.play_button.clicked.connect(self.play_selected)
-        self.insert_button.clicked.connect(self.insert_selected)
-        self.takes_list.currentRowChanged.connect(lambda _: self._update_buttons())
         controller.progress.connect(self._on_progress)
         controller.finished.connect(self._on_finished)
         controller.failed.connect(self._on_failed)
         controller.playback_unavailable.connect(self._on_playback_unavailable)
         controller.playback_state.connect(self._on_playback_state)
+        controller.devices_found.connect(self._on_devices_found)
+        self._select_first_engine_with_models()
         self.refresh_models()
+
+    # -- the host window --------------------------------------------------------------------
+
+    @property
+    def editor(self) -> EditorWindow | None:
+        """The editor window: given, or the first parent that has takes (once docked)."""
+        if self._window is None:
+            parent = self.parentWidget()
+            while parent is not None and not hasattr(parent, "takes"):
+                parent = parent.parentWidget()
+            if parent is not None:
+                self._window = parent  # type: ignore[assignment]
+        return self._window
+
+    @property
+    def takes(self) -> TakeList:
+        """Where finished takes go: ``window.takes`` (or the panel's own list without one)."""
+        editor = self.editor
+        takes = getattr(editor, "takes", None) if editor is not None else None
+        return takes if isinstance(takes, TakeList) else self._own_takes
+
+    def _report_error(self, title: str, message: str) -> None:
+        editor = self.editor
+        if editor is not None:
+            editor.report_error(title, message)
+        elif self._report is not None:
+            self._report(title, message)
 
     # -- settings ---------------------------------------------------------------------------
 
     @property
+    def engine(self) -> EngineChoice:
+        """The selected engine."""
+        return engine_choice(str(self.engine_combo.currentData()))
+
+    @property
     def mode(self) -> str:
         """``"continue"`` or ``"vocode"``."""
-        return str(self.mode_combo.currentData())
+        return self.engine.mode
+
+    def set_engine(self, key: str) -> None:
+        """Select engine ``key`` (``"audiolm"``, ``"wavenet"``, ``"wavenet-vocoder"``)."""
+        engine_choice(key)  # KeyError for unknown keys
+        self.engine_combo.setCurrentIndex(self.engine_combo.findData(key))
+
+    def select_model(self, name_or_path: str, *, switch_engine: bool = True) -> bool:
+        """Select a model by bundle name (search path) or folder; False if there is none.
+
+        With ``switch_engine`` the engine follows the bundle's kind; otherwise a bundle the
+        current engine cannot use is not selected.
+        """
+        try:
+            info = bundles.find_bundle(name_or_path)
+        except bundles.BundleError:
+            return False
+        if info.kind not in self.engine.kinds:
+            choice = next((e for e in ENGINES if info.kind in e.kinds), None)
+            if choice is None or not switch_engine:
+                return False
+            self.set_engine(choice.key)
+        wanted = info.path.resolve()
+        for i in range(self.model_combo.count()):
+            listed = self._bundles.get(str(self.model_combo.itemData(i)))
+            if listed is not None and listed.path.resolve() == wanted:
+                self.model_combo.setCurrentIndex(i)
+                return True
+        self._add_model(info)  # a bundle folder outside the search path
+        self.model_combo.setEnabled(True)
+        self.model_combo.setCurrentIndex(self.model_combo.count() - 1)
+        self._update_buttons()
+        return True
+
+    def _select_first_engine_with_models(self) -> None:
+        kinds = {b.kind for b in bundles.list_bundles()}
+        for i, choice in enumerate(ENGINES):
+            if kinds.intersection(choice.kinds):
+                self.engine_combo.setCurrentIndex(i)
+                return
 
     def refresh_models(self) -> None:
-        """Fill the model combo with installed bundles of the kinds the mode needs."""
+        """Fill the model menu with installed bundles of the kinds the engine needs."""
         current = self.model_combo.currentData()
+        self.model_combo.blockSignals(True)
         self.model_combo.clear()
-        kinds = KINDS_FOR_MODE[self.mode]
+        self._bundles = {}
         for b in bundles.list_bundles():
-            if b.kind in kinds:
-                self.model_combo.addItem(f"{b.name} {b.version} ({b.sample_rate} Hz)", str(b.path))
+            if b.kind in self.engine.kinds:
+                self._add_model(b)
         if self.model_combo.count() == 0:
-            self.model_combo.addItem("No models installed", None)
+            self.model_combo.addItem(f"No {self.engine.label.split()[0]} models installed", None)
             self.model_combo.setEnabled(False)
         else:
             self.model_combo.setEnabled(True)
             index = self.model_combo.findData(current)
             if index >= 0:
                 self.model_combo.setCurrentIndex(index)
+        self.model_combo.blockSignals(False)
+        self._show_model_card()
         self._update_buttons()
+
+    def _add_model(self, b: bundles.BundleInfo) -> None:
+        key = str(b.path)
+        self._bundles[key] = b
+        self.model_combo.addItem(f"{b.name} {b.version} ({b.sample_rate} Hz)", key)
+        self.model_combo.setItemData(
+            self.model_combo.count() - 1, model_card(b), Qt.ItemDataRole.ToolTipRole
+        )
+
+    @property
+    def bundle(self) -> bundles.BundleInfo | None:
+        """The selected model bundle."""
+        return self._bundles.get(str(self.model_combo.currentData()))
+
+    def _show_model_card(self) -> None:
+        b = self.bundle
+        if b is None:
+            hint = "Train one with 'audiogen-studio train', or see README: default models"
+            self.model_info.setText(hint)
+            self.model_info.setToolTip("")
+            self.model_combo.setToolTip("")
+            return
+        card = model_card(b)
+        self.model_info.setText(f"{model_summary(b)} (hover: model card)")
+        self.model_info.setToolTip(card)
+        self.model_combo.setToolTip(card)
 
     def new_seed(self) -> None:
         """Pick a fresh random seed."""
         self.seed_spin.setValue(random.randint(0, MAX_SEED))
 
+    def showEvent(self, event: QShowEvent) -> None:
+        if not self._devices_probed:
+            self._devices_probed = True
+            self.controller.probe_devices()  # torch is imported on the generation thread
+        super().showEvent(event)
+
+    def _on_devices_found(self, found: list[str]) -> None:
+        current = self.device_combo.currentData()
+        self.device_combo.clear()
+        self.device_combo.addItem("auto", "auto")
+        for name in found:
+            self.device_combo.addItem(name.upper() if name != "cpu" else "cpu", name)
+        self.device_combo.setCurrentIndex(max(0, self.device_combo.findData(current)))
+
+    @property
+    def device(self) -> str:
+        """The compute device setting (``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``)."""
+        return str(self.device_combo.currentData())
+
     def _update_buttons(self) -> None:
         busy = self.controller.busy
-        has_model = self.model_combo.currentData() is not None
-        self.generate_button.setEnabled(not busy and has_model)
+        self.generate_button.setEnabled(not busy and self.bundle is not None)
         self.stop_button.setEnabled(busy)
-        has_take = 0 <= self.takes_list.currentRow() < len(self.takes)
-        self.play_button.setEnabled(has_take)
-        self.insert_button.setEnabled(has_take)
+
+    # -- the prompt -------------------------------------------------------------------------
+
+    def prompt(self) -> tuple[Clip, tuple[int, int]] | None:
+        """The prompt and its ``(start, end)`` frames in the editor's clip: the selection, or
+        the whole clip when nothing is selected; ``None`` when no clip is open."""
+        editor = self.editor
+        if editor is None:
+            clip = self._prompt_fn() if self._prompt_fn is not None else None
+            return None if clip is None else (clip, (0, clip.frames))
+        clip = editor.clip
+        if clip is None:
+            return None
+        selection = editor.selection() if hasattr(editor, "selection") else None
+        if selection is not None:
+            start, end = max(0, int(selection[0])), min(clip.frames, int(selection[1]))
+            if end > start:
+                return edit.crop(clip, start, end), (start, end)
+        return clip, (0, clip.frames)
 
     # -- generation -------------------------------------------------------------------------
 
     def generate(self) -> bool:
-        """Start generating from the whole open clip; False (with a message) if it cannot."""
-        model = self.model_combo.currentData()
-        prompt = self._prompt()
-        if model is None:
-            self._fail("No model installed for this engine")
+        """Start generating from the prompt; False (with a message) if it cannot start."""
+        bundle = self.bundle
+        if bundle is None:
+            self._fail(f"No model installed for {self.engine.label}")
             return False
-        if prompt is None:
+        found = self.prompt()
+        if found is None:
             self._fail("Open or record a clip first: it is the prompt")
             return False
+        prompt, prompt_range = found
         try:
             request = GenerationRequest(
                 prompt=prompt,
                 seconds=self.seconds_spin.value(),
-                mode=self.mode,  # type: ignore[arg-type]
+                mode=self.engine.mode,
                 takes=self.takes_spin.value(),
                 seed=self.seed_spin.value(),
                 temperature=self.temperature_spin.value(),
                 top_k=self.top_k_spin.value() or None,
-                chunk_seconds=0.1,
+                top_p=self.top_p_spin.value() or None,
+                chunk_seconds=CHUNK_SECONDS,
             )
         except GenerationError as exc:
             self._fail(str(exc))
             return False
-        device = self.device_combo.currentText()
-        if not self.controller.generate(request, str(model), device):
+        if not self.controller.generate(request, str(bundle.path), self.device):
             return False
-        self._job = (request, self.model_combo.currentText().split(" (")[0], device)
+        self._job = _Job(request, self.engine, bundle, prompt_range)
         self.progress_bar.setValue(0)
         self.progress_bar.setFormat("loading model…")
         self._live_frames = -1
         self._live_timer.start()
+        rate = prompt.rate
+        clip = self.editor.clip if self.editor is not None else prompt
+        what = "whole clip" if clip is None or prompt_range == (0, clip.frames) else "selection"
+        self.prompt_label.setText(
+            f"Prompt: {what} {prompt_range[0] / rate:.2f}–{prompt_range[1] / rate:.2f} s "
+            f"({prompt.duration:.2f} s)"
+        )
         self.status_label.setText("")
         self._update_buttons()
         return True
@@ -238,7 +527,8 @@ class GenerationPanel(QWidget):
     def stop(self) -> None:
         """Stop generating (the partial takes are kept) and stop the live playback."""
         self.controller.stop()
-        self.status_label.setText("stopping…")
+        if self.controller.busy:
+            self.status_label.setText("stopping…")
 
     def _on_progress(self, done: float, total: float, rtf: float) -> None:
         self.progress_bar.setValue(round(1000 * min(1.0, done / total)) if total > 0 else 0)
@@ -269,17 +559,30 @@ class GenerationPanel(QWidget):
         if not self.controller.busy and (player is None or player.finished.is_set()):
             self._live_timer.stop()
 
-    def _on_finished(self, takes: list[Take]) -> None:
+    def _on_finished(self, result: GenerationResult) -> None:
         job, self._job = self._job, None
+        self.last_result = result
         self.update_live_view()
-        kept = [t for t in takes if t.generated.frames > 0]
+        kept = [t for t in result.takes if t.generated.frames > 0]
         if job is not None:
-            request, model, device = job
+            takes = self.takes
             for take in kept:
-                self._add_take(GeneratedTake(take, model, device, request))
-        partial = any(not t.complete for t in takes)
+                takes.add(
+                    take_record(
+                        take,
+                        result,
+                        engine=job.engine.key,
+                        model_name=job.bundle.name,
+                        model_version=job.bundle.version,
+                        prompt_range=job.prompt_range,
+                        name=takes.next_name(),
+                    )
+                )
+        partial = any(not t.complete for t in result.takes)
         self.status_label.setText(
-            f"{len(kept)} take(s) {'kept (stopped early)' if partial else 'done'}"
+            f"{len(kept)} take(s) {'kept (stopped early)' if partial else 'done'} · "
+            f"{result.seconds_done:.1f} s in {result.elapsed:.1f} s (RTF {result.rtf:.2f}) "
+            f"on {result.device_used}"
             if kept
             else "stopped before any audio was generated"
         )
@@ -303,57 +606,8 @@ class GenerationPanel(QWidget):
 
     def _fail(self, message: str) -> None:
         self.status_label.setText(message)
-        self._report("Generation failed", message)
-
-    # -- takes ------------------------------------------------------------------------------
-
-    def _add_take(self, take: GeneratedTake) -> None:
-        self.takes.append(take)
-        item = QListWidgetItem(take.provenance())
-        item.setToolTip(take.provenance())
-        self.takes_list.addItem(item)
-        self.takes_list.setCurrentRow(self.takes_list.count() - 1)
-        self.takes_changed.emit()
-
-    def selected_take(self) -> GeneratedTake | None:
-        """The take highlighted in the list."""
-        row = self.takes_list.currentRow()
-        return self.takes[row] if 0 <= row < len(self.takes) else None
-
-    def play_selected(self) -> None:
-        """Audition: the last second of the prompt, then the take."""
-        take = self.selected_take()
-        if take is None:
-            return
-        from audiogen_studio.audio import devices, edit
-
-        self.stop_audition()
-        self.controller.worker.stop_playback()
-        out = take.take.output
-        start = 0
-        if take.take.mode == "continue":
-            start = max(0, take.take.prompt.frames - round(AUDITION_SECONDS * out.rate))
-        try:
-            self._audition = devices.play_clip(
-                edit.crop(out, start, out.frames), blocking=False, latency="low"
-            )
-        except AudioError as exc:
-            self._audition = None
-            self._fail(f"playback unavailable: {exc}")
-
-    def stop_audition(self) -> None:
-        """Stop a take being auditioned."""
-        player, self._audition = self._audition, None
-        if player is not None:
-            player.stop()  # type: ignore[attr-defined]
-
-    def insert_selected(self) -> None:
-        """Replace the window's clip with the selected take's output (prompt + take)."""
-        take = self.selected_take()
-        if take is not None:
-            self._apply_clip(take.take.output)
+        self._report_error("Generation failed", message)
 
     def shutdown(self) -> None:
-        """Stop auditioning and the live view (the window shuts the controller down)."""
+        """Stop the live view (the window shuts the controller down)."""
         self._live_timer.stop()
-        self.stop_audition()

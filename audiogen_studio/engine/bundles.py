@@ -81,7 +81,11 @@ class BundleInfo:
 
 
 def shipped_models_dir() -> Path:
-    """The ``models/`` folder of the checkout (or installed data) holding the default bundles."""
+    """The ``models/`` folder of the checkout (or installed data) holding the default bundles
+    (``$AUDIOGEN_SHIPPED_MODELS`` overrides it, e.g. for packaging or tests)."""
+    override = os.environ.get("AUDIOGEN_SHIPPED_MODELS")
+    if override:
+        return Path(override).expanduser()
     return Path(__file__).resolve().parents[2] / "models"
 
 

@@ -19,6 +19,7 @@ def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     QSettings.setDefaultFormat(QSettings.Format.IniFormat)
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "qs"))
     monkeypatch.setenv("AUDIOGEN_MODELS", str(tmp_path / "no-models"))
+    monkeypatch.setenv("AUDIOGEN_SHIPPED_MODELS", str(tmp_path / "no-shipped-models"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
 
 

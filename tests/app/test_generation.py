@@ -1,4 +1,4 @@
-"""Generation in the app: a tiny WaveNet (trained here in seconds) streams into the takes list.
+"""Generation in the app: a tiny WaveNet (trained in seconds) streams into the session's takes.
 
 The worker runs on the window's one generation thread; playback goes into a ring buffer that a
 player would read. Without ``device`` tests no PortAudio stream opens: ``Player.start`` is
@@ -7,6 +7,7 @@ patched (a no-op, or a device error).
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -59,16 +60,21 @@ def _window(make_window: Callable[[], Any], prompt: Clip) -> Any:
     return window
 
 
-def test_generate_streams_progress_and_lists_the_take(
-    models_env: Path, no_stream: list[Any], make_window: Callable[[], Any], qtbot: Any
-) -> None:
-    prompt = two_tone(0.5, channels=2)
-    window = _window(make_window, prompt)
+def test_generate_streams_progress_and_records_the_take(
+    models_env: Path, no_stream: list[Any], make_window: Callable[[], Any], qtbot: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    clip = two_tone(0.75, channels=2)
+    window = _window(make_window, clip)
+    monkeypatch.setattr(window, "selection", lambda: (2000, 10000))  # the prompt
     panel = window.generation_panel
+    assert panel.engine.key == "wavenet"  # the first engine with an installed model
     assert panel.model_combo.isEnabled() and panel.model_combo.currentText().startswith("tiny")
     panel.seconds_spin.setValue(0.6)
     panel.seed_spin.setValue(7)
     panel.temperature_spin.setValue(0.8)
+    panel.top_k_spin.setValue(50)
+    panel.top_p_spin.setValue(0.95)
     progress: list[tuple[float, float, float]] = []
     window.generation.progress.connect(lambda *a: progress.append(a))
     worker_threads: set[int] = set()
@@ -78,7 +84,7 @@ def test_generate_streams_progress_and_lists_the_take(
     with qtbot.waitSignal(window.generation.finished, timeout=60_000) as blocker:
         panel.generate_button.click()
         assert not panel.generate_button.isEnabled() and panel.stop_button.isEnabled()
-    takes = blocker.args[0]
+    result = blocker.args[0]
     # generation ran on the generation thread, never on the GUI thread
     assert worker_threads and threading.get_ident() not in worker_threads
     # progress: increasing seconds up to the requested total, with a real-time factor
@@ -86,13 +92,13 @@ def test_generate_streams_progress_and_lists_the_take(
     done = [p[0] for p in progress]
     assert done == sorted(done) and done[-1] == pytest.approx(0.6)
     assert all(p[1] == pytest.approx(0.6) and p[2] > 0 for p in progress)
-    # the take: the exact prompt samples, then 0.6 s of continuation, in the prompt's channels
-    (take,) = takes
+    # the engine's take: the exact selected samples, then 0.6 s, in the prompt's channels
+    (take,) = result.takes
     assert take.complete and take.seed == 7
     out = take.output
-    assert out.channels == 2 and out.frames == prompt.frames + round(0.6 * RATE)
-    np.testing.assert_array_equal(out.samples[:, : prompt.frames], prompt.samples)
-    assert float(np.abs(out.samples[:, prompt.frames :]).max()) > 0.05  # not silence
+    assert out.channels == 2 and out.frames == 8000 + round(0.6 * RATE)
+    np.testing.assert_array_equal(out.samples[:, :8000], clip.samples[:, 2000:10000])
+    assert float(np.abs(out.samples[:, 8000:]).max()) > 0.05  # not silence
     # take 0 was streamed into the player's ring, converted to the prompt's channel count
     (player,) = no_stream
     assert player.rate == RATE and player.channels == 2
@@ -100,17 +106,35 @@ def test_generate_streams_progress_and_lists_the_take(
     # the live view shows the whole continuation of take 0
     live = panel.live_view.clip
     assert live is not None and live.channels == 2
-    np.testing.assert_array_equal(live.samples, out.samples[:, prompt.frames :])
-    # the take is listed with its provenance, the UI is ready for the next request
-    assert panel.takes_list.count() == 1
-    text = panel.takes_list.item(0).text()
-    assert "tiny" in text and "seed 7" in text and "T 0.8" in text and "complete" in text
+    np.testing.assert_array_equal(live.samples, out.samples[:, 8000:])
+    # the session's takes hold it with its provenance
+    (record,) = list(window.takes)
+    assert record.output.equals(out) and record.prompt_frames == 8000
+    assert record.prompt_range == (2000, 10000) and record.name == "Take 1"
+    p = record.provenance
+    assert p["engine"] == "wavenet" and p["model"] == "tiny" and p["model_version"] == "1.0.0"
+    assert (p["seed"], p["temperature"], p["top_k"], p["top_p"]) == (7, 0.8, 50, 0.95)
+    assert p["seconds"] == pytest.approx(0.6) and p["generated_seconds"] == pytest.approx(0.6)
+    assert p["device"] == "auto" and p["device_used"] == "cpu"
+    assert p["rtf"] == pytest.approx(result.rtf, abs=1e-4) and p["rtf"] > 0
+    assert p["complete"] is True and p["prompt_range"] == [2000, 10000]
+    assert p["time"][:4].isdigit() and abs(record.created - time.time()) < 60
+    assert json.loads(json.dumps(p)) == p  # JSON-ready for the project file
     assert "0.6 / 0.6 s · RTF" in panel.progress_bar.format()
+    assert "selection 0.12–0.62 s" in panel.prompt_label.text()
     assert panel.generate_button.isEnabled() and not panel.stop_button.isEnabled()
-    # "Insert after prompt" puts prompt + take into the window
-    panel.insert_button.click()
-    assert window.clip.frames == out.frames
-    np.testing.assert_array_equal(window.clip.samples, out.samples)
+    # the takes panel lists and selects it; "Insert after prompt" puts the continuation after
+    # the selection, as one undo step
+    takes_panel = window.takes_panel
+    assert takes_panel.table.rowCount() == 1 and takes_panel.selected_ids() == [record.id]
+    assert "seed 7" in takes_panel.details.text()
+    takes_panel.insert_button.click()
+    expected = np.concatenate(
+        [clip.samples[:, :10000], out.samples[:, 8000:], clip.samples[:, 10000:]], axis=1
+    )
+    np.testing.assert_array_equal(window.clip.samples, expected)
+    window.undo_stack.undo()
+    np.testing.assert_array_equal(window.clip.samples, clip.samples)
 
 
 def test_stop_keeps_a_partial_take_quickly(
@@ -125,13 +149,20 @@ def test_stop_keeps_a_partial_take_quickly(
     with qtbot.waitSignal(window.generation.finished, timeout=60_000) as blocker:
         panel.generate_button.click()
     elapsed = time.perf_counter() - started
-    takes = blocker.args[0]
-    assert len(takes) == 2
-    assert all(not t.complete for t in takes)
-    assert all(0 < t.generated.frames < 10 * RATE for t in takes)
+    result = blocker.args[0]
+    assert result.cancelled and len(result.takes) == 2
+    assert all(not t.complete for t in result.takes)
+    assert all(0 < t.generated.frames < 10 * RATE for t in result.takes)
     assert elapsed < 20  # 60 s were asked for; stop took effect after the first chunks
-    assert panel.takes_list.count() == 2
-    assert "partial" in panel.takes_list.item(0).text()
+    records = list(window.takes)
+    assert [r.name for r in records] == ["Take 1", "Take 2"]
+    assert all(r.provenance["complete"] is False for r in records)
+    assert [r.provenance["take_index"] for r in records] == [0, 1]
+    assert all(
+        r.continuation.frames == t.generated.frames
+        for r, t in zip(records, result.takes, strict=True)
+    )
+    assert "partial" in records[0].describe()
     assert "stopped early" in panel.status_label.text()
     assert not window.generation.busy and panel.generate_button.isEnabled()
 
@@ -147,13 +178,13 @@ def test_error_arrives_as_failed_and_the_ui_recovers(
     assert "silent" in blocker.args[0]
     assert "silent" in panel.status_label.text()
     assert "silent" in window.statusBar().currentMessage()
-    assert panel.takes_list.count() == 0
+    assert len(window.takes) == 0
     assert panel.generate_button.isEnabled() and not panel.stop_button.isEnabled()
     # usable again: the next request with a real prompt succeeds
     window.set_clip(two_tone(0.4))
     with qtbot.waitSignal(window.generation.finished, timeout=60_000):
         panel.generate_button.click()
-    assert panel.takes_list.count() == 1
+    assert len(window.takes) == 1
 
 
 def test_no_output_device_still_generates(
@@ -174,7 +205,7 @@ def test_no_output_device_still_generates(
     with qtbot.waitSignal(window.generation.finished, timeout=60_000) as blocker:
         panel.generate_button.click()
     assert messages and messages[0].startswith("playback unavailable: no output device")
-    (take,) = blocker.args[0]
+    (take,) = blocker.args[0].takes
     assert take.complete and take.generated.frames == round(0.3 * RATE)
     assert window.generation.worker.player is None
 
@@ -182,20 +213,59 @@ def test_no_output_device_still_generates(
 def test_no_models_disables_generate(make_window: Callable[[], Any]) -> None:
     window = make_window()
     panel = window.generation_panel
-    assert panel.model_combo.currentText() == "No models installed"
+    assert panel.model_combo.currentText() == "No AudioLM models installed"
     assert not panel.model_combo.isEnabled() and not panel.generate_button.isEnabled()
+    assert "train" in panel.model_info.text()
+    assert not panel.generate()
+    assert "No model installed for AudioLM continuation" in panel.status_label.text()
 
 
-def test_vocoding_mode_lists_only_vocoders(
-    models_env: Path, make_window: Callable[[], Any]
-) -> None:
+def test_engines_list_only_their_kinds(models_env: Path, make_window: Callable[[], Any]) -> None:
     panel = make_window().generation_panel
+    assert [panel.engine_combo.itemText(i) for i in range(3)] == [
+        "AudioLM continuation", "WaveNet continuation", "WaveNet vocoding of the selection",
+    ]  # fmt: skip
     assert panel.model_combo.isEnabled()
-    panel.mode_combo.setCurrentIndex(1)  # the tiny bundle is a continuation model
-    assert panel.mode == "vocode" and not panel.model_combo.isEnabled()
-    assert not panel.generate_button.isEnabled()
-    panel.mode_combo.setCurrentIndex(0)
-    assert panel.generate_button.isEnabled()
+    for key in ("wavenet-vocoder", "audiolm"):  # the tiny bundle is a WaveNet continuation model
+        panel.set_engine(key)
+        assert panel.engine.key == key and not panel.model_combo.isEnabled()
+        assert not panel.generate_button.isEnabled()
+    assert panel.mode == "continue"
+    panel.set_engine("wavenet")
+    assert panel.generate_button.isEnabled() and panel.bundle is not None
+    with pytest.raises(KeyError, match="unknown engine"):
+        panel.set_engine("musiclm")
+
+
+def test_model_card_is_shown(models_env: Path, make_window: Callable[[], Any]) -> None:
+    panel = make_window().generation_panel
+    info = panel.model_info.text()
+    assert "wavenet, 16000 Hz" in info and "val_loss" in info
+    card = panel.model_combo.itemData(panel.model_combo.currentIndex(), Qt.ItemDataRole.ToolTipRole)
+    assert card == panel.model_combo.toolTip() == panel.model_info.toolTip()
+    for text in ("<b>tiny 1.0.0</b>", "unconditional WaveNet", "Training", "steps", "Metrics",
+                 "receptive_field"):  # fmt: skip
+        assert text in card
+    assert panel.select_model("tiny") and not panel.select_model("nope")
+    assert panel.select_model(str(models_env / "tiny"))
+    panel.set_engine("audiolm")  # a WaveNet bundle: the engine follows unless told not to
+    assert not panel.select_model("tiny", switch_engine=False) and panel.engine.key == "audiolm"
+    assert panel.select_model("tiny") and panel.engine.key == "wavenet"
+    assert panel.bundle is not None and panel.bundle.name == "tiny"
+
+
+def test_device_menu_offers_what_torch_has(make_window: Callable[[], Any], qtbot: Any) -> None:
+    import torch
+
+    window = make_window()
+    panel = window.generation_panel
+    with qtbot.waitSignal(window.generation.devices_found, timeout=30_000):
+        window.show()  # the first show asks the generation thread which devices exist
+    offered = [panel.device_combo.itemData(i) for i in range(panel.device_combo.count())]
+    expected = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    backend = getattr(torch.backends, "mps", None)
+    expected += ["mps"] if backend is not None and backend.is_available() else []
+    assert offered == expected and panel.device == "auto"
 
 
 def test_new_seed_changes_the_seed(make_window: Callable[[], Any]) -> None:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -160,3 +161,28 @@ def test_waveform_extend_equals_showing_the_whole_clip(qtbot: object) -> None:
         view.setXRange(0.0, full.duration, padding=0.0)
         view.redraw()
     np.testing.assert_array_equal(grown._curves[0].getData()[1], whole._curves[0].getData()[1])
+
+
+def test_panel_docks_and_record_shortcut(
+    make_window: Callable[[], object], monkeypatch: pytest.MonkeyPatch, qtbot: Any
+) -> None:
+    from PySide6.QtCore import Qt
+    from PySide6.QtTest import QTest
+    from PySide6.QtWidgets import QLabel
+
+    window: Any = make_window()
+    window.show()
+    docks = window._docks
+    assert {"Models", "Generate"} <= set(docks)
+    extra = window.add_panel_dock("Extra panel", QLabel("x"), tabify_with="Generate")
+    assert extra.objectName() == "extra-panel-dock" and extra.widget().text() == "x"
+    qtbot.waitUntil(lambda: extra in window.tabifiedDockWidgets(docks["Generate"]))
+    if window.recording_panel is not None:  # the recording panel is installed: R toggles it
+        assert "Record" in docks
+        calls: list[int] = []
+        monkeypatch.setattr(window.recording_panel, "toggle_record", lambda: calls.append(1))
+        QTest.keyClick(window, Qt.Key.Key_R)
+        assert calls == [1]
+    else:
+        window.record_action.trigger()
+        assert "not available" in window.statusBar().currentMessage()
