@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 
-from audiogen_studio.cli import train_audiolm
+from audiogen_studio.cli import codec, train_audiolm
 from audiogen_studio.cli.argtypes import non_negative_int, positive_float, positive_int
 from audiogen_studio.cli.errors import CliError
 
@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Train a model on your audio into a model bundle the app and CLI can use.",
     )
     tsub = p.add_subparsers(dest="train_model", metavar="MODEL", required=True)
+    codec.register_train(tsub)
     train_audiolm.register(tsub)
     wp = tsub.add_parser(
         "wavenet",

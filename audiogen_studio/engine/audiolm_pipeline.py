@@ -1,27 +1,27 @@
 """AudioLM continuation (Borsos et al. 2022 §4.3), streamed window by window.
 
-Prompt → semantic tokens (the bundle's tokenizer) and acoustic tokens (its codec) of the prompt's
-last whole semantic frames → then, window after window (a short first window so audio starts
-early, then ``window_seconds``):
+The prompt's semantic tokens (the bundle's tokenizer) and acoustic tokens (its codec) of its
+whole frames up to :data:`MIN_CROSSFADE_SECONDS` before its end prime three token streams, one
+per LM, each with its own KV cache (layouts in :mod:`~audiogen_studio.models.audiolm_layout`).
+Then, window after window (a short first window so that audio starts early, then
+``window_seconds``):
 
-1. the **semantic** LM extends the semantic sequence by the window (one KV cache for the whole
-   request; when it is full the context slides: the cache is reset and re-filled with the last
-   half of its capacity);
-2. the **coarse** LM, given the semantic tokens of its context span up to the window's end and the
-   coarse tokens before the window, samples the window's first ``Q_c`` quantizers, frame by frame,
-   each step restricted to its quantizer's ids (see
-   :class:`~audiogen_studio.models.audiolm_layout.TokenLayout`);
-3. the **fine** LM does the same for the remaining ``Q_f`` quantizers, given the coarse tokens;
+1. the **semantic** LM extends the semantic sequence by the window;
+2. for each new semantic token the **coarse** LM is fed that token and samples its frames'
+   first ``Q_c`` quantizers, each step restricted to its quantizer's ids;
+3. for each new codec frame the **fine** LM is fed its coarse codes and samples the other
+   ``Q_f`` quantizers;
 4. the codec's **streaming decoder** (primed with the prompt's codes) turns the window's frames
    into audio, which is yielded at once.
 
-So the first audio is out after one short window, not after the whole semantic sequence, and
-requests longer than any LM's context slide their windows. The stream starts exactly where the
-prompt ends; the first chunk also carries ``lead_in``: the decoder's rendering of the prompt's last
-few milliseconds (the continuation starts on a semantic-frame boundary at least
-:data:`MIN_CROSSFADE_SECONDS` before the prompt's end), which the take collector crossfades with the
-untouched prompt. Takes are batched (batch = takes); take ``i`` samples with its own
-``torch.Generator`` seeded from ``(seed, i)``, so it is the same alone or batched.
+So audio is out after one short window, not after the whole semantic sequence. When a stream's
+cache is full its context slides: the cache is reset and re-filled with the last half of its
+capacity (whole groups, so positions keep the structure the LM was trained on), which serves
+requests longer than any LM's context. The stream starts exactly where the prompt ends; the first
+chunk also carries ``lead_in``: the decoder's rendering of the prompt's last few milliseconds,
+which the take collector crossfades with the untouched prompt. Takes are batched (batch = takes);
+take ``i`` samples with its own ``torch.Generator`` seeded from ``(seed, i)``, so it is the same
+alone or batched.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -66,11 +65,47 @@ def _take_seed(seed: int, take: int) -> int:
 
 @dataclass
 class _Stage:
-    """One token LM with its context window (semantic tokens) and its KV cache."""
+    """One token LM with its training window (semantic tokens) and the group size of its
+    sequence (ids per semantic token or codec frame)."""
 
     model: TokenLM
     window: int
-    cache: Any = None
+    group: int
+
+
+class _Stream:
+    """A stage's growing token sequence ``[B, L]`` and its KV cache.
+
+    ``tokens`` holds every id since the prompt's first frame; the cache holds positions
+    ``start .. start + fed`` of it. Feeding and sampling go through :meth:`push` and
+    :meth:`sample`; a full cache slides to the last half of its capacity, on a group boundary.
+    """
+
+    def __init__(self, stage: _Stage, tokens: torch.Tensor) -> None:
+        self.model = stage.model
+        self.group = stage.group
+        self.tokens = tokens
+        self.capacity = stage.model.config.max_seq_len
+        self.cache = stage.model.new_cache(tokens.shape[0], self.capacity)
+        self.start = 0
+        self.fed = 0
+
+    def push(self, forced: torch.Tensor) -> None:
+        """Append ids ``[B, n]`` that are given, not sampled (conditioning)."""
+        self.tokens = torch.cat([self.tokens, forced.to(self.tokens.device)], dim=1)
+
+    def next_logits(self) -> torch.Tensor:
+        """Logits ``[B, V]`` of the next id, after feeding everything not yet in the cache."""
+        total = self.tokens.shape[1]
+        if total - self.start > self.capacity:
+            keep = self.capacity // 2
+            self.start = max(0, (total - keep) // self.group * self.group)
+            self.cache.reset()
+            self.fed = 0
+        pending = self.tokens[:, self.start + self.fed :]
+        logits = self.model.forward_cached(pending, self.cache)[:, -1]
+        self.fed += pending.shape[1]
+        return logits
 
 
 class AudioLMEngine:
@@ -114,21 +149,21 @@ class AudioLMEngine:
         if layout.fine_quantizers and lm_fine is None:
             raise BundleError(f"{name}: the layout has fine quantizers but no fine LM")
         self.stages = {
-            "semantic": _Stage(lm_semantic.eval().to(self.device), windows["semantic"]),
-            "coarse": _Stage(lm_coarse.eval().to(self.device), windows["coarse"]),
+            "semantic": _Stage(lm_semantic.eval().to(self.device), windows["semantic"], 1),
+            "coarse": _Stage(
+                lm_coarse.eval().to(self.device), windows["coarse"], layout.coarse_group
+            ),
         }
         if lm_fine is not None and layout.fine_quantizers:
-            self.stages["fine"] = _Stage(lm_fine.eval().to(self.device), windows["fine"])
+            self.stages["fine"] = _Stage(
+                lm_fine.eval().to(self.device), windows["fine"], layout.fine_group
+            )
         if self.device.type == "cpu":  # fused numba decode step for one-token calls
             from audiogen_studio.engine.lm_fast import accelerate
 
             for stage in self.stages.values():
                 accelerate(stage.model)
         self.window_tokens = max(1, round(window_seconds * layout.semantic_rate))
-        for stage in ("coarse", "fine"):
-            if stage in self.stages:
-                self.window_tokens = min(self.window_tokens, self.stages[stage].window - 1)
-        self.window_tokens = max(1, self.window_tokens)
 
     # -- loading -----------------------------------------------------------------------------
 
@@ -237,31 +272,23 @@ class AudioLMEngine:
         )
         return ids.to(self.device)
 
-    def _run(
+    def _sample_into(
         self,
-        stage: _Stage,
-        prefix: torch.Tensor,
+        stream: _Stream,
         count: int,
         spans: Callable[[int], tuple[int, int] | None],
         request: GenerationRequest,
         generators: list[torch.Generator],
         cancel: threading.Event | None,
     ) -> torch.Tensor:
-        """Prefill ``prefix [B, L]`` into a fresh cache, then sample ``count`` tokens
-        ``[B, count]``."""
-        model = stage.model
-        if stage.cache is None or stage.cache.batch != prefix.shape[0]:
-            stage.cache = model.new_cache(prefix.shape[0], model.config.max_seq_len)
-        stage.cache.reset()
-        logits = model.forward_cached(prefix, stage.cache)[:, -1]
-        out = torch.empty(prefix.shape[0], count, dtype=torch.long, device=self.device)
+        """Sample ``count`` ids ``[B, count]`` onto ``stream`` (id ``i`` within ``spans(i)``)."""
+        out = torch.empty(stream.tokens.shape[0], count, dtype=torch.long, device=self.device)
         for i in range(count):
             if cancel is not None and cancel.is_set():
                 raise _CancelledError
-            token = self._sample(logits, request, generators, spans(i))
+            token = self._sample(stream.next_logits(), request, generators, spans(i))
             out[:, i] = token
-            if i + 1 < count:
-                logits = model.forward_cached(token[:, None], stage.cache)[:, -1]
+            stream.push(token[:, None])
         return out
 
     def stream(
@@ -271,15 +298,18 @@ class AudioLMEngine:
         audio = self._prompt(request)
         seed = request.resolved_seed()
         takes = request.takes
-        generators = [
-            torch.Generator().manual_seed(
-                int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
-            )
-            for i in range(takes)
-        ]
+        generators = [torch.Generator().manual_seed(_take_seed(seed, i)) for i in range(takes)]
         layout, r = self.layout, self.layout.ratio
+        qc, qf = layout.coarse_quantizers, layout.fine_quantizers
         rate, hop_s = self.sample_rate, self.hop_s
         started = time.perf_counter()
+
+        def coarse_span(i: int) -> tuple[int, int] | None:
+            return layout.coarse_range(i % qc)
+
+        def fine_span(i: int) -> tuple[int, int] | None:
+            return layout.fine_range(i % qf)
+
         with torch.inference_mode():
             # the prompt's whole semantic frames ending >= MIN_CROSSFADE before its end
             total = audio.size
@@ -290,97 +320,66 @@ class AudioLMEngine:
             codes = codes[:, :, : s_p * r].expand(takes, -1, -1).clone()  # [B, Q, F_p]
             decoder = self.codec.stream_decoder(takes)
             decoder.push(codes)  # primes the decoder's state; the prompt's audio is not used
+            # each stream starts with the prompt's last context (whole groups)
+            keep = {
+                n: st.model.config.max_seq_len // 2 // st.group for n, st in self.stages.items()
+            }
+            s_keep = min(s_p, keep["semantic"])
+            sem_stream = _Stream(self.stages["semantic"], semantic[:, s_p - s_keep :])
+            c_keep = min(s_p, keep["coarse"])
+            coarse_stream = _Stream(
+                self.stages["coarse"],
+                layout.coarse_sequence(
+                    semantic[:, s_p - c_keep :], codes[:, :qc, (s_p - c_keep) * r :]
+                )[0],
+            )
+            fine_stream = None
+            if qf:
+                f_keep = min(s_p * r, keep["fine"])
+                fine_stream = _Stream(
+                    self.stages["fine"],
+                    layout.fine_sequence(codes[:, :qc, -f_keep:], codes[:, qc:, -f_keep:])[0]
+                    if f_keep
+                    else torch.empty(takes, 0, dtype=torch.long, device=self.device),
+                )
             lead = total - s_p * hop_s  # generated samples that overlap the prompt's end
             wanted = self.expected_frames(request)
             needed_tokens = -(-(lead + wanted) // hop_s)
             first = max(round(FIRST_WINDOW_SECONDS * layout.semantic_rate), -(-(lead + 1) // hop_s))
-            sem_stage = self.stages["semantic"]
-            sem_stage.cache = sem_stage.model.new_cache(takes, sem_stage.model.config.max_seq_len)
-            fed = 0  # semantic tokens of the current semantic-LM window already in its cache
-            window_start = 0
             done_tokens = 0
             emitted = 0  # continuation samples handed out (after the prompt's end)
             first_window = True
             chunk = max(1, round(request.chunk_seconds * rate))
-            qc, qf = layout.coarse_quantizers, layout.fine_quantizers
-
-            def coarse_span(i: int) -> tuple[int, int] | None:
-                return layout.coarse_range(i % qc)
-
-            def fine_span(i: int) -> tuple[int, int] | None:
-                return layout.fine_range(i % qf)
             try:
                 while done_tokens < needed_tokens:
-                    n = min(
-                        first if done_tokens == 0 else self.window_tokens,
-                        needed_tokens - done_tokens,
+                    step = first if done_tokens == 0 else self.window_tokens
+                    n = min(step, needed_tokens - done_tokens)
+                    # 1. semantic continuation
+                    new_sem = self._sample_into(
+                        sem_stream, n, lambda i: None, request, generators, cancel
                     )
-                    t0 = semantic.shape[1]
-                    # 1. semantic continuation, one cache for the request (sliding when full)
-                    new_sem = []
-                    for _ in range(n):
-                        if cancel is not None and cancel.is_set():
-                            raise _CancelledError
-                        cap = sem_stage.model.config.max_seq_len
-                        if semantic.shape[1] - window_start > cap:
-                            window_start = semantic.shape[1] - cap // 2
-                            sem_stage.cache.reset()
-                            fed = 0
-                        pending = semantic[:, window_start + fed :]
-                        logits = sem_stage.model.forward_cached(pending, sem_stage.cache)[:, -1]
-                        fed += pending.shape[1]
-                        token = self._sample(logits, request, generators, None)
-                        semantic = torch.cat([semantic, token[:, None]], dim=1)
-                        new_sem.append(token)
-                    t1 = semantic.shape[1]
-                    # 2. coarse tokens of the window's frames
-                    c_stage = self.stages["coarse"]
-                    a = max(0, t1 - c_stage.window)
-                    prefix = torch.cat(
-                        [
-                            semantic[:, a:t1],
-                            torch.full((takes, 1), layout.coarse_sep, device=self.device),
-                            layout.coarse_ids(codes[:, :qc, a * r : t0 * r]),
-                        ],
-                        dim=1,
-                    )
-                    ids = self._run(
-                        c_stage,
-                        prefix,
-                        (t1 - t0) * r * qc,
-                        coarse_span,
-                        request,
-                        generators,
-                        cancel,
-                    )
-                    coarse = layout.coarse_codes(ids)  # [B, Qc, n·r]
-                    # 3. fine tokens of the window's frames
-                    if qf:
-                        f_stage = self.stages["fine"]
-                        a = max(0, t1 - f_stage.window)
-                        context = torch.cat([codes[:, :qc, a * r : t0 * r], coarse], dim=2)
-                        prefix = torch.cat(
-                            [
-                                layout.fine_context_ids(context),
-                                torch.full((takes, 1), layout.fine_sep, device=self.device),
-                                layout.fine_ids(codes[:, qc:, a * r : t0 * r]),
-                            ],
-                            dim=1,
+                    # 2. coarse codes of each new semantic token's frames
+                    coarse_parts = []
+                    for j in range(n):
+                        coarse_stream.push(new_sem[:, j : j + 1])
+                        ids = self._sample_into(
+                            coarse_stream, r * qc, coarse_span, request, generators, cancel
                         )
-                        ids = self._run(
-                            f_stage,
-                            prefix,
-                            (t1 - t0) * r * qf,
-                            fine_span,
-                            request,
-                            generators,
-                            cancel,
-                        )
-                        window_codes = torch.cat([coarse, layout.fine_codes(ids)], dim=1)
+                        coarse_parts.append(layout.coarse_codes(ids))  # [B, Qc, r]
+                    coarse = torch.cat(coarse_parts, dim=2)  # [B, Qc, n·r]
+                    # 3. fine codes of each new frame
+                    if fine_stream is not None:
+                        fine_parts = []
+                        for f in range(coarse.shape[2]):
+                            fine_stream.push(layout.fine_context_ids(coarse[:, :, f : f + 1]))
+                            ids = self._sample_into(
+                                fine_stream, qf, fine_span, request, generators, cancel
+                            )
+                            fine_parts.append(layout.fine_codes(ids))  # [B, Qf, 1]
+                        window_codes = torch.cat([coarse, torch.cat(fine_parts, dim=2)], dim=1)
                     else:
                         window_codes = coarse
-                    codes = torch.cat([codes, window_codes], dim=2)
-                    done_tokens += t1 - t0
+                    done_tokens += n
                     # 4. streaming decode of the window
                     wave = decoder.push(window_codes)[:, 0].float().cpu().numpy()  # [B, n·hop_s]
                     lead_in = None

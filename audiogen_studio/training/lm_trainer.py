@@ -8,10 +8,10 @@
   stage and every resumed run reuses;
 - each step draws ``batch`` aligned windows (the token RNG of step ``s`` on rank ``r`` is
   ``numpy.random.default_rng([seed, r, s])``) of a random number of semantic tokens up to the
-  stage's window, lays them out with :class:`~audiogen_studio.models.audiolm_layout.TokenLayout`,
-  and minimises next-token cross-entropy on the stage's own part of the sequence (semantic: all;
-  coarse: after the separator; fine: after the separator), AdamW with warm-up and cosine decay,
-  gradient clipping;
+  stage's window, lays them out with :class:`~audiogen_studio.models.audiolm_layout.TokenLayout`
+  (conditioning interleaved frame by frame), and minimises next-token cross-entropy on the
+  stage's own positions (semantic: all; coarse: the coarse ids; fine: the fine ids), AdamW with
+  warm-up and cosine decay, gradient clipping;
 - resumable from ``BUNDLE/checkpoint/lm_<stage>/``; tqdm; CPU/CUDA/MPS; bf16 autocast on CUDA;
   DDP under ``torchrun``; writes ``BUNDLE/lm_<stage>.safetensors`` and registers the component
   (with its layout and window) in ``bundle.json``.
@@ -145,12 +145,11 @@ DEFAULT_WINDOWS = {"semantic": 250, "coarse": 100, "fine": 50}
 
 def stage_sequence_length(stage: str, window: int, layout: TokenLayout) -> int:
     """Tokens of a full training sequence of ``window`` semantic tokens for ``stage``."""
-    frames = window * layout.ratio
     if stage == "semantic":
         return window
     if stage == "coarse":
-        return window + 1 + frames * layout.coarse_quantizers
-    return frames * layout.coarse_quantizers + 1 + frames * layout.fine_quantizers
+        return window * layout.coarse_group
+    return window * layout.ratio * layout.fine_group
 
 
 def stage_vocab(stage: str, layout: TokenLayout) -> int:
@@ -164,20 +163,19 @@ def stage_vocab(stage: str, layout: TokenLayout) -> int:
 
 def make_batch(
     stage: str, layout: TokenLayout, semantic: torch.Tensor, acoustic: torch.Tensor
-) -> tuple[torch.Tensor, int]:
-    """The training sequence ``[B, L]`` of aligned windows and the index of its first target.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training sequence ``[B, L]`` of aligned windows and the ``[L]`` mask of the
+    positions the stage predicts (all for semantic; the coarse / fine ids of the others).
 
-    ``semantic [B, n]``, ``acoustic [B, Q, n·ratio]``; the loss covers targets from the
-    returned index on (everything for the semantic stage, the part after the separator else).
+    ``semantic [B, n]``, ``acoustic [B, Q, n·ratio]``.
     """
     if stage == "semantic":
-        return semantic, 1
+        return semantic.long(), torch.ones(semantic.shape[1], dtype=torch.bool)
     qc, qf = layout.coarse_quantizers, layout.fine_quantizers
     coarse = acoustic[:, :qc]
     if stage == "coarse":
-        return layout.coarse_sequence(semantic, coarse), semantic.shape[1] + 1
-    fine = acoustic[:, qc : qc + qf]
-    return layout.fine_sequence(coarse, fine), coarse.shape[1] * coarse.shape[2] + 1
+        return layout.coarse_sequence(semantic, coarse)
+    return layout.fine_sequence(coarse, acoustic[:, qc : qc + qf])
 
 
 def _layout_for(bundle: Path, options: LMTrainOptions) -> tuple[TokenLayout, Any, Any]:
@@ -290,12 +288,11 @@ def _loss(
     acoustic: torch.Tensor,
     device: torch.device,
 ) -> torch.Tensor:
-    seq, first = make_batch(stage, layout, semantic, acoustic)
+    seq, mask = make_batch(stage, layout, semantic, acoustic)
     seq = seq.to(device)
-    logits = model(seq[:, :-1])  # [B, L - 1, V]
-    targets = seq[:, 1:]
-    start = first - 1  # logits at position i predict token i + 1
-    return F.cross_entropy(logits[:, start:].float().transpose(1, 2), targets[:, start:])
+    logits = model(seq[:, :-1])  # [B, L - 1, V]: position i predicts token i + 1
+    targets = seq[:, 1:].masked_fill(~mask[1:].to(device)[None, :], -100)
+    return F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=-100)
 
 
 def train_lm(
@@ -466,7 +463,7 @@ def _train(
             if not math.isfinite(value):
                 raise TrainingError(f"the loss became {value} at step {step}; lower --lr")
             recent.append(value)
-            tokens_seen += int(sem.numel()) * (1 if stage == "semantic" else 1 + layout.ratio)
+            tokens_seen += sem.shape[0] * stage_sequence_length(stage, sem.shape[1], layout)
             if dinfo.main:
                 if options.val_every and step % options.val_every == 0:
                     val_loss = validate()

@@ -47,10 +47,18 @@ def test_layout_round_trips_and_ranges() -> None:
     fine = layout.fine_ids(codes[:, 2:])
     assert torch.equal(layout.fine_codes(fine), codes[:, 2:])
     sem = torch.randint(0, 10, (3, 3))
-    seq, first = make_batch("coarse", layout, sem, codes)
-    assert seq.shape == (3, 3 + 1 + 12) and first == 4 and int(seq[0, 3]) == layout.coarse_sep
-    seq, first = make_batch("fine", layout, sem, codes)
-    assert seq.shape == (3, 12 + 1 + 6) and first == 13 and int(seq[0, 12]) == layout.fine_sep
+    seq, mask = make_batch("coarse", layout, sem, codes)
+    # per semantic token: its id, then 2 frames x 2 coarse quantizers
+    assert seq.shape == (3, 3 * 5) and layout.coarse_group == 5
+    assert torch.equal(seq[:, ::5], sem)
+    assert mask.tolist() == [False, True, True, True, True] * 3
+    assert torch.equal(
+        layout.coarse_codes(seq.reshape(3, 3, 5)[:, :, 1:].reshape(3, -1)), codes[:, :2]
+    )
+    seq, mask = make_batch("fine", layout, sem, codes)
+    # per codec frame: 2 coarse ids (conditioning), then 1 fine id
+    assert seq.shape == (3, 6 * 3) and mask.tolist() == [False, False, True] * 6
+    assert torch.equal(layout.fine_codes(seq[:, 2::3]), codes[:, 2:])
     with pytest.raises(ValueError, match="integer multiple"):
         TokenLayout(
             semantic_vocab=10,
