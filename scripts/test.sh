@@ -14,8 +14,10 @@ echo "== mypy";            .venv/bin/mypy
 echo "== import-linter";   .venv/bin/lint-imports
 echo "== virtual audio";   ./scripts/virtual-audio.sh start
 echo "== pytest";          .venv/bin/python -m pytest "$@"
-echo "== pytest without Qt (engine, models, audio, training and CLI must not need PySide6)"
-AUDIOGEN_BLOCK_QT=1 .venv/bin/python -m pytest -q -p no:pytest-qt --ignore=tests/app -m "not device" tests
+echo "== pytest without Qt (engine, models, audio, training and CLI must not need PySide6;"
+echo "   the slow training tests import nothing the others do not, so they run once, above)"
+AUDIOGEN_BLOCK_QT=1 .venv/bin/python -m pytest -q -p no:pytest-qt --ignore=tests/app \
+  -m "not device and not slow" tests
 echo "== screenshot under Xvfb"
 mkdir -p build
 .venv/bin/audiogen-studio demo --out build/demo --no-screenshot >/dev/null

@@ -124,6 +124,7 @@ def _correct_fraction(bundle: Path) -> list[float]:
     return fractions
 
 
+@pytest.mark.slow
 def test_trained_stack_continues_the_riff(stacks: tuple[Path, Path]) -> None:
     trained, untrained = stacks
     good = _correct_fraction(trained)

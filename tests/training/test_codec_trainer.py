@@ -44,6 +44,7 @@ def test_pitch_estimator_on_the_riff_itself() -> None:
     assert pitch_errors(four_note_riff()).max() < 0.01
 
 
+@pytest.mark.slow
 def test_tiny_codec_recipe_reconstructs_each_notes_pitch() -> None:
     x = four_note_riff()
     untrained = Codec(NAMED_CODEC_CONFIGS["tiny"]).eval()

@@ -291,6 +291,7 @@ def test_a_users_ssl_weights_become_the_same_bundle_component(
         tokenizer_from_ssl(tmp_path / "w.pth", riff_dir, out)
 
 
+@pytest.mark.slow
 def test_torchrun_trains_with_two_cpu_processes(riff_dir: Path, tmp_path: Path) -> None:
     torchrun = Path(sys.executable).with_name("torchrun")
     if not torchrun.is_file():

@@ -379,6 +379,7 @@ def test_cli_trains_and_prints_json(
     assert read_bundle(out).kind == "wavenet"
 
 
+@pytest.mark.slow
 def test_torchrun_trains_with_two_cpu_processes(tones_dir: Path, tmp_path: Path) -> None:
     torchrun = Path(sys.executable).with_name("torchrun")
     if not torchrun.is_file():
