@@ -276,3 +276,23 @@ def test_pcm16_fast_path_equals_libsndfile_float_decoding(tmp_path: Path) -> Non
     clip = io.load(path)
     reference, _ = sf.read(str(path), dtype="float32", always_2d=True)
     assert np.array_equal(clip.samples, reference.T)
+
+
+def test_long_files_decode_in_parallel_ranges_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(io, "_PARALLEL_MIN_FRAMES", 1000)
+    monkeypatch.setattr(io, "_READ_BLOCK", 777)  # ranges end mid-block
+    rng = np.random.default_rng(1)
+    for subtype, data in (
+        ("PCM_16", rng.integers(-32768, 32768, size=(20_011, 2), dtype=np.int16)),
+        ("FLOAT", rng.standard_normal((20_011, 3)).astype(np.float32) * 0.3),
+    ):
+        path = tmp_path / f"long-{subtype}.wav"
+        sf.write(str(path), data, 48000, subtype=subtype)
+        reference, _ = sf.read(str(path), dtype="float32", always_2d=True)
+        assert np.array_equal(io.load(path).samples, reference.T)
+    flac = tmp_path / "long.flac"
+    sf.write(str(flac), data[:, :2], 48000, subtype="PCM_24")
+    reference, _ = sf.read(str(flac), dtype="float32", always_2d=True)
+    assert np.array_equal(io.load(flac).samples, reference.T)
