@@ -133,7 +133,10 @@ def run_lm(args: argparse.Namespace) -> int:
         result = train_lm(options)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
+    if result.rank != 0:
+        return 0
     summary = {
+        "world_size": result.world_size,
         "bundle": str(result.bundle),
         "stage": result.stage,
         "step": result.step,

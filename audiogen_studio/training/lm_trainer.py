@@ -138,6 +138,8 @@ class LMTrainResult:
     val_loss: float | None
     seconds: float
     tokens_per_second: float
+    rank: int = 0
+    world_size: int = 1
 
 
 DEFAULT_WINDOWS = {"semantic": 250, "coarse": 100, "fine": 50}
@@ -542,4 +544,6 @@ def _train(
         val_loss=finite_or_none(val_loss),
         seconds=base_seconds + elapsed,
         tokens_per_second=tokens_seen * dinfo.world / max(elapsed, 1e-9),
+        rank=dinfo.rank,
+        world_size=dinfo.world,
     )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -106,3 +109,26 @@ def test_missing_codec_or_tokenizer_is_a_clear_error(tmp_path: Path, data: Path)
         train_lm(LMTrainOptions(stage="semantic", data=data, bundle=tmp_path / "nothing"))
     with pytest.raises(TrainingError, match="unknown stage"):
         train_lm(LMTrainOptions(stage="medium", data=data, bundle=tmp_path))  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_torchrun_trains_a_stage_with_two_cpu_processes(tmp_path: Path, data: Path) -> None:
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.is_file():
+        pytest.fail("torchrun is not installed next to this Python")
+    bundle = random_audiolm_bundle(tmp_path / "bundle", windows={})
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(
+        [
+            str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "audiogen_studio",
+            "train", "lm-fine", "--data", str(data), "--bundle", str(bundle), "--size", "tiny",
+            "--window", "8", "--steps", "4", "--batch", "2", "--device", "cpu", "--no-progress",
+            "--save-every", "2", "--json",
+        ],
+        capture_output=True, text=True, timeout=180, env=env, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout[proc.stdout.index("{") :])  # only rank 0 prints
+    assert report["world_size"] == 2 and report["step"] == 4
+    info = read_bundle(bundle)
+    assert info.training["lm_fine"]["world_size"] == 2 and info.training["lm_fine"]["steps"] == 4
