@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 SILENCE_PEAK = 1e-4  # -80 dBFS
 MIN_CROSSFADE_SECONDS = 0.01
 FIRST_WINDOW_SECONDS = 0.16
+FUSED_FEED_MAX = 4  # feed up to this many given ids one by one through the fused CPU step
 STAGE_COMPONENTS = ("lm_semantic", "lm_coarse", "lm_fine")
 
 
@@ -103,9 +104,13 @@ class _Stream:
             self.cache.reset()
             self.fed = 0
         pending = self.tokens[:, self.start + self.fed :]
-        logits = self.model.forward_cached(pending, self.cache)[:, -1]
         self.fed += pending.shape[1]
-        return logits
+        if 1 < pending.shape[1] <= FUSED_FEED_MAX and self.model.fused_decode is not None:
+            # a few conditioning ids: one fused single-token step each beats a torch pass
+            for i in range(pending.shape[1] - 1):
+                self.model.forward_cached(pending[:, i : i + 1], self.cache)
+            pending = pending[:, -1:]
+        return self.model.forward_cached(pending, self.cache, last_only=True)[:, -1]
 
 
 class AudioLMEngine:
