@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 SILENCE_PEAK = 1e-4  # -80 dBFS
 MIN_CROSSFADE_SECONDS = 0.01
 FIRST_WINDOW_SECONDS = 0.16
+PRIME_FRAMES = 48  # codec frames that prime the streaming decoder (its receptive field <= 24)
+ENCODE_MARGIN_FRAMES = 48  # codec frames encoded before the first one used (receptive field)
 FUSED_FEED_MAX = 4  # feed up to this many given ids one by one through the fused CPU step
 STAGE_COMPONENTS = ("lm_semantic", "lm_coarse", "lm_fine")
 
@@ -321,26 +323,33 @@ class AudioLMEngine:
             s_p = (total - round(MIN_CROSSFADE_SECONDS * rate)) // hop_s
             cond = torch.from_numpy(audio[: s_p * hop_s]).to(self.device)[None]
             semantic = self.tokenizer.tokens(cond)[:, :s_p].expand(takes, -1).clone()
-            codes = self.codec.encode(cond[:, None, :], n_q=layout.quantizers)
-            codes = codes[:, :, : s_p * r].expand(takes, -1, -1).clone()  # [B, Q, F_p]
-            decoder = self.codec.stream_decoder(takes)
-            decoder.push(codes)  # primes the decoder's state; the prompt's audio is not used
             # each stream starts with the prompt's last context (whole groups)
             keep = {
                 n: st.model.config.max_seq_len // 2 // st.group for n, st in self.stages.items()
             }
             s_keep = min(s_p, keep["semantic"])
-            sem_stream = _Stream(self.stages["semantic"], semantic[:, s_p - s_keep :])
             c_keep = min(s_p, keep["coarse"])
+            f_keep = min(s_p * r, keep.get("fine", 0))
+            # only the codes the streams and the decoder need are computed: the codec is causal
+            # with a finite receptive field, so encoding from ENCODE_MARGIN_FRAMES earlier and
+            # priming the decoder with PRIME_FRAMES give exactly the codes and state of the
+            # whole prompt (tested for the named codec configs)
+            f_p = s_p * r
+            need = max(c_keep * r, f_keep, PRIME_FRAMES)
+            base = max(0, f_p - need - ENCODE_MARGIN_FRAMES)
+            codes = self.codec.encode(cond[:, None, base * self.hop_c :], n_q=layout.quantizers)
+            codes = codes[:, :, : f_p - base].expand(takes, -1, -1).clone()  # [B, Q, F_p - base]
+            decoder = self.codec.stream_decoder(takes)
+            decoder.push(codes[:, :, -PRIME_FRAMES:])  # primes the state; its audio is not used
+            sem_stream = _Stream(self.stages["semantic"], semantic[:, s_p - s_keep :])
             coarse_stream = _Stream(
                 self.stages["coarse"],
                 layout.coarse_sequence(
-                    semantic[:, s_p - c_keep :], codes[:, :qc, (s_p - c_keep) * r :]
+                    semantic[:, s_p - c_keep :], codes[:, :qc, (s_p - c_keep) * r - base :]
                 )[0],
             )
             fine_stream = None
             if qf:
-                f_keep = min(s_p * r, keep["fine"])
                 fine_stream = _Stream(
                     self.stages["fine"],
                     layout.fine_sequence(codes[:, :qc, -f_keep:], codes[:, qc:, -f_keep:])[0]

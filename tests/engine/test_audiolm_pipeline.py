@@ -138,3 +138,34 @@ def test_incomplete_or_mismatched_bundles_are_clear_errors(tmp_path: Path) -> No
         AudioLMEngine.from_bundle(bundle, device="cpu")
     with pytest.raises(GenerationError, match="cannot vocode|wavenet-vocoder"):
         load_engine(str(folder), mode="vocode")
+
+
+@pytest.mark.parametrize("name", ["tiny", "default", "large", "default-audiolm"])
+def test_partial_encoding_and_priming_equal_the_whole_prompt(name: str) -> None:
+    """The engine encodes only the prompt's tail and primes the decoder with PRIME_FRAMES; for
+    every named codec config (and the shipped bundle's) that equals using the whole prompt."""
+    import json
+
+    from audiogen_studio.engine.audiolm_pipeline import ENCODE_MARGIN_FRAMES, PRIME_FRAMES
+    from audiogen_studio.models.codec import NAMED_CODEC_CONFIGS, Codec, CodecConfig
+
+    if name == "default-audiolm":
+        path = Path(__file__).parents[2] / "scripts" / "default-audiolm-codec.json"
+        config = CodecConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    else:
+        config = NAMED_CODEC_CONFIGS[name]
+    torch.manual_seed(0)
+    codec = Codec(config).eval()
+    frames, used = 160, 20
+    audio = 0.1 * torch.randn(1, 1, frames * config.hop)
+    with torch.inference_mode():
+        full = codec.encode(audio)
+        start = frames - used - ENCODE_MARGIN_FRAMES
+        tail = codec.encode(audio[:, :, start * config.hop :])
+        assert torch.equal(tail[:, :, -used:], full[:, :, -used:])
+        more = torch.randint(0, config.codebook_size, (1, config.n_q, 6))
+        whole = codec.stream_decoder(1)
+        whole.push(full)
+        primed = codec.stream_decoder(1)
+        primed.push(full[:, :, -PRIME_FRAMES:])
+        torch.testing.assert_close(primed.push(more), whole.push(more), atol=1e-5, rtol=0)
