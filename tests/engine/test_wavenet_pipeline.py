@@ -162,7 +162,9 @@ def test_bad_inputs_are_clear_errors(
         GenerationRequest(prompt=Clip(np.zeros((1, 0), np.float32), RATE), seconds=0.1)
     with pytest.raises(GenerationError, match="takes"):
         GenerationRequest(prompt=two_tone(0.1), takes=9)
-    with pytest.raises(GenerationError, match="is a wavenet-vocoder bundle, expected audiolm or wavenet"):
+    with pytest.raises(
+        GenerationError, match="is a wavenet-vocoder bundle, expected audiolm or wavenet"
+    ):
         load_engine(str(vocoder_bundle[0]), mode="continue")
     with pytest.raises(GenerationError, match="is a wavenet bundle, expected wavenet-vocoder"):
         load_engine(str(two_tone_bundle), mode="vocode")
