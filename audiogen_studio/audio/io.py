@@ -66,17 +66,18 @@ def _check_readable(path: Path) -> None:
         raise AudioFileError(path, "permission denied")
 
 
-def _check_wav_truncation(path: Path) -> None:
+def _check_wav_truncation(path: Path) -> tuple[int, int] | None:
     """Raise if a RIFF/WAVE file's data chunk promises more bytes than the file holds.
 
     libsndfile silently reads what is there, so a half-copied WAV would otherwise load as a
     shorter clip. Streaming writers that leave the size as 0 or 0xFFFFFFFF are accepted.
+    Returns ``(offset, bytes)`` of a little-endian WAV's complete data chunk, else ``None``.
     """
     size = path.stat().st_size
     with path.open("rb") as f:
         header = f.read(12)
         if len(header) < 12 or header[:4] not in (b"RIFF", b"RIFX") or header[8:12] != b"WAVE":
-            return
+            return None
         endian = "<" if header[:4] == b"RIFF" else ">"
         pos = 12
         block_align = 0
@@ -93,7 +94,7 @@ def _check_wav_truncation(path: Path) -> None:
                     block_align = struct.unpack(endian + "HHIIHH", fmt)[4]
             if cid == b"data":
                 if csize in (0, 0xFFFFFFFF):
-                    return
+                    return None
                 available = size - (pos + 8)
                 if csize > available:
                     if block_align:
@@ -102,7 +103,7 @@ def _check_wav_truncation(path: Path) -> None:
                     else:
                         detail = f"header promises {csize} data bytes, file holds {available}"
                     raise AudioFileError(path, f"truncated WAV: {detail}")
-                return
+                return (pos + 8, csize) if endian == "<" else None
             pos += 8 + csize + (csize & 1)
         if pos + 8 > size and pos < size:
             raise AudioFileError(path, "truncated WAV: a chunk header is cut off")
@@ -172,7 +173,18 @@ def _read_range(
     return pos - start
 
 
-def _read_samples(p: Path) -> tuple[npt.NDArray[np.float32], int, bool]:
+def _scale_int16(
+    raw: npt.NDArray[np.int16], out: npt.NDArray[np.float32], start: int, stop: int
+) -> int:
+    """``out[:, start:stop] = raw[start:stop].T / 32768`` in one numpy call (it releases the GIL
+    once; per-block calls would queue behind other Python threads for the GIL); returns frames."""
+    np.multiply(raw[start:stop].T, np.float32(1.0 / 32768.0), out=out[:, start:stop])
+    return stop - start
+
+
+def _read_samples(
+    p: Path, wav_data: tuple[int, int] | None = None
+) -> tuple[npt.NDArray[np.float32], int, bool]:
     """Decode a whole file block by block into one preallocated ``[C, T]`` float32 array.
 
     16-bit PCM is read as integers and scaled here (half the bytes through libsndfile, the
@@ -192,6 +204,28 @@ def _read_samples(p: Path) -> tuple[npt.NDArray[np.float32], int, bool]:
             seekable = bool(f.seekable()) and str(f.format) in ("WAV", "WAVEX", "FLAC", "AIFF")
         out = np.empty((channels, capacity), dtype=np.float32)
         workers = min(4, os.cpu_count() or 1)
+        if (
+            wav_data is not None
+            and as_int16
+            and wav_data[1] == capacity * channels * 2
+            and capacity >= _PARALLEL_MIN_FRAMES
+        ):
+            # a plain 16-bit WAV: map its data chunk and scale it in parallel ranges (numpy
+            # releases the GIL), skipping libsndfile's copy through a block buffer
+            raw = np.memmap(
+                p, dtype="<i2", mode="r", offset=wav_data[0], shape=(capacity, channels)
+            )
+            edges = [capacity * i // workers for i in range(workers + 1)]
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(workers, thread_name_prefix="audio-load") as pool:
+                list(
+                    pool.map(
+                        lambda i: _scale_int16(raw, out, edges[i], edges[i + 1]), range(workers)
+                    )
+                )
+            del raw
+            return out, rate, True
         if seekable and capacity >= _PARALLEL_MIN_FRAMES and workers > 1:
             from concurrent.futures import ThreadPoolExecutor
 
@@ -251,8 +285,8 @@ def load(path: str | Path, *, rate: int | None = None, mono: bool = False) -> Cl
     """
     p = Path(path)
     _check_readable(p)
-    _check_wav_truncation(p)
-    samples, file_rate, integers = _read_samples(p)
+    wav_data = _check_wav_truncation(p)
+    samples, file_rate, integers = _read_samples(p, wav_data)
     if samples.shape[1] == 0:
         raise AudioFileError(p, "no audio frames (the file holds a header only)")
     if not integers:  # report the position in the file, before any downmix or resampling
