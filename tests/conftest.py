@@ -68,6 +68,19 @@ class VirtualAudio:
     env: dict[str, str]
 
 
+#: the bundles shipped in models/ (tests/engine/test_shipped_models.py checks them)
+SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
+@pytest.fixture(autouse=True)
+def no_shipped_models(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tests see only the bundles they make: the shipped models/ folder is hidden (a test that
+    wants it deletes ``AUDIOGEN_SHIPPED_MODELS``)."""
+    monkeypatch.setenv("AUDIOGEN_SHIPPED_MODELS", str(tmp_path_factory.getbasetemp() / "none"))
+
+
 def unavailable(reason: str) -> NoReturn:
     """Skip, or fail when the run requires a device (AUDIOGEN_REQUIRE_AUDIO_DEVICE=1)."""
     if os.environ.get("AUDIOGEN_REQUIRE_AUDIO_DEVICE") == "1":

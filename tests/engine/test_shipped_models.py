@@ -1,0 +1,43 @@
+"""The bundles shipped in models/: they are found, fit the size budget, load and generate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from audiogen_studio.audio import synth
+from audiogen_studio.engine.api import GenerationRequest
+from audiogen_studio.engine.bundles import list_bundles, shipped_models_dir
+from audiogen_studio.engine.loader import load_engine
+from audiogen_studio.engine.takes import collect
+
+MODELS = Path(__file__).resolve().parents[2] / "models"
+
+
+@pytest.fixture(autouse=True)
+def shipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AUDIOGEN_SHIPPED_MODELS", raising=False)
+    monkeypatch.setenv("AUDIOGEN_MODELS", "")
+
+
+def test_models_folder_is_found_and_within_its_budget() -> None:
+    assert shipped_models_dir() == MODELS
+    size = sum(p.stat().st_size for p in MODELS.rglob("*") if p.is_file())
+    assert size <= 80 * 2**20, f"models/ holds {size / 2**20:.1f} MiB (budget 80)"
+    names = {b.name for b in list_bundles([MODELS])}
+    assert "default-audiolm" in names
+
+
+def test_default_audiolm_continues_a_prompt() -> None:
+    torch.set_num_threads(1)
+    engine = load_engine("default-audiolm", device="cpu")
+    prompt = synth.riff(repeats=1)
+    (take,) = collect(engine, GenerationRequest(prompt=prompt, seconds=0.5, seed=0))
+    assert take.complete and take.generated.frames == 8000
+    assert np.isfinite(take.output.samples).all()
+    np.testing.assert_array_equal(
+        take.output.samples[:, : prompt.frames - 800], prompt.samples[:, : prompt.frames - 800]
+    )
