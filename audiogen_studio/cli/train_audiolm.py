@@ -50,6 +50,21 @@ def add_common(p: argparse.ArgumentParser, *, save_every: int = 500) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
+def _amp(args: argparse.Namespace) -> bool:
+    """Mixed precision unless ``--no-amp``; only asked for where CUDA can serve it (the trainers
+    would otherwise warn on every CPU run)."""
+    if args.no_amp:
+        return False
+    device = str(args.device)
+    if device.startswith("cuda"):
+        return True
+    if device != "auto":
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
 def register(tsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``semantic``, ``lm-semantic``, ``lm-coarse`` and ``lm-fine`` under ``train``."""
     p = tsub.add_parser(
@@ -123,7 +138,7 @@ def run_lm(args: argparse.Namespace) -> int:
         lr=args.lr,
         seed=args.seed,
         device=args.device,
-        amp=not args.no_amp,
+        amp=_amp(args),
         threads=args.threads,
         save_every=args.save_every,
         time_limit=args.time_limit,
@@ -178,7 +193,7 @@ def run_semantic(args: argparse.Namespace) -> int:
         lr=args.lr,
         kmeans_seconds=args.kmeans_seconds,
         device=args.device,
-        amp=not args.no_amp,
+        amp=_amp(args),
         save_every=args.save_every,
         seed=args.seed,
         name=args.name,
