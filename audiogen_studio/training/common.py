@@ -46,6 +46,7 @@ __all__ = [
     "DistInfo",
     "amp_dtype_for",
     "autocast",
+    "distributed_session",
     "finite_or_none",
     "progress_bar",
     "setup_distributed",
@@ -132,6 +133,21 @@ def teardown_distributed(info: DistInfo) -> None:
     """Leave the process group this process created."""
     if info.owns_group and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def distributed_session(
+    device_name: str, threads: int | None = None
+) -> Iterator[tuple[DistInfo, torch.device]]:
+    """Set torch's CPU threads, join the ``torchrun`` group (if any) and leave it at the end:
+    ``with distributed_session(options.device, options.threads) as (dist_info, device): ...``."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    info, device = setup_distributed(device_name)
+    try:
+        yield info, device
+    finally:
+        teardown_distributed(info)
 
 
 def amp_dtype_for(device: torch.device, amp: bool) -> torch.dtype | None:

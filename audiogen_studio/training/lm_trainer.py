@@ -46,10 +46,9 @@ from audiogen_studio.training.common import (
     DistInfo,
     amp_dtype_for,
     autocast,
+    distributed_session,
     finite_or_none,
     progress_bar,
-    setup_distributed,
-    teardown_distributed,
 )
 from audiogen_studio.training.token_cache import TokenCorpus, file_digest
 from audiogen_studio.training.waveform_dataset import WaveformDataset
@@ -310,13 +309,8 @@ def train_lm(
             another config.
     """
     options.check()
-    if options.threads is not None:
-        torch.set_num_threads(options.threads)
-    dinfo, device = setup_distributed(options.device)
-    try:
+    with distributed_session(options.device, options.threads) as (dinfo, device):
         return _train(options, Path(options.bundle).expanduser(), dinfo, device, on_step, stop)
-    finally:
-        teardown_distributed(dinfo)
 
 
 def _train(

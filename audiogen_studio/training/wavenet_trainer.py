@@ -60,10 +60,9 @@ from audiogen_studio.training.common import (
     DistInfo,
     amp_dtype_for,
     autocast,
+    distributed_session,
     finite_or_none,
     progress_bar,
-    setup_distributed,
-    teardown_distributed,
     write_json,
 )
 
@@ -346,14 +345,9 @@ def train_wavenet(
         ComputeDeviceError: the device asked for is not there.
     """
     options.check()
-    if options.threads is not None:
-        torch.set_num_threads(options.threads)
     out = Path(options.out).expanduser()
-    dinfo, device = setup_distributed(options.device)
-    try:
+    with distributed_session(options.device, options.threads) as (dinfo, device):
         return _train(options, out, dinfo, device, on_step, stop)
-    finally:
-        teardown_distributed(dinfo)
 
 
 def _train(
