@@ -188,6 +188,55 @@ def check_state_dict(
         raise CheckpointError(path, "; ".join(problems))
 
 
+def load_configured(
+    path: str | Path,
+    cls: Any,
+    config_cls: Any,
+    *,
+    device: str | torch.device = "cpu",
+    expected_config: Any = None,
+) -> Any:
+    """Rebuild ``cls(config)`` from a checkpoint that carries its config, in eval mode.
+
+    ``cls.checkpoint_module`` names the module the file must hold; ``config_cls.from_dict``
+    rebuilds the config; ``expected_config`` (a ``config_cls`` or a mapping, e.g. the config in
+    ``bundle.json``), when given, must equal the stored one.
+
+    Raises:
+        CheckpointError: missing or unreadable file, another module's checkpoint, a missing,
+            invalid or unexpected config, tensors that do not fit.
+    """
+    p = Path(path)
+    state, meta = load_state(p)
+    name = cls.checkpoint_module
+    module = meta.get("module")
+    if module not in (None, name):
+        raise CheckpointError(p, f"holds a {module} checkpoint, not a {name}")
+    if not meta["config"]:
+        raise CheckpointError(p, f"no {name} config in the file's metadata")
+    try:
+        config = config_cls.from_dict(meta["config"])
+    except ValueError as exc:
+        raise CheckpointError(p, str(exc)) from exc
+    if expected_config is not None:
+        try:
+            expected = (
+                expected_config
+                if isinstance(expected_config, config_cls)
+                else config_cls.from_dict(expected_config)
+            )
+        except ValueError as exc:
+            raise CheckpointError(p, f"expected config is invalid: {exc}") from exc
+        if expected != config:
+            want = expected.to_dict()
+            diff = {k: (v, want[k]) for k, v in config.to_dict().items() if want[k] != v}
+            raise CheckpointError(p, f"config differs from the expected one: {diff}")
+    model = cls(config)
+    check_state_dict(model, state, p)
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
 def load_into(
     module: nn.Module, path: str | Path, *, device: str | torch.device = "cpu"
 ) -> dict[str, Any]:

@@ -53,8 +53,7 @@ from torch.nn.utils import parametrizations
 
 from audiogen_studio.models.checkpoint import (
     CheckpointError,
-    check_state_dict,
-    load_state,
+    load_configured,
     save_module,
 )
 from audiogen_studio.models.quantize import QuantizedResult, ResidualVQ
@@ -606,34 +605,9 @@ class Codec(nn.Module):
             CheckpointError: missing or unreadable file, another module's checkpoint, a bad or
                 unexpected config, tensors that do not fit.
         """
-        p = Path(path)
-        state, meta = load_state(p)
-        module = meta.get("module")
-        if module not in (None, cls.checkpoint_module):
-            raise CheckpointError(p, f"holds a {module} checkpoint, not a Codec")
-        if not meta["config"]:
-            raise CheckpointError(p, "no codec config in the file's metadata")
-        try:
-            config = CodecConfig.from_dict(meta["config"])
-        except ValueError as exc:
-            raise CheckpointError(p, str(exc)) from exc
-        if expected_config is not None:
-            try:
-                expected = (
-                    expected_config
-                    if isinstance(expected_config, CodecConfig)
-                    else CodecConfig.from_dict(expected_config)
-                )
-            except ValueError as exc:
-                raise CheckpointError(p, f"expected config is invalid: {exc}") from exc
-            if expected != config:
-                want = expected.to_dict()
-                diff = {k: (v, want[k]) for k, v in config.to_dict().items() if want[k] != v}
-                raise CheckpointError(p, f"config differs from the expected one: {diff}")
-        model = cls(config)
-        check_state_dict(model, state, p)
-        model.load_state_dict(state)
-        return model.to(device).eval()
+        return load_configured(  # type: ignore[no-any-return]
+            path, cls, CodecConfig, device=device, expected_config=expected_config
+        )
 
 
 def load_codec(path_or_bundle: str | Path, *, device: str | torch.device = "cpu") -> Codec:

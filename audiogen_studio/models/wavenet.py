@@ -58,9 +58,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from audiogen_studio.models.checkpoint import (
-    CheckpointError,
-    check_state_dict,
-    load_state,
+    load_configured,
     save_module,
 )
 
@@ -852,37 +850,9 @@ class WaveNet(nn.Module):
             CheckpointError: missing or unreadable file, another module's checkpoint, a missing,
                 unknown-keyed or invalid config, tensors that do not fit the config.
         """
-        p = Path(path)
-        state, meta = load_state(p)
-        module = meta.get("module")
-        if module not in (None, cls.checkpoint_module):
-            raise CheckpointError(p, f"holds a {module} checkpoint, not a WaveNet")
-        if not meta["config"]:
-            raise CheckpointError(p, "no WaveNet config in the file's metadata")
-        try:
-            config = WaveNetConfig.from_dict(meta["config"])
-        except ValueError as exc:
-            raise CheckpointError(p, str(exc)) from exc
-        if expected_config is not None:
-            try:
-                expected = (
-                    expected_config
-                    if isinstance(expected_config, WaveNetConfig)
-                    else WaveNetConfig.from_dict(expected_config)
-                )
-            except ValueError as exc:
-                raise CheckpointError(p, f"expected config is invalid: {exc}") from exc
-            if expected != config:
-                diff = {
-                    k: (v, expected.to_dict()[k])
-                    for k, v in config.to_dict().items()
-                    if expected.to_dict()[k] != v
-                }
-                raise CheckpointError(p, f"config differs from the expected one: {diff}")
-        model = cls(config)
-        check_state_dict(model, state, p)
-        model.load_state_dict(state)
-        return model.to(device).eval()
+        return load_configured(  # type: ignore[no-any-return]
+            path, cls, WaveNetConfig, device=device, expected_config=expected_config
+        )
 
 
 def count_parameters(model: nn.Module) -> int:
