@@ -46,14 +46,11 @@ def write_lms(
         )
 
 
-def random_audiolm_bundle(folder: Path, *, windows: dict[str, int] | None = None) -> Path:
-    """A complete AudioLM bundle with random weights (tiny codec, tokenizer and LMs)."""
-    torch.manual_seed(0)
-    codec = Codec(NAMED_CODEC_CONFIGS["tiny"]).eval()
-    encoder = SemanticEncoder(NAMED_CONFIGS["tiny"])
-    layer = NAMED_CONFIGS["tiny"].feature_layer
-    centroids = torch.randn(16, encoder.feature_dim(layer))
-    tokenizer = SemanticTokenizer(encoder, layer=layer, centroids=centroids)
+def write_tokenizers(
+    folder: Path, codec: Codec, tokenizer: SemanticTokenizer, *, name: str
+) -> TokenLayout:
+    """Save ``codec`` and ``tokenizer`` as the bundle's components; the layout of its LMs
+    (2 coarse quantizers, the rest fine)."""
     rate = codec.config.sample_rate
     folder.mkdir(parents=True, exist_ok=True)
     codec.save_pretrained(folder / "codec.safetensors")
@@ -63,7 +60,7 @@ def random_audiolm_bundle(folder: Path, *, windows: dict[str, int] | None = None
         file="codec.safetensors",
         config=codec.config.to_dict(),
         sample_rate=rate,
-        name="random-audiolm",
+        name=name,
     )
     tokenizer.save(folder / "semantic.safetensors")
     write_component(
@@ -73,7 +70,7 @@ def random_audiolm_bundle(folder: Path, *, windows: dict[str, int] | None = None
         config=tokenizer.config.to_dict(),
         sample_rate=rate,
     )
-    layout = TokenLayout(
+    return TokenLayout(
         semantic_vocab=tokenizer.n_tokens,
         codebook_size=codec.config.codebook_size,
         coarse_quantizers=2,
@@ -81,10 +78,21 @@ def random_audiolm_bundle(folder: Path, *, windows: dict[str, int] | None = None
         semantic_rate=tokenizer.token_rate,
         acoustic_rate=codec.config.frame_rate,
     )
+
+
+def random_audiolm_bundle(folder: Path, *, windows: dict[str, int] | None = None) -> Path:
+    """A complete AudioLM bundle with random weights (tiny codec, tokenizer and LMs)."""
+    torch.manual_seed(0)
+    codec = Codec(NAMED_CODEC_CONFIGS["tiny"]).eval()
+    encoder = SemanticEncoder(NAMED_CONFIGS["tiny"])
+    layer = NAMED_CONFIGS["tiny"].feature_layer
+    centroids = torch.randn(16, encoder.feature_dim(layer))
+    tokenizer = SemanticTokenizer(encoder, layer=layer, centroids=centroids)
+    layout = write_tokenizers(folder, codec, tokenizer, name="random-audiolm")
     write_lms(
         folder,
         layout,
         windows or {"semantic": 40, "coarse": 12, "fine": 8},
-        sample_rate=rate,
+        sample_rate=codec.config.sample_rate,
     )
     return folder

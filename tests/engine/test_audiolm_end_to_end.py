@@ -15,16 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from audiolm_stack import write_lms
+from audiolm_stack import write_lms, write_tokenizers
 from riff_signal import NOTE_FRAMES, RATE, four_note_riff, pitch_errors
 
 from audiogen_studio.audio import io
 from audiogen_studio.audio.clip import Clip
 from audiogen_studio.engine.api import GenerationRequest
-from audiogen_studio.engine.bundles import write_component
 from audiogen_studio.engine.loader import load_engine
 from audiogen_studio.engine.takes import collect
-from audiogen_studio.models.audiolm_layout import TokenLayout
 from audiogen_studio.training.codec_trainer import fit_tiny_codec
 from audiogen_studio.training.lm_trainer import LMTrainOptions, train_lm
 from audiogen_studio.training.semantic_trainer import fit_tiny_tokenizer
@@ -34,38 +32,6 @@ CONTINUATION_NOTES = 8
 TAKES = 3
 
 
-def _tokenizers(folder: Path, riff: np.ndarray) -> tuple[TokenLayout, int]:
-    codec = fit_tiny_codec(riff, RATE, steps=500, seed=0)
-    tokenizer = fit_tiny_tokenizer(riff, RATE, steps=150, seed=0)
-    folder.mkdir(parents=True)
-    codec.save_pretrained(folder / "codec.safetensors")
-    write_component(
-        folder,
-        "codec",
-        file="codec.safetensors",
-        config=codec.config.to_dict(),
-        sample_rate=RATE,
-        name="riff",
-    )
-    tokenizer.save(folder / "semantic.safetensors")
-    write_component(
-        folder,
-        "semantic",
-        file="semantic.safetensors",
-        config=tokenizer.config.to_dict(),
-        sample_rate=RATE,
-    )
-    layout = TokenLayout(
-        semantic_vocab=tokenizer.n_tokens,
-        codebook_size=codec.config.codebook_size,
-        coarse_quantizers=2,
-        fine_quantizers=codec.config.n_q - 2,
-        semantic_rate=tokenizer.token_rate,
-        acoustic_rate=codec.config.frame_rate,
-    )
-    return layout, codec.config.n_q
-
-
 @pytest.fixture(scope="module")
 def stacks(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(trained bundle, the same codec and tokenizer with untrained LMs)."""
@@ -73,7 +39,9 @@ def stacks(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("riff-audiolm")
     riff = four_note_riff(repeats=8)
     trained = root / "trained"
-    layout, _ = _tokenizers(trained, riff)
+    codec = fit_tiny_codec(riff, RATE, steps=500, seed=0)
+    tokenizer = fit_tiny_tokenizer(riff, RATE, steps=150, seed=0)
+    layout = write_tokenizers(trained, codec, tokenizer, name="riff")
     io.save(Clip(riff, RATE), root / "riff.wav")
     windows = {"semantic": 100, "coarse": 50, "fine": 50}
     for stage, window in windows.items():
