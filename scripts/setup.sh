@@ -18,6 +18,8 @@ APT_PACKAGES=(
   espeak-ng flite festival festvox-kallpc16k festvox-us-slt-hts
   asterisk-core-sounds-en-wav asterisk-core-sounds-en
   sox fluidsynth fluid-soundfont-gm
+  # Opus reference encoder for the codec evaluation (audiogen-studio eval codec)
+  opus-tools
 )
 
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
@@ -42,9 +44,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.installed-$(cat pyproject.toml | sha1sum | cut -c1-12)
 if [ ! -f "$stamp" ]; then
-  echo "[setup] installing audiogen_studio[dev] into .venv"
+  echo "[setup] installing audiogen_studio[dev,eval] into .venv"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[dev]"
+  .venv/bin/python -m pip install -q -e ".[dev,eval]"
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

@@ -1,4 +1,4 @@
-"""Small inspection commands: ``info FILE``, ``devices``, ``models list``."""
+"""Small inspection commands: ``info FILE``, ``devices``, ``models list|card|pack``."""
 
 from __future__ import annotations
 
@@ -26,6 +26,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     lp = msub.add_parser("list", help="list installed model bundles and where they were found")
     lp.add_argument("--json", action="store_true", help="print JSON")
     lp.set_defaults(func=run_models_list)
+    cp = msub.add_parser(
+        "card",
+        help="render a bundle's model card (README.md) from its bundle.json",
+        description="Render BUNDLE/README.md from bundle.json (training provenance, metrics, "
+        "measured quality); optionally set the bundle's version and description first.",
+    )
+    cp.add_argument("bundle", help="bundle folder or installed bundle name")
+    cp.add_argument("--version", dest="bundle_version", help="set the bundle's version")
+    cp.add_argument("--description", help="set the bundle's description")
+    cp.add_argument("--print", action="store_true", help="print the card instead of writing it")
+    cp.set_defaults(func=run_models_card)
+    pp = msub.add_parser(
+        "pack",
+        help="copy a trained bundle's run-time files (no checkpoints or caches) with its card",
+    )
+    pp.add_argument("bundle", help="trained bundle folder")
+    pp.add_argument("destination", help="folder to create or refresh (e.g. models/speech)")
+    pp.set_defaults(func=run_models_pack)
 
 
 def _emit(rows: dict[str, Any] | list[dict[str, Any]], as_json: bool, text: str) -> None:
@@ -127,4 +145,31 @@ def run_models_list(args: argparse.Namespace) -> int:
         where = ", ".join(str(p) for p in bundles.search_path())
         lines.append(f"no model bundles installed (searched: {where})")
     _emit(rows, args.json, "\n".join(lines))
+    return 0
+
+
+def run_models_card(args: argparse.Namespace) -> int:
+    """``audiogen-studio models card BUNDLE [--version V] [--description TEXT] [--print]``."""
+    from audiogen_studio.engine import bundles, model_card
+
+    info = bundles.find_bundle(args.bundle)
+    if args.bundle_version is not None or args.description is not None:
+        info = model_card.update_bundle(
+            info.path, version=args.bundle_version, description=args.description
+        )
+    if args.print:
+        print(model_card.render_model_card(info), end="")
+    else:
+        print(model_card.write_model_card(info.path))
+    return 0
+
+
+def run_models_pack(args: argparse.Namespace) -> int:
+    """``audiogen-studio models pack BUNDLE DESTINATION``."""
+    from audiogen_studio.engine import bundles, model_card
+
+    info = bundles.find_bundle(args.bundle)
+    dest = model_card.pack_bundle(info.path, args.destination)
+    packed = bundles.read_bundle(dest)
+    print(f"{dest} ({model_card.shipped_bytes(packed) / 1e6:.1f} MB)")
     return 0

@@ -1,0 +1,283 @@
+"""Model cards: a bundle's ``README.md`` rendered from its ``bundle.json`` (issue 6, item 3).
+
+A bundle already records, per component, its training provenance (``training[component]``: data,
+hours, steps, seconds, device, ...) and validation metrics (``metrics[component]``). The quality
+evaluation (``audiogen-studio eval``) adds ``metrics["quality"]``: a mapping of figure name to
+``{"value": float | None, "target": str, "met": bool | None, "note": str}``. This module
+
+- updates the bundle-level fields (``version``, ``description``) and named metric sections of a
+  ``bundle.json`` atomically (:func:`update_bundle`), and
+- renders the card (:func:`render_model_card`) and writes it beside the manifest
+  (:func:`write_model_card`), so a card is never edited by hand and never disagrees with the
+  figures the bundle carries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from audiogen_studio.engine.bundles import BUNDLE_FILE, BundleError, BundleInfo, read_bundle
+
+__all__ = [
+    "CARD_FILE",
+    "pack_bundle",
+    "render_model_card",
+    "shipped_bytes",
+    "shipped_files",
+    "update_bundle",
+    "write_model_card",
+]
+
+CARD_FILE = "README.md"
+
+# Provenance keys shown in the training table, in this order, with their headings.
+# A column shows the first key of its tuple that a component's provenance has.
+_TRAINING_COLUMNS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("steps",), "steps"),
+    (("hours", "train_hours"), "train hours"),
+    (("valid_hours",), "valid hours"),
+    (("time_seconds",), "wall time"),
+    (("device",), "device"),
+    (("world_size",), "processes"),
+    (("completed",), "completed"),
+)
+
+
+def shipped_files(info: BundleInfo) -> list[Path]:
+    """The files a bundle needs at run time: ``bundle.json`` and every declared weights file."""
+    files = [info.path / BUNDLE_FILE]
+    for component in info.components:
+        files.append(info.component_path(component))
+    return files
+
+
+def shipped_bytes(info: BundleInfo) -> int:
+    """Bytes of :func:`shipped_files` (training checkpoints and caches not counted)."""
+    return sum(p.stat().st_size for p in shipped_files(info))
+
+
+def pack_bundle(source: str | Path, destination: str | Path) -> Path:
+    """Copy a trained bundle's run-time files (no checkpoints, no token caches) plus a fresh card.
+
+    ``destination`` is created (its parent must exist) or emptied of earlier weights first, so a
+    re-pack never leaves stale files. Returns the destination folder.
+    """
+    info = read_bundle(source)
+    dest = Path(destination)
+    if dest.resolve() == info.path.resolve():
+        raise BundleError("pack needs a destination other than the bundle itself")
+    dest.mkdir(exist_ok=True)
+    for old in list(dest.glob("*.safetensors")) + [dest / BUNDLE_FILE, dest / CARD_FILE]:
+        old.unlink(missing_ok=True)
+    for path in shipped_files(info):
+        tmp = dest / f".{path.name}.partial"
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, dest / path.name)
+    write_model_card(dest)
+    return dest
+
+
+def update_bundle(
+    bundle_dir: str | Path,
+    *,
+    version: str | None = None,
+    description: str | None = None,
+    metrics: Mapping[str, Mapping[str, Any]] | None = None,
+) -> BundleInfo:
+    """Set ``version`` / ``description`` and merge ``metrics`` sections into ``bundle.json``.
+
+    ``metrics`` maps a section name (e.g. ``"quality"``) to a mapping that *replaces* that
+    section. The manifest is rewritten atomically (temp file + ``os.replace``).
+
+    Raises:
+        BundleError: no readable bundle at ``bundle_dir``.
+    """
+    folder = Path(bundle_dir)
+    read_bundle(folder)  # validates format, kind and components
+    manifest = folder / BUNDLE_FILE
+    data: dict[str, Any] = json.loads(manifest.read_text(encoding="utf-8"))
+    if version is not None:
+        if not version.strip():
+            raise BundleError("a bundle version cannot be empty")
+        data["version"] = version
+    if description is not None:
+        data["description"] = description
+    if metrics:
+        section = data.setdefault("metrics", {})
+        for name, values in metrics.items():
+            section[name] = json.loads(json.dumps(dict(values)))  # JSON-clean copy
+    tmp = manifest.with_name(f".{BUNDLE_FILE}.{os.getpid()}.partial")
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, manifest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return read_bundle(folder)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "—"
+        magnitude = abs(value)
+        if magnitude >= 1000:
+            return f"{value:,.0f}"
+        if magnitude >= 10:
+            return f"{value:.1f}"
+        return f"{value:.3g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, list | tuple):
+        return ", ".join(_fmt(v) for v in value)
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _duration(seconds: Any) -> str:
+    if not isinstance(seconds, int | float):
+        return _fmt(seconds)
+    minutes = seconds / 60.0
+    return f"{minutes / 60:.1f} h" if minutes >= 90 else f"{minutes:.0f} min"
+
+
+def _table(header: Iterable[str], rows: Iterable[Iterable[str]]) -> list[str]:
+    head = list(header)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines.extend("| " + " | ".join(row) + " |" for row in rows)
+    return lines
+
+
+def _component_parameters(metrics: Mapping[str, Any]) -> Any:
+    for key in ("parameters", "params", "num_parameters"):
+        if key in metrics:
+            return metrics[key]
+    return None
+
+
+def _quality_lines(quality: Mapping[str, Any]) -> list[str]:
+    rows = []
+    for name, entry in quality.items():
+        if name.startswith("_"):
+            continue
+        if isinstance(entry, Mapping):
+            met = entry.get("met")
+            verdict = "met" if met is True else "not met" if met is False else "—"
+            rows.append(
+                [
+                    name,
+                    _fmt(entry.get("value")),
+                    _fmt(entry.get("target", "")),
+                    verdict,
+                    _fmt(entry.get("note", "")),
+                ]
+            )
+        else:
+            rows.append([name, _fmt(entry), "", "—", ""])
+    lines = _table(["figure", "measured", "target", "", "how"], rows)
+    how = quality.get("_measured_with")
+    if how:
+        lines += ["", f"Measured with `{how}`."]
+    return lines
+
+
+def render_model_card(info: BundleInfo) -> str:
+    """The Markdown card of a bundle: what it is, its data and training, its measured figures."""
+    lines = [f"# {info.name} {info.version}", ""]
+    lines += [
+        f"Kind **{info.kind}**, {info.sample_rate} Hz, {shipped_bytes(info) / 1e6:.1f} MB of "
+        "weights and manifest. "
+        "This card is generated from `bundle.json` by `audiogen-studio models card`; "
+        "edit the bundle, not the card.",
+        "",
+    ]
+    if info.description:
+        lines += [info.description, ""]
+
+    lines += ["## Components", ""]
+    rows = []
+    for component, spec in info.components.items():
+        file = spec.get("file", "") if isinstance(spec, Mapping) else ""
+        path = info.path / file if file else None
+        size = path.stat().st_size / 1e6 if path is not None and path.is_file() else None
+        params = _component_parameters(info.metrics.get(component, {}) or {})
+        rows.append(
+            [
+                component,
+                f"`{file}`" if file else "—",
+                f"{size:.1f} MB" if size is not None else "—",
+                _fmt(params),
+            ]
+        )
+    lines += _table(["component", "weights", "size", "parameters"], rows)
+
+    if info.training:
+        lines += ["", "## Training", ""]
+        present = [
+            (keys, title)
+            for keys, title in _TRAINING_COLUMNS
+            if any(
+                isinstance(t, Mapping) and any(k in t for k in keys)
+                for t in info.training.values()
+            )
+        ]
+        rows = []
+        data_sources: dict[str, list[str]] = {}
+        for component, prov in info.training.items():
+            if not isinstance(prov, Mapping):
+                continue
+            row = [component]
+            for keys, _ in present:
+                value = next((prov[k] for k in keys if k in prov), None)
+                row.append(_duration(value) if keys == ("time_seconds",) else _fmt(value))
+            rows.append(row)
+            if prov.get("data"):
+                data_sources.setdefault(str(prov["data"]), []).append(component)
+        lines += _table(["component", *(title for _, title in present)], rows)
+        if data_sources:
+            lines += ["", "Training data:"]
+            lines += [
+                f"- `{source}`: {', '.join(components)}"
+                for source, components in data_sources.items()
+            ]
+
+    quality = info.metrics.get("quality")
+    if isinstance(quality, Mapping) and quality:
+        lines += ["", "## Measured quality (held-out audio)", ""]
+        lines += _quality_lines(quality)
+
+    validation = {
+        component: values
+        for component, values in info.metrics.items()
+        if component != "quality" and isinstance(values, Mapping) and values
+    }
+    if validation:
+        lines += ["", "## Validation metrics recorded by the trainers", ""]
+        for component, values in validation.items():
+            shown = ", ".join(
+                f"{key} {_fmt(value)}"
+                for key, value in values.items()
+                if isinstance(value, int | float | str | bool) and len(str(value)) < 60
+            )
+            lines.append(f"- **{component}**: {shown}")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_model_card(bundle_dir: str | Path) -> Path:
+    """Render the card of the bundle at ``bundle_dir`` into its ``README.md``; returns the path."""
+    info = read_bundle(bundle_dir)
+    card = info.path / CARD_FILE
+    tmp = card.with_name(f".{CARD_FILE}.{os.getpid()}.partial")
+    try:
+        tmp.write_text(render_model_card(info), encoding="utf-8")
+        os.replace(tmp, card)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return card

@@ -1,0 +1,96 @@
+"""Model cards rendered from bundle.json, bundle metadata updates and packing for shipping."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from audiogen_studio.cli.main import main
+from audiogen_studio.engine import bundles, model_card
+
+
+def _trained_bundle(root: Path) -> Path:
+    folder = root / "trained"
+    (folder / "checkpoint").mkdir(parents=True)
+    (folder / "checkpoint" / "codec.safetensors").write_bytes(b"c" * 5000)
+    (folder / "codec.safetensors").write_bytes(b"w" * 2000)
+    (folder / "lm_fine.safetensors").write_bytes(b"f" * 1000)
+    data = {
+        "format": 1,
+        "name": "speech",
+        "version": "0.2.0",
+        "kind": "audiolm",
+        "sample_rate": 16000,
+        "description": "A speech bundle.",
+        "components": {
+            "codec": {"file": "codec.safetensors", "config": {}},
+            "lm_fine": {"file": "lm_fine.safetensors", "config": {}},
+        },
+        "training": {
+            "codec": {"data": "/corpora/speech", "steps": 4200, "hours": 0.43, "device": "cpu"},
+            "lm_fine": {"data": "/corpora/speech", "steps": 900, "train_hours": 0.43},
+        },
+        "metrics": {"codec": {"val_mel_l1": 0.31, "parameters": 123456}},
+    }
+    (folder / "bundle.json").write_text(json.dumps(data))
+    return folder
+
+
+def test_card_shows_provenance_metrics_and_quality(tmp_path: Path) -> None:
+    folder = _trained_bundle(tmp_path)
+    quality = {
+        "codec_pesq_wb": {"value": 1.93, "target": "> Opus 6 kbps (1.71)", "met": True},
+        "speaker_cosine": {"value": 0.62, "target": ">= 0.80", "met": False, "note": "n=8"},
+        "_measured_with": "audiogen-studio eval bundle --model speech",
+    }
+    info = model_card.update_bundle(folder, version="0.3.0", metrics={"quality": quality})
+    assert info.version == "0.3.0"
+    assert info.metrics["codec"]["val_mel_l1"] == 0.31  # other sections untouched
+    card = model_card.write_model_card(folder).read_text()
+    assert card.startswith("# speech 0.3.0")
+    assert "A speech bundle." in card
+    assert "| codec | `codec.safetensors` | 0.0 MB | 123,456 |" in card
+    assert "| codec | 4,200 | 0.43 | cpu |" in card
+    assert "| lm_fine | 900 | 0.43 | — |" in card  # train_hours fills the same column
+    assert "`/corpora/speech`: codec, lm_fine" in card
+    assert "| codec_pesq_wb | 1.93 | > Opus 6 kbps (1.71) | met |" in card
+    assert "| speaker_cosine | 0.62 | >= 0.80 | not met | n=8 |" in card
+    assert "Measured with `audiogen-studio eval bundle --model speech`." in card
+
+
+def test_pack_copies_only_runtime_files_and_replaces_stale_weights(tmp_path: Path) -> None:
+    folder = _trained_bundle(tmp_path)
+    dest = tmp_path / "models" / "speech"
+    dest.mkdir(parents=True)
+    (dest / "old_component.safetensors").write_bytes(b"stale")
+    model_card.pack_bundle(folder, dest)
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "README.md",
+        "bundle.json",
+        "codec.safetensors",
+        "lm_fine.safetensors",
+    ]
+    packed = bundles.read_bundle(dest)
+    assert model_card.shipped_bytes(packed) == 3000 + (dest / "bundle.json").stat().st_size
+    with pytest.raises(bundles.BundleError, match="other than the bundle itself"):
+        model_card.pack_bundle(folder, folder)
+
+
+def test_pack_refuses_a_bundle_with_missing_weights(tmp_path: Path) -> None:
+    folder = _trained_bundle(tmp_path)
+    (folder / "lm_fine.safetensors").unlink()
+    with pytest.raises(bundles.BundleError, match="missing weights file lm_fine"):
+        model_card.pack_bundle(folder, tmp_path / "out")
+
+
+def test_models_card_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = _trained_bundle(tmp_path)
+    assert main(["models", "card", str(folder), "--description", "New words."]) == 0
+    assert capsys.readouterr().out.strip() == str(folder / "README.md")
+    assert "New words." in (folder / "README.md").read_text()
+    assert main(["models", "card", str(folder), "--version", " "]) == 2
+    assert "version cannot be empty" in capsys.readouterr().err
+    assert main(["models", "pack", str(folder), str(tmp_path / "packed")]) == 0
+    assert (tmp_path / "packed" / "README.md").is_file()
