@@ -72,7 +72,7 @@ def pack_bundle(source: str | Path, destination: str | Path) -> Path:
     if dest.resolve() == info.path.resolve():
         raise BundleError("pack needs a destination other than the bundle itself")
     dest.mkdir(exist_ok=True)
-    for old in list(dest.glob("*.safetensors")) + [dest / BUNDLE_FILE, dest / CARD_FILE]:
+    for old in [*dest.glob("*.safetensors"), dest / BUNDLE_FILE, dest / CARD_FILE]:
         old.unlink(missing_ok=True)
     for path in shipped_files(info):
         tmp = dest / f".{path.name}.partial"
@@ -224,8 +224,7 @@ def render_model_card(info: BundleInfo) -> str:
             (keys, title)
             for keys, title in _TRAINING_COLUMNS
             if any(
-                isinstance(t, Mapping) and any(k in t for k in keys)
-                for t in info.training.values()
+                isinstance(t, Mapping) and any(k in t for k in keys) for t in info.training.values()
             )
         ]
         rows = []
