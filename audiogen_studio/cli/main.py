@@ -14,7 +14,7 @@ from typing import cast
 
 from audiogen_studio import __version__
 from audiogen_studio.audio.errors import AudioError
-from audiogen_studio.cli import codec, commands, corpus, demo, generate, gui, train
+from audiogen_studio.cli import codec, commands, corpus, demo, generate, gui, library, train
 from audiogen_studio.cli.errors import CliError
 
 EXIT_USER_ERROR = 2
@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.register(sub)
     train.register(sub)
     codec.register(sub)
+    library.register(sub)
     return parser
 
 
