@@ -81,6 +81,14 @@ def no_shipped_models(
     monkeypatch.setenv("AUDIOGEN_SHIPPED_MODELS", str(tmp_path_factory.getbasetemp() / "none"))
 
 
+@pytest.fixture(autouse=True)
+def private_take_library(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test records takes (CLI, app) in its own library, never the user's."""
+    root = tmp_path / "take-library"
+    monkeypatch.setenv("AUDIOGEN_LIBRARY", str(root))
+    return root
+
+
 def unavailable(reason: str) -> NoReturn:
     """Skip, or fail when the run requires a device (AUDIOGEN_REQUIRE_AUDIO_DEVICE=1)."""
     if os.environ.get("AUDIOGEN_REQUIRE_AUDIO_DEVICE") == "1":

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
+from audiogen_studio.audio.errors import AudioError
 from audiogen_studio.cli.errors import CliError
 
 
@@ -51,6 +54,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--no-library",
+        action="store_true",
+        help="do not record the prompt and takes in the take library "
+        "($AUDIOGEN_LIBRARY or the user data folder; see `audiogen-studio library`)",
+    )
 
 
 def _outputs(output: str, takes: int) -> list[Path]:
@@ -130,10 +139,70 @@ def _run(args: argparse.Namespace, mode: str, source: str) -> int:
         io.save(take.output, path, overwrite=args.overwrite)
         state = "" if take.complete else " (partial)"
         print(f"{path}: take {take.index + 1}, seed {take.seed}{state}")
-    print(
-        f"generated {done:.2f} s of audio in {elapsed:.2f} s (RTF {elapsed / max(done, 1e-9):.3f})"
-    )
+    rtf = elapsed / max(done, 1e-9)
+    print(f"generated {done:.2f} s of audio in {elapsed:.2f} s (RTF {rtf:.3f})")
+    if not args.no_library:
+        _record_in_library(args, mode, source, engine, results, outputs, rtf)
     return 0
+
+
+def _record_in_library(
+    args: argparse.Namespace,
+    mode: str,
+    source: str,
+    engine: object,
+    results: list[Any],
+    outputs: list[Path],
+    rtf: float,
+) -> None:
+    """Keep the prompt and every take, with its provenance, in the take library (issue 7).
+
+    The output files are already written: a library problem is reported, never fatal.
+    """
+    from audiogen_studio.engine.bundles import find_bundle
+    from audiogen_studio.library import LibraryError, TakeInfo, TakeLibrary
+    from audiogen_studio.library.fingerprint import bundle_fingerprint
+
+    try:
+        bundle = find_bundle(args.model)
+        settings = {
+            "mode": mode,
+            "seconds": getattr(args, "seconds", None),
+            "takes": len(results),
+            "temperature": args.temperature,
+            "top_k": getattr(args, "top_k", None),
+            "top_p": getattr(args, "top_p", None),
+            "engine_choice": getattr(args, "engine", "auto"),
+            "source": "cli",
+        }
+        engine_name = "audiolm" if bundle.kind == "audiolm" else "wavenet"
+        with TakeLibrary() as library:
+            prompt = results[0].prompt
+            entry = library.add_prompt(prompt, source=str(Path(source).resolve()))
+            for take, path in zip(results, outputs, strict=True):
+                info = TakeInfo(
+                    engine=engine_name,
+                    model=bundle.name,
+                    model_version=bundle.version,
+                    model_hash=bundle_fingerprint(bundle.path),
+                    seed=int(take.seed),
+                    settings={**settings, "take_index": take.index, "output": str(path)},
+                    device=str(getattr(engine, "device", args.device)),
+                    rtf=rtf,
+                    complete=bool(take.complete),
+                    name=path.stem,
+                )
+                library.add_take(
+                    take.output,
+                    info,
+                    prompt_id=entry.id,
+                    prompt_frames=prompt.frames if mode == "continue" else 0,
+                )
+            where = library.root
+        print(f"recorded {len(results)} take(s) in the take library at {where}")
+    except (LibraryError, OSError, AudioError) as exc:
+        message = f"audiogen-studio: warning: takes not recorded in the library: {exc}"
+        print(message, file=sys.stderr)
 
 
 def run_continue(args: argparse.Namespace) -> int:

@@ -223,9 +223,22 @@ def test_cli_continue_and_vocode(
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "seed 4" in printed and "RTF" in printed
+    assert "recorded 2 take(s) in the take library" in printed
     for i in (1, 2):
         take = io.load(tmp_path / f"out-take{i}.wav")
         assert take.frames == round(0.3 * RATE) + round(0.25 * RATE)
+    # every take lands in the take library with its provenance and the exact audio written
+    from audiogen_studio.library import TakeLibrary
+
+    with TakeLibrary() as library:
+        entries = sorted(library.list_takes(), key=lambda e: e.name)
+        assert [e.name for e in entries] == ["out-take1", "out-take2"]
+        first = entries[0]
+        assert (first.engine, first.model, first.seed) == ("wavenet", two_tone_bundle.name, 4)
+        assert first.settings["temperature"] == 0.3 and first.settings["take_index"] == 0
+        stored = library.audio(first.uid)
+        written = io.load(tmp_path / "out-take1.wav")
+        np.testing.assert_allclose(stored.samples, written.samples, atol=1e-4)
     assert main(args) == 2  # never clobbers without --overwrite
     assert "already exists" in capsys.readouterr().err
     bundle, clip = vocoder_bundle
