@@ -1,10 +1,14 @@
 """Audio-core speed on long files, printed as JSON (DESIGN.md §7).
 
 Measures, for a synthetic stereo file of ``--minutes`` at ``--rate`` (default: 60 min, 48 kHz):
-decoding it from FLAC and WAV (``audio.io.load``), building the waveform peak pyramid, one
-screen of envelope (``--columns`` pixels) zoomed out and zoomed in, one screen of spectrogram
-for a 10 s window, and ring-buffer throughput. Peak memory is reported against the raw sample
-bytes (the desktop-app target is <= 4x).
+decoding it from FLAC and WAV (``audio.io.load``); for the 16-bit WAV also what the app does
+for long files (``app.loading``): mapping it (``io.map_pcm16``), building the per-channel peak
+pyramids from the mapped int16 samples (what the views draw first), and converting the map to
+the float32 clip (``MappedPcm16.to_clip``, the background part); building the waveform peak
+pyramid (default ``base_block`` and the former 64), one screen of envelope (``--columns``
+pixels) zoomed out and zoomed in, one screen of spectrogram for a 10 s window, and ring-buffer
+throughput. Peak memory is reported against the raw sample bytes (the desktop-app target is
+<= 4x).
 
     .venv/bin/python benchmarks/audio_core.py [--minutes 60] [--rate 48000]
 """
@@ -73,10 +77,22 @@ def main() -> None:
             result[f"save_{ext[1:]}_pcm16_s"] = round(save_s, 3)
             result[f"load_{ext[1:]}_s"] = round(load_s, 3)
             del loaded
+            if ext == ".wav":
+                mapped, map_s = _timed(lambda p=path: io.map_pcm16(p))
+                assert mapped is not None
+                ints = mapped.samples
+                _, pyr_s = _timed(lambda x=ints: [PeakPyramid(x[c : c + 1]) for c in range(2)])
+                converted, convert_s = _timed(lambda m=mapped: m.to_clip(workers=1))
+                result["wav_map_ms"] = round(1e3 * map_s, 2)
+                result["pyramids_from_int16_map_s"] = round(pyr_s, 3)
+                result["convert_map_to_float32_clip_1_thread_s"] = round(convert_s, 3)
+                del converted, ints, mapped
     rss_before = _rss_mb()
     pyramid, build_s = _timed(lambda: PeakPyramid(clip.samples))
     result["pyramid_build_s"] = round(build_s, 3)
     result["pyramid_mb"] = round(pyramid.nbytes / 2**20, 1)
+    _, build64_s = _timed(lambda: PeakPyramid(clip.samples, base_block=64))
+    result["pyramid_build_base_block_64_s"] = round(build64_s, 3)
     _, env_all = _timed(lambda: pyramid.envelope(0, frames, args.columns))
     mid = frames // 2
     _, env_zoom = _timed(lambda: pyramid.envelope(mid, mid + args.rate, args.columns))

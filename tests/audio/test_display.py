@@ -318,3 +318,75 @@ def test_frequency_map_is_cached() -> None:
     spectrogram_db(tone(800.0, 0.2), RATE, n_fft=256, hop=128, scale="log", n_bins=20)
     info = display._frequency_map.cache_info()
     assert info.misses == 1 and info.hits >= 1
+
+
+# ------------------------------------------------------------ 16-bit PCM (a mapped file)
+
+
+def pcm16(channels: int, frames: int, seed: int) -> np.ndarray:
+    """int16 ``[C, T]``: a random walk, clipped so both extremes occur."""
+    walk = np.cumsum(np.random.default_rng(seed).integers(-3000, 3001, (channels, frames)), axis=1)
+    return np.clip(walk, -32768, 32767).astype(np.int16)
+
+
+def as_clip_samples(ints: np.ndarray) -> np.ndarray:
+    """What the float32 clip of the same file holds (libsndfile's and io.load's scaling)."""
+    return (ints.astype(np.float64) / 32768.0).astype(np.float32)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31), st.integers(1, 5000), st.integers(1, 300), st.integers(2, 5))
+def test_int16_pyramid_equals_the_float_clips(seed: int, frames: int, base: int, f: int) -> None:
+    ints = pcm16(2, frames, seed)
+    floats = as_clip_samples(ints)
+    from_ints = PeakPyramid(ints.T.copy().T, base_block=base, factor=f, min_blocks=3)  # strided
+    from_floats = PeakPyramid(floats, base_block=base, factor=f, min_blocks=3)
+    assert from_ints.samples.dtype == np.int16  # referenced, not converted
+    assert_same_pyramid(from_ints, from_floats)
+    rng = np.random.default_rng(seed)
+    for _ in range(5):  # every query, zoomed in (raw samples) or out
+        start = int(rng.integers(0, frames))
+        end = int(rng.integers(start + 1, frames + 1))
+        columns = int(rng.integers(1, 200))
+        for a, b in zip(
+            from_ints.envelope(start, end, columns),
+            from_floats.envelope(start, end, columns),
+            strict=True,
+        ):
+            assert a.dtype == np.float32
+            np.testing.assert_array_equal(a, b)
+    # the float32 clip replaces the int16 samples: nothing differs, nothing is recomputed
+    from_ints.update(floats, frames)
+    assert from_ints.samples.dtype == np.float32
+    assert_same_pyramid(from_ints, from_floats)
+
+
+def test_int16_pyramid_grows_with_float_frames() -> None:
+    ints = pcm16(1, 3000, 1)
+    more = as_clip_samples(pcm16(1, 1000, 2))
+    grown = PeakPyramid(ints, base_block=16, min_blocks=5)
+    grown.append(more)  # int16 followed by float32 frames: kept as float32
+    whole = np.concatenate([as_clip_samples(ints), more], axis=1)
+    assert grown.samples.dtype == np.float32
+    assert_same_pyramid(grown, PeakPyramid(whole, base_block=16, min_blocks=5))
+    np.testing.assert_array_equal(grown.samples, whole)
+
+
+@pytest.mark.parametrize("scale", ["linear", "log", "mel"])
+def test_int16_spectrogram_equals_the_float_clips(scale: display.FrequencyScale) -> None:
+    ints = pcm16(2, 30_000, 3)
+    floats = as_clip_samples(ints)
+    kwargs = {"n_fft": 512, "hop": 160, "scale": scale}
+    a = spectrogram_db(ints, RATE, **kwargs)  # type: ignore[arg-type]
+    b = spectrogram_db(floats, RATE, **kwargs)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(a.values, b.values)
+    tiler = SpectrogramTiler(ints.T.copy().T, RATE, tile_frames=29, **kwargs)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(tiler.render(7, 150).values, b.values[:, 7:150])
+
+
+def test_mean_channels() -> None:
+    x = np.random.default_rng(4).standard_normal((3, 4, 50)).astype(np.float32)
+    np.testing.assert_array_equal(display.mean_channels(x[:2]), x[:2].mean(axis=0))
+    np.testing.assert_allclose(display.mean_channels(x), x.mean(axis=0), rtol=1e-6)
+    assert display.mean_channels(x[:1]).shape == (4, 50)
+    assert display.mean_channels(x).dtype == np.float32

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -296,3 +297,95 @@ def test_long_files_decode_in_parallel_ranges_exactly(
     sf.write(str(flac), data[:, :2], 48000, subtype="PCM_24")
     reference, _ = sf.read(str(flac), dtype="float32", always_2d=True)
     assert np.array_equal(io.load(flac).samples, reference.T)
+
+
+# -- mapping 16-bit WAVs without decoding (issue 5: an hour opens and draws in <= 2 s) ------------
+
+
+def test_map_pcm16_maps_plain_16_bit_wavs_only(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    ints = rng.integers(-32768, 32768, size=(3001, 2), dtype=np.int16)
+    ints[:2] = [[-32768, 32767], [0, -1]]
+    path = tmp_path / "pcm16.wav"
+    sf.write(str(path), ints, 22050, subtype="PCM_16")
+    mapped = io.map_pcm16(path)
+    assert mapped is not None
+    assert (mapped.rate, mapped.channels, mapped.frames) == (22050, 2, 3001)
+    assert mapped.duration == pytest.approx(3001 / 22050)
+    assert np.array_equal(mapped.samples, ints.T) and mapped.samples.dtype == np.int16
+    assert not mapped.samples.flags.writeable
+    for subtype, ext in (("FLOAT", "wav"), ("PCM_24", "wav"), ("PCM_16", "flac")):
+        other = tmp_path / f"other-{subtype}.{ext}"
+        sf.write(str(other), ints, 22050, subtype=subtype)
+        assert io.map_pcm16(other) is None  # decode these with io.load
+    with pytest.raises(AudioFileError, match="not found"):
+        io.map_pcm16(tmp_path / "missing.wav")
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(AudioFileError, match="truncated"):
+        io.map_pcm16(cut)
+    nine = tmp_path / "nine.wav"
+    sf.write(str(nine), np.zeros((10, 9), np.int16), 16000, subtype="PCM_16")
+    with pytest.raises(AudioFileError, match="9 channels"):
+        io.map_pcm16(nine)
+    slow = tmp_path / "slow.wav"
+    sf.write(str(slow), np.zeros((10, 1), np.int16), 4000, subtype="PCM_16")
+    with pytest.raises(AudioFileError, match="4000 Hz"):
+        io.map_pcm16(slow)
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_mapped_conversion_in_chunks_equals_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    monkeypatch.setattr(io, "_CONVERT_CHUNK", 1000)  # 21 chunks, the last one short
+    monkeypatch.setattr(io, "_MAP_MIN_BYTES", 1)  # into an anonymous map (not numpy's memory)
+    rng = np.random.default_rng(4)
+    ints = rng.integers(-32768, 32768, size=(20_011, 3), dtype=np.int16)
+    path = tmp_path / "three.wav"
+    sf.write(str(path), ints, 48000, subtype="PCM_16")
+    mapped = io.map_pcm16(path)
+    assert mapped is not None
+    seen: list[tuple[int, int]] = []
+    clip = mapped.to_clip(workers=workers, progress=lambda done, total: seen.append((done, total)))
+    reference, _ = sf.read(str(path), dtype="float32", always_2d=True)
+    assert np.array_equal(clip.samples, reference.T)
+    loaded = io.load(path)
+    assert np.array_equal(clip.samples, loaded.samples) and clip.rate == loaded.rate
+    assert dict(clip.metadata) == dict(loaded.metadata)
+    assert len(seen) == 21 and seen[-1] == (20_011, 20_011)
+    assert clip.samples.flags.c_contiguous and isinstance(clip.samples.base, np.ndarray)
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+
+
+def test_mapped_conversion_stops_when_cancelled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(io, "_CONVERT_CHUNK", 500)
+    path = tmp_path / "long.wav"
+    sf.write(str(path), np.zeros((10_000, 2), np.int16), 16000, subtype="PCM_16")
+    mapped = io.map_pcm16(path)
+    assert mapped is not None
+    cancel = threading.Event()
+    chunks: list[int] = []
+
+    def progress(done: int, total: int) -> None:
+        chunks.append(done)
+        cancel.set()  # after the first chunk
+
+    for workers in (1, 2):
+        chunks.clear()
+        cancel.clear()
+        with pytest.raises(io.LoadCancelledError):
+            mapped.to_float32(workers=workers, progress=progress, cancel=cancel)
+        assert 1 <= len(chunks) <= workers  # chunks already running finish, no new one starts
+
+
+def test_large_sample_buffers_are_their_own_maps(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(io, "_MAP_MIN_BYTES", 4096)
+    small, large = io.new_samples(2, 100), io.new_samples(3, 1000)
+    assert small.base is None  # numpy's memory
+    assert large.shape == (3, 1000) and large.dtype == np.float32
+    assert large.flags.c_contiguous and large.flags.writeable
+    large[...] = 0.5
+    assert float(large.sum()) == 1500.0
