@@ -15,6 +15,7 @@ from typing import cast
 from audiogen_studio import __version__
 from audiogen_studio.audio.errors import AudioError
 from audiogen_studio.cli import codec, commands, corpus, demo, generate, gui, library, train
+from audiogen_studio.cli import eval as eval_cli
 from audiogen_studio.cli.errors import CliError
 
 EXIT_USER_ERROR = 2
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.register(sub)
     codec.register(sub)
     library.register(sub)
+    eval_cli.register(sub)
     return parser
 
 

@@ -1,0 +1,429 @@
+"""Evaluate a bundle on the held-out split of a corpus: its codec, and its continuations.
+
+Corpora are those of ``audiogen-studio corpus`` (``manifest.jsonl`` with a ``split`` per entry;
+the ``test`` split holds voices and instruments no model trained on). Clips are taken round-robin
+over speakers/instruments (``speaker_id``), so a few clips already cover several voices.
+
+- :func:`evaluate_codec_on_corpus`: the codec against the clips, next to Opus at the same and at
+  double the bitrate (:mod:`~audiogen_studio.evaluation.codec_quality`).
+- :func:`evaluate_continuations`: each clip's first ``prompt_seconds`` are continued by the
+  bundle's engine for ``seconds``; the take is scored
+  (:func:`~audiogen_studio.evaluation.continuation.score_continuation`), and so is the *real*
+  continuation (the clip's next ``seconds``), the ceiling the metrics can reach on that material.
+  The real-time factor is compute seconds per generated second after one warm-up request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from audiogen_studio.evaluation.codec_quality import CodecLike, CodecReport, evaluate_codec
+from audiogen_studio.evaluation.common import (
+    EvaluationError,
+    as_mono,
+    mean_or_none,
+    resample_mono,
+)
+from audiogen_studio.evaluation.continuation import ContinuationScores, Kind, score_continuation
+from audiogen_studio.evaluation.report import TARGETS, Target, figure
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.jsonl"
+WARMUP_SECONDS = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class HeldOutClip:
+    """One clip of a corpus split: mono float32 ``audio [T]`` at ``rate``."""
+
+    id: str
+    speaker_id: str
+    path: Path
+    audio: npt.NDArray[np.float32]
+    rate: int
+
+    @property
+    def seconds(self) -> float:
+        """Length in seconds."""
+        return float(self.audio.shape[0] / self.rate)
+
+
+def _manifest_rows(corpus: Path) -> list[dict[str, Any]]:
+    from audiogen_studio.training.corpora.manifest import read_manifest
+
+    if not (corpus / MANIFEST).is_file():
+        raise EvaluationError(f"{corpus}: not a corpus folder (no {MANIFEST})")
+    return read_manifest(corpus)
+
+
+def held_out_clips(
+    corpus: str | Path,
+    *,
+    split: str = "test",
+    clips: int = 8,
+    seconds: float | None = None,
+    min_seconds: float = 1.0,
+    rate: int = 16_000,
+) -> list[HeldOutClip]:
+    """Up to ``clips`` clips of ``split``, round-robin over speakers (sorted ids), each loaded
+    mono at ``rate`` and cut to its first ``seconds`` (whole clip when ``None``); clips shorter
+    than ``min_seconds`` (or than ``seconds``) are skipped.
+
+    Raises:
+        EvaluationError: not a corpus, or no usable clip in that split.
+    """
+    from audiogen_studio.audio import io
+
+    folder = Path(corpus)
+    rows = _manifest_rows(folder)
+    in_split = [r for r in rows if r.get("split") == split]
+    if not in_split:
+        splits = sorted({str(r.get("split")) for r in rows})
+        raise EvaluationError(
+            f"{folder}: no clips in split '{split}' (splits: {', '.join(splits) or 'none'})"
+        )
+    need = max(min_seconds, seconds or 0.0)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in sorted(in_split, key=lambda r: str(r["id"])):
+        if float(row.get("duration", 0.0)) >= need:
+            groups.setdefault(str(row.get("speaker_id", row["id"])), []).append(row)
+    order: list[dict[str, Any]] = []
+    queues = [groups[k] for k in sorted(groups)]
+    while len(order) < clips and any(queues):
+        for q in queues:
+            if q and len(order) < clips:
+                order.append(q.pop(0))
+    if not order:
+        raise EvaluationError(f"{folder}: no clip in split '{split}' is {need:g} s long")
+    out = []
+    for row in order:
+        path = folder / str(row["path"])
+        clip = io.load(path, rate=rate, mono=True)
+        audio = clip.samples[0]
+        if seconds is not None:
+            audio = audio[: round(seconds * rate)]
+        out.append(
+            HeldOutClip(
+                id=str(row["id"]),
+                speaker_id=str(row.get("speaker_id", "")),
+                path=path,
+                audio=np.ascontiguousarray(audio, dtype=np.float32),
+                rate=rate,
+            )
+        )
+    return out
+
+
+def load_bundle_codec(model: str | Path, device: str = "cpu") -> tuple[str, Any]:
+    """``(bundle name, codec)`` of a bundle's ``codec`` component (SoundStream or mel codec).
+
+    Raises:
+        EvaluationError: no such bundle, or no codec in it.
+    """
+    from audiogen_studio.engine.bundles import BundleError, find_bundle
+    from audiogen_studio.models.checkpoint import CheckpointError
+    from audiogen_studio.models.device import resolve_device
+
+    try:
+        bundle = find_bundle(model)
+        if "codec" not in bundle.components:
+            raise EvaluationError(f"bundle '{bundle.name}' has no codec (a {bundle.kind} bundle)")
+        bundle.component_path("codec")
+        try:
+            from audiogen_studio.models.acoustic_codec import load_acoustic_codec as load
+        except ImportError:  # before the mel codec existed
+            from audiogen_studio.models.codec import load_codec as load
+        codec = load(bundle.path, device=resolve_device(device))
+    except (BundleError, CheckpointError) as exc:
+        raise EvaluationError(str(exc)) from exc
+    return bundle.name, codec
+
+
+def evaluate_codec_on_corpus(
+    codec: CodecLike,
+    corpus: str | Path,
+    *,
+    split: str = "test",
+    clips: int = 8,
+    seconds: float = 6.0,
+    n_q: int | None = None,
+    opus: bool = True,
+    with_visqol: bool = True,
+    visqol_mode: str = "speech",
+) -> CodecReport:
+    """:func:`~audiogen_studio.evaluation.codec_quality.evaluate_codec` on held-out clips of
+    ``corpus`` (each cut to ``seconds``), at the codec's rate."""
+    rate = int(codec.config.sample_rate)
+    chosen = held_out_clips(corpus, split=split, clips=clips, seconds=seconds, rate=rate)
+    return evaluate_codec(
+        codec,
+        [c.audio for c in chosen],
+        rate,
+        clip_ids=[f"{c.id} ({c.speaker_id})" for c in chosen],
+        n_q=n_q,
+        opus=opus,
+        with_visqol=with_visqol,
+        visqol_mode=visqol_mode,
+    )
+
+
+def codec_summary(report: CodecReport) -> dict[str, Any]:
+    """The codec's means next to Opus', with the PESQ-wb targets of the issue."""
+    from audiogen_studio.evaluation.report import codec_targets
+
+    systems = report.systems
+    codec = systems["codec"].mean
+    same = systems.get("opus_same")
+    double = systems.get("opus_double")
+    targets = codec_targets(
+        same.mean.pesq_wb if same else None, double.mean.pesq_wb if double else None
+    )
+    out: dict[str, Any] = {
+        "codec_kbps": report.codec_kbps,
+        "pesq_wb": figure(codec.pesq_wb, targets.get("pesq_wb")),
+        "pesq_wb_moonshot": figure(codec.pesq_wb, targets.get("pesq_wb_moonshot")),
+        "estoi": figure(codec.estoi),
+        "visqol": figure(codec.visqol),
+        "log_mel_l1": figure(codec.log_mel_l1),
+    }
+    for name, sys_ in systems.items():
+        if name == "codec":
+            continue
+        out[name] = {
+            "kbps": sys_.kbps,
+            "kbps_measured": sys_.kbps_measured,
+            "pesq_wb": sys_.mean.pesq_wb,
+            "estoi": sys_.mean.estoi,
+            "visqol": sys_.mean.visqol,
+            "log_mel_l1": sys_.mean.log_mel_l1,
+            "note": sys_.note,
+        }
+    return out
+
+
+# --- continuations ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClipContinuation:
+    """One held-out prompt: the model's take and the real continuation, both scored."""
+
+    id: str
+    speaker_id: str
+    seed: int
+    generated_seconds: float
+    compute_seconds: float
+    model: ContinuationScores
+    reference: ContinuationScores | None
+
+
+@dataclass(frozen=True, slots=True)
+class ContinuationReport:
+    """A bundle's continuations of held-out prompts.
+
+    Attributes:
+        bundle, kind, corpus, split: what was evaluated.
+        prompt_seconds, seconds: prompt and continuation lengths.
+        rtf: compute seconds per generated second over all prompts (after a warm-up).
+        summary: each figure's mean over the takes, next to its target.
+        reference_summary: the same figures of the real continuations (the ceiling).
+        clips: per-prompt results.
+    """
+
+    bundle: str
+    kind: Kind
+    corpus: str
+    split: str
+    sample_rate: int
+    prompt_seconds: float
+    seconds: float
+    temperature: float
+    top_k: int | None
+    rtf: float | None
+    summary: dict[str, Any]
+    reference_summary: dict[str, Any]
+    clips: list[ClipContinuation] = field(default_factory=list)
+
+
+def _fraction(values: Sequence[bool | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return float(np.mean(known)) if known else None
+
+
+def summarize(scores: Sequence[ContinuationScores], kind: Kind) -> dict[str, Any]:
+    """Mean figures over takes, each next to its target (and the share of takes that meet it)."""
+
+    def fig(values: list[float | None], target: Target | None) -> dict[str, Any]:
+        out = figure(mean_or_none(values), target)
+        if target is not None:
+            out["takes_meeting"] = _fraction([target.met(v) for v in values])
+        return out
+
+    seams = [s.seam for s in scores]
+    out: dict[str, Any] = {
+        "takes": len(scores),
+        "seam_click_percentile": fig(
+            [s.click_percentile if s else None for s in seams],
+            TARGETS["seam_click_percentile"],
+        ),
+        "seam_loudness_percentile": fig(
+            [s.loudness_percentile if s else None for s in seams],
+            TARGETS["seam_loudness_percentile"],
+        ),
+        "seam_click_db": figure(mean_or_none([s.click_db if s else None for s in seams])),
+        "seam_loudness_jump_db": figure(
+            mean_or_none([s.loudness_jump_db if s else None for s in seams])
+        ),
+    }
+    if kind == "speech":
+        sp = [s.speech for s in scores if s.speech is not None]
+        out["speaker_cosine"] = fig([s.speaker_cosine for s in sp], TARGETS["speaker_cosine"])
+        out["dnsmos_ovrl"] = fig(
+            [s.dnsmos.ovrl if s.dnsmos else None for s in sp], TARGETS["dnsmos_ovrl"]
+        )
+        out["dnsmos_ovrl_prompt"] = figure(
+            mean_or_none([s.dnsmos_prompt.ovrl if s.dnsmos_prompt else None for s in sp])
+        )
+        out["dnsmos_sig"] = figure(mean_or_none([s.dnsmos.sig if s.dnsmos else None for s in sp]))
+        out["dnsmos_bak"] = figure(mean_or_none([s.dnsmos.bak if s.dnsmos else None for s in sp]))
+        out["pitch_difference_semitones"] = figure(
+            mean_or_none([s.pitch_difference_semitones for s in sp])
+        )
+    else:
+        mu = [s.music for s in scores if s.music is not None]
+        out["key_score"] = fig([m.key_score for m in mu], TARGETS["key_score"])
+        out["tempo_ratio"] = fig([m.tempo_ratio for m in mu], TARGETS["tempo_ratio"])
+        out["tempo_ratio_folded"] = figure(mean_or_none([m.tempo_ratio_folded for m in mu]))
+        out["chroma_correlation"] = figure(mean_or_none([m.chroma_correlation for m in mu]))
+    return out
+
+
+def evaluate_continuations(
+    model: str | Path,
+    corpus: str | Path,
+    kind: Kind,
+    *,
+    split: str = "test",
+    clips: int = 4,
+    prompt_seconds: float = 3.0,
+    seconds: float = 4.0,
+    seed: int = 0,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    device: str = "cpu",
+    with_dnsmos: bool = True,
+    with_reference: bool = True,
+    engine: Any = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ContinuationReport:
+    """Continue held-out prompts of ``corpus`` with bundle ``model`` and score the takes.
+
+    Args:
+        engine: an already loaded :class:`~audiogen_studio.engine.api.Engine` to use instead of
+            loading ``model`` (tests, or several runs on one engine).
+        progress: called as ``progress(done, total)`` after each prompt.
+
+    Raises:
+        EvaluationError: no such bundle, a bundle that cannot continue audio, or no clip long
+            enough for prompt + continuation.
+    """
+    from audiogen_studio.audio.clip import Clip
+    from audiogen_studio.engine.api import GenerationError, GenerationRequest
+    from audiogen_studio.engine.takes import collect
+
+    if engine is None:
+        from audiogen_studio.engine.loader import load_engine
+
+        try:
+            engine = load_engine(str(model), mode="continue", device=device)
+        except GenerationError as exc:
+            raise EvaluationError(str(exc)) from exc
+    rate = int(engine.sample_rate)
+    need = prompt_seconds + (seconds if with_reference else 0.0)
+    chosen = held_out_clips(
+        corpus, split=split, clips=clips, seconds=need, min_seconds=need, rate=rate
+    )
+    p = round(prompt_seconds * rate)
+    # warm-up: JIT compilation and caches are not part of the real-time factor
+    warm = GenerationRequest(
+        prompt=Clip(chosen[0].audio[None, :p].copy(), rate), seconds=WARMUP_SECONDS, seed=0
+    )
+    try:
+        for _ in engine.stream(warm):
+            pass
+    except GenerationError as exc:
+        raise EvaluationError(f"{model}: {exc}") from exc
+    results: list[ClipContinuation] = []
+    total_compute = total_generated = 0.0
+    for i, clip in enumerate(chosen):
+        request = GenerationRequest(
+            prompt=Clip(clip.audio[None, :p].copy(), rate),
+            seconds=seconds,
+            seed=seed + i,
+            temperature=temperature,
+            top_k=top_k,
+        )
+        started = time.perf_counter()
+        try:
+            take = collect(engine, request)[0]
+        except GenerationError as exc:
+            raise EvaluationError(f"{model}, prompt {clip.id}: {exc}") from exc
+        compute = time.perf_counter() - started
+        generated = take.generated.frames / take.generated.rate
+        total_compute += compute
+        total_generated += generated
+        out = as_mono(take.output.samples)
+        if take.output.rate != rate:
+            out = resample_mono(out, take.output.rate, rate)
+        scored = score_continuation(out, rate, p, kind, with_dnsmos=with_dnsmos, seed=seed + i)
+        reference = None
+        if with_reference:
+            real = clip.audio[: p + round(seconds * rate)]
+            reference = score_continuation(
+                real, rate, p, kind, with_dnsmos=with_dnsmos, seed=seed + i
+            )
+        results.append(
+            ClipContinuation(
+                id=clip.id,
+                speaker_id=clip.speaker_id,
+                seed=seed + i,
+                generated_seconds=generated,
+                compute_seconds=compute,
+                model=scored,
+                reference=reference,
+            )
+        )
+        if progress is not None:
+            progress(i + 1, len(chosen))
+    rtf = total_compute / total_generated if total_generated > 0 else None
+    summary = summarize([r.model for r in results], kind)
+    summary["rtf"] = figure(rtf, TARGETS["rtf"])
+    reference_summary = (
+        summarize([r.reference for r in results if r.reference is not None], kind)
+        if with_reference
+        else {}
+    )
+    return ContinuationReport(
+        bundle=str(getattr(engine, "name", model)),
+        kind=kind,
+        corpus=str(corpus),
+        split=split,
+        sample_rate=rate,
+        prompt_seconds=prompt_seconds,
+        seconds=seconds,
+        temperature=temperature,
+        top_k=top_k,
+        rtf=rtf,
+        summary=summary,
+        reference_summary=reference_summary,
+        clips=results,
+    )

@@ -1,0 +1,159 @@
+"""Quality of an AudioLM bundle on held-out data, printed as ONE JSON object (issue 6 item 4).
+
+Needs the optional ``[eval]`` extra and opus-tools. For the bundle (default
+``default-audiolm``; any AudioLM bundle works) it runs, on the ``test`` split of the corpora
+(voices and instruments no model trained on):
+
+- ``codec``: the bundle's codec on ``--codec-clips`` speech clips of ``--codec-seconds``:
+  PESQ-wb, ESTOI, ViSQOL (speech mode), log-mel L1, next to Opus at the codec's bitrate (raised
+  to Opus' 6 kbit/s floor when lower) and at double it. Target: PESQ-wb above Opus at the same
+  bitrate; moonshot: Opus at double.
+- ``speech_continuation`` / ``music_continuation``: the first ``--prompt-seconds`` of
+  ``--clips`` held-out clips continued by ``--seconds``; speaker cosine (≥ 0.80), DNSMOS OVRL
+  (≥ 2.8), pitch difference; key score (≥ 0.7), tempo ratio (±5 %), chroma correlation; the
+  seam's click and loudness percentiles among the prompt's own points (≤ 95); the real-time
+  factor (≤ 0.5). Every figure is printed next to its target; ``real_continuation`` holds the
+  same figures for the clips' real next seconds: the ceiling these metrics reach on that data.
+
+Run::
+
+    .venv/bin/python benchmarks/quality.py                      # default-audiolm, /tmp corpora
+    .venv/bin/python benchmarks/quality.py --model models/speech --clips 8 -o quality.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from audiogen_studio.evaluation import report
+from audiogen_studio.evaluation.common import EvaluationError
+from audiogen_studio.evaluation.held_out import (
+    codec_summary,
+    evaluate_codec_on_corpus,
+    evaluate_continuations,
+    load_bundle_codec,
+)
+
+
+def _loadavg() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def _met(summary: dict[str, Any]) -> dict[str, bool | None]:
+    return {k: v["met"] for k, v in summary.items() if isinstance(v, dict) and "met" in v}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
+    ap.add_argument("--model", default="default-audiolm", help="AudioLM bundle name or folder")
+    ap.add_argument("--speech", default="/tmp/corpus_speech", help="speech corpus ('' skips)")
+    ap.add_argument("--music", default="/tmp/corpus_music", help="music corpus ('' skips)")
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--codec-clips", type=int, default=8)
+    ap.add_argument("--codec-seconds", type=float, default=6.0)
+    ap.add_argument("--clips", type=int, default=4, help="prompts per corpus")
+    ap.add_argument("--prompt-seconds", type=float, default=3.0)
+    ap.add_argument("--seconds", type=float, default=4.0, help="continuation length")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--top-k", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--no-visqol", action="store_true")
+    ap.add_argument("--no-opus", action="store_true")
+    ap.add_argument("-o", "--output", default=None, help="also write the JSON here")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    started = time.perf_counter()
+    result: dict[str, Any] = {
+        "benchmark": "quality",
+        "bundle": a.model,
+        "split": a.split,
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "threads": a.threads,
+            "device": a.device,
+            "loadavg_1m_before": _loadavg(),
+        },
+        "settings": {
+            "codec_clips": a.codec_clips,
+            "codec_seconds": a.codec_seconds,
+            "clips": a.clips,
+            "prompt_seconds": a.prompt_seconds,
+            "seconds": a.seconds,
+            "seed": a.seed,
+            "temperature": a.temperature,
+            "top_k": a.top_k,
+        },
+    }
+    targets: dict[str, Any] = {}
+    if a.speech and Path(a.speech).is_dir():
+        try:
+            _, codec = load_bundle_codec(a.model, a.device)
+            codec_report = evaluate_codec_on_corpus(
+                codec,
+                a.speech,
+                split=a.split,
+                clips=a.codec_clips,
+                seconds=a.codec_seconds,
+                opus=not a.no_opus,
+                with_visqol=not a.no_visqol,
+            )
+            summary = codec_summary(codec_report)
+            result["codec"] = summary
+            result["codec_clips"] = codec_report.clip_ids
+            targets.update({f"codec_{k}": v for k, v in _met(summary).items()})
+        except EvaluationError as exc:
+            result["codec"] = {"note": str(exc)}
+    for kind, corpus in (("speech", a.speech), ("music", a.music)):
+        key = f"{kind}_continuation"
+        if not corpus or not Path(corpus).is_dir():
+            result[key] = {"note": f"no {kind} corpus at {corpus!r}"}
+            continue
+        try:
+            rep = evaluate_continuations(
+                a.model,
+                corpus,
+                kind,  # type: ignore[arg-type]
+                split=a.split,
+                clips=a.clips,
+                prompt_seconds=a.prompt_seconds,
+                seconds=a.seconds,
+                seed=a.seed,
+                temperature=a.temperature,
+                top_k=a.top_k,
+                device=a.device,
+            )
+        except EvaluationError as exc:
+            result[key] = {"note": str(exc)}
+            continue
+        result[key] = {
+            "model": rep.summary,
+            "real_continuation": rep.reference_summary,
+            "clips": [f"{c.id} ({c.speaker_id})" for c in rep.clips],
+        }
+        targets.update({f"{kind}_{k}": v for k, v in _met(rep.summary).items()})
+    result["targets_met"] = targets
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    result["machine"]["loadavg_1m_after"] = _loadavg()
+    text = report.dumps(result)
+    print(text)
+    if a.output:
+        report.write(result, a.output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

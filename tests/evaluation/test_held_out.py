@@ -1,0 +1,152 @@
+"""Held-out clips of a corpus, and a bundle's continuations scored against the real ones (with
+stand-in engines: one that plays the real continuation back, one that babbles noise)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from eval_signals import RATE, TEXT_A, TEXT_B, write_corpus
+
+pytest.importorskip("resemblyzer", reason="needs the [eval] extra (resemblyzer)")
+pytest.importorskip("librosa", reason="needs the [eval] extra (librosa)")
+
+from audiogen_studio.engine.api import AudioChunk, GenerationRequest
+from audiogen_studio.evaluation.common import EvaluationError
+from audiogen_studio.evaluation.held_out import (
+    ContinuationReport,
+    evaluate_continuations,
+    held_out_clips,
+)
+
+Say = Callable[..., npt.NDArray[np.float32]]
+
+
+def _tone(seconds: float, freq: float) -> npt.NDArray[np.float32]:
+    t = np.arange(round(seconds * RATE)) / RATE
+    return (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def test_clips_come_round_robin_over_speakers_and_are_cut(tmp_path: Path) -> None:
+    corpus = write_corpus(
+        tmp_path / "c",
+        {
+            "a1": ("alice", _tone(3.0, 200)),
+            "a2": ("alice", _tone(3.0, 210)),
+            "b1": ("bob", _tone(3.0, 300)),
+            "c1": ("carol", _tone(0.5, 400)),  # too short: skipped
+            "d1": ("dave", _tone(3.0, 500)),
+        },
+    )
+    clips = held_out_clips(corpus, clips=4, seconds=2.0)
+    assert [c.id for c in clips] == ["a1", "b1", "d1", "a2"]
+    assert all(c.audio.shape == (2 * RATE,) and c.rate == RATE for c in clips)
+    assert clips[1].speaker_id == "bob" and clips[0].seconds == 2.0
+    at_8k = held_out_clips(corpus, clips=1, rate=8_000)
+    assert at_8k[0].audio.shape == (3 * 8_000,)
+    with pytest.raises(EvaluationError, match="no clips in split 'valid'"):
+        held_out_clips(corpus, split="valid")
+    with pytest.raises(EvaluationError, match="not a corpus"):
+        held_out_clips(tmp_path)
+    with pytest.raises(EvaluationError, match="10 s long"):
+        held_out_clips(corpus, seconds=10.0)
+
+
+class _StandIn:
+    """An engine that continues each prompt with the real continuation of its clip (``oracle``)
+    or with noise."""
+
+    name = "stand-in"
+    sample_rate = RATE
+
+    def __init__(self, clips: list[npt.NDArray[np.float32]], *, oracle: bool) -> None:
+        self.clips = clips
+        self.oracle = oracle
+        self.requests: list[GenerationRequest] = []
+
+    def expected_frames(self, request: GenerationRequest) -> int:
+        return round(request.seconds * RATE)
+
+    def stream(
+        self, request: GenerationRequest, cancel: threading.Event | None = None
+    ) -> Iterator[AudioChunk]:
+        self.requests.append(request)
+        p = request.prompt.samples[0]
+        n = self.expected_frames(request)
+        if self.oracle:
+            # the prompt went through a 16-bit FLAC: match within its rounding
+            clip = next(c for c in self.clips if np.allclose(c[: p.shape[0]], p, atol=1e-3))
+            out = clip[p.shape[0] : p.shape[0] + n]
+        else:
+            rng = np.random.default_rng(request.seed)
+            out = (0.1 * rng.standard_normal(n)).astype(np.float32)
+        yield AudioChunk(0, 0, out[None].copy(), RATE, 1.0, seed=request.seed or 0)
+
+
+def test_oracle_continuations_beat_noise(tmp_path: Path, say: Say) -> None:
+    long_a = np.concatenate([say(TEXT_A, "en-us+m3"), say(TEXT_B, "en-us+m3")])
+    long_b = np.concatenate([say(TEXT_B, "en-us+f2"), say(TEXT_A, "en-us+f2")])
+    corpus = write_corpus(tmp_path / "speech", {"s1": ("m3", long_a), "s2": ("f2", long_b)})
+
+    def run(engine: _StandIn, clips: int, with_reference: bool) -> ContinuationReport:
+        return evaluate_continuations(
+            "stand-in",
+            corpus,
+            "speech",
+            engine=engine,
+            clips=clips,
+            prompt_seconds=3.0,
+            seconds=3.0,
+            with_dnsmos=False,
+            with_reference=with_reference,
+        )
+
+    oracle = _StandIn([long_a, long_b], oracle=True)
+    good = run(oracle, 2, True)
+    bad = run(_StandIn([long_a, long_b], oracle=False), 1, False)
+    assert len(oracle.requests) == 3  # a warm-up, then one per clip
+    assert [r.seed for r in oracle.requests[1:]] == [0, 1]
+    g, b = good.summary, bad.summary
+    assert g["speaker_cosine"]["value"] > 0.8 and g["speaker_cosine"]["met"] is True
+    assert b["speaker_cosine"]["value"] < 0.7 and b["speaker_cosine"]["met"] is False
+    assert g["speaker_cosine"]["value"] > b["speaker_cosine"]["value"] + 0.2
+    assert g["seam_click_percentile"]["value"] < 95
+    assert (
+        b["seam_loudness_percentile"]["takes_meeting"] < 1.0
+        or b["seam_click_percentile"]["takes_meeting"] < 1.0
+    )
+    assert good.rtf is not None and g["rtf"]["target"] == "<= 0.5"
+    # the oracle *is* the real continuation: both summaries agree
+    assert good.reference_summary["speaker_cosine"]["value"] == pytest.approx(
+        g["speaker_cosine"]["value"], abs=1e-6
+    )
+    assert bad.reference_summary == {} and bad.clips[0].reference is None
+    assert [c.id for c in good.clips] == ["s2", "s1"]  # speakers in sorted order
+    assert good.clips[0].model.prompt_seconds == 3.0
+    assert good.clips[0].generated_seconds == 3.0
+
+
+def test_music_continuations_are_scored_for_key_and_tempo(tmp_path: Path) -> None:
+    from eval_signals import riff
+
+    x = riff(note_seconds=0.3, repeats=3)
+    corpus = write_corpus(tmp_path / "music", {"m1": ("pluck", x)})
+    report = evaluate_continuations(
+        "stand-in",
+        corpus,
+        "music",
+        engine=_StandIn([x], oracle=True),
+        clips=1,
+        prompt_seconds=3.0,
+        seconds=3.0,
+    )
+    s = report.summary
+    assert s["key_score"]["value"] == 1.0 and s["key_score"]["met"] is True
+    assert s["tempo_ratio"]["value"] == pytest.approx(1.0, abs=0.05)
+    assert "speaker_cosine" not in s
+    assert report.clips[0].model.music is not None
+    assert report.clips[0].model.music.key_prompt == "C major"
