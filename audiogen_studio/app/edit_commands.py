@@ -4,8 +4,9 @@ Every edit is stored as a list of :class:`Splice` — "frames ``[start, start + 
 ``old`` and become ``new``" — so that undo restores the exact samples (the removed or
 overwritten frames are kept bit for bit) while memory stays proportional to what changed, not to
 the clip: a cut keeps the cut frames, a paste keeps a reference to the pasted clip, a fade or a
-gain keeps the original frames of the selection and recomputes the new ones on redo (the ops
-are deterministic, so redo reproduces the first result exactly). A whole-clip replacement
+gain keeps the original frames of the selection and recomputes the new ones on redo from a named
+:class:`~audiogen_studio.app.undo_history.Effect` (the ops are deterministic, so redo reproduces
+the first result exactly). A whole-clip replacement
 (:meth:`ClipEditor.apply_edit`, e.g. "insert take after prompt") is reduced to the frames that
 differ (common prefix and suffix compared bit for bit), so inserting a take at the end stores
 only the take.
@@ -16,12 +17,18 @@ in/out, gain, normalize, insert) into commands on a ``QUndoStack``; the window i
 the selection, or on the whole clip when nothing is selected (Audacity's "select all if none");
 cut, copy, delete and trim need a selection. Applying an op to a segment equals applying it to
 the whole clip with that range (the tests check ``np.array_equal`` against :mod:`audio.edit`).
+
+Every command describes itself as a plain-data record (:func:`history_of`), which the project
+file saves (:mod:`~audiogen_studio.app.undo_history`); :func:`restore_history` rebuilds the stack
+from those records after a project is reopened or recovered, so edits made before the save (or
+the crash) can still be undone, exactly. Deleting a take (:class:`DeleteTakeCommand`) is on the
+same stack.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -29,10 +36,34 @@ from PySide6.QtGui import QUndoCommand, QUndoStack
 
 from audiogen_studio.app.clipboard import AudioClipboard, conform
 from audiogen_studio.app.selection import SelectionModel, Span
+from audiogen_studio.app.takes_model import TakeList, TakeRecord
+from audiogen_studio.app.undo_history import (
+    DeleteTakeRecord,
+    Effect,
+    Record,
+    ReplaceRecord,
+    Splice,
+    SpliceRecord,
+    UndoHistory,
+    ViewState,
+)
 from audiogen_studio.audio import edit
 from audiogen_studio.audio.clip import Clip, FloatArray
 from audiogen_studio.audio.edit import FadeCurve
 from audiogen_studio.audio.errors import ClipError
+
+__all__ = [
+    "ClipEditor",
+    "DeleteTakeCommand",
+    "EditError",
+    "EditTarget",
+    "ReplaceClipCommand",
+    "Splice",
+    "SpliceCommand",
+    "diff_splice",
+    "history_of",
+    "restore_history",
+]
 
 Transform = Callable[[FloatArray], FloatArray]
 _DIFF_CHUNK = 1 << 20  # frames compared per step when diffing two clips
@@ -58,55 +89,6 @@ class EditTarget(Protocol):
 # ------------------------------------------------------------------------------------------
 # splices (no Qt)
 # ------------------------------------------------------------------------------------------
-
-
-def _replace_frames(samples: FloatArray, start: int, remove: int, insert: FloatArray) -> FloatArray:
-    """``samples [C, T]`` with frames ``[start, start + remove)`` replaced by ``insert [C, n]``."""
-    if insert.shape[1] == remove:
-        out = np.array(samples, dtype=np.float32, copy=True)
-        out[:, start : start + remove] = insert
-        return out
-    return np.concatenate([samples[:, :start], insert, samples[:, start + remove :]], axis=1)
-
-
-@dataclass(frozen=True, eq=False, slots=True)
-class Splice:
-    """Frames ``[start, start + old.shape[1])`` held ``old [C, n_old]`` and now hold ``new``.
-
-    ``new`` is either stored (``stored [C, n_new]``) or recomputed from ``old`` by
-    ``transform`` (deterministic ops: fades, gain, ...), so a range effect costs the memory of
-    the range once.
-    """
-
-    start: int
-    old: FloatArray
-    stored: FloatArray | None = None
-    transform: Transform | None = None
-
-    def __post_init__(self) -> None:
-        if (self.stored is None) == (self.transform is None):
-            raise ValueError("a splice needs exactly one of stored or transform")
-
-    @property
-    def new(self) -> FloatArray:
-        """The frames after the edit ``[C, n_new]``."""
-        if self.stored is not None:
-            return self.stored
-        assert self.transform is not None
-        return self.transform(self.old)
-
-    def apply(self, samples: FloatArray) -> FloatArray:
-        """``samples`` before the edit -> after it."""
-        return _replace_frames(samples, self.start, self.old.shape[1], self.new)
-
-    def revert(self, samples: FloatArray, new_frames: int) -> FloatArray:
-        """``samples`` after the edit (``new_frames`` long here) -> before it, exactly."""
-        return _replace_frames(samples, self.start, new_frames, self.old)
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes this splice keeps alive (the stored frames; a paste shares its clip's)."""
-        return int(self.old.nbytes + (0 if self.stored is None else self.stored.nbytes))
 
 
 def _copy_range(samples: FloatArray, start: int, end: int) -> FloatArray:
@@ -153,15 +135,38 @@ def diff_splice(before: FloatArray, after: FloatArray) -> Splice | None:
 # ------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _View:
-    """Selection and cursor to show before / after a command."""
-
-    selection: Span | None
-    cursor: int
+_View = ViewState
 
 
-class SpliceCommand(QUndoCommand):
+class _Restorable(QUndoCommand):
+    """A command that describes itself as a :mod:`~audiogen_studio.app.undo_history` record.
+
+    While :attr:`silent` (set during :func:`restore_history`), redo and undo do nothing: the
+    document is already in the state the restored stack says.
+    """
+
+    silent = False
+
+    def record(self) -> Record | None:
+        """This command as a saveable record, or ``None`` when it cannot be saved."""
+        raise NotImplementedError
+
+    def redo(self) -> None:
+        if not self.silent:
+            self.apply_redo()
+
+    def undo(self) -> None:
+        if not self.silent:
+            self.apply_undo()
+
+    def apply_redo(self) -> None:
+        raise NotImplementedError
+
+    def apply_undo(self) -> None:
+        raise NotImplementedError
+
+
+class SpliceCommand(_Restorable):
     """An edit of the current clip made of splices applied in order (undo: reverse order)."""
 
     def __init__(
@@ -171,38 +176,39 @@ class SpliceCommand(QUndoCommand):
         self._target = target
         self.splices = splices
         self._before, self._after = before, after
-        self._new_lengths: list[int] = []
 
     @property
     def nbytes(self) -> int:
         """Bytes kept for undo/redo."""
         return sum(s.nbytes for s in self.splices)
 
-    def redo(self) -> None:
+    def record(self) -> SpliceRecord | None:
+        if not all(s.saveable for s in self.splices):
+            return None
+        return SpliceRecord(self.text(), tuple(self.splices), self._before, self._after)
+
+    def apply_redo(self) -> None:
         clip = self._target.clip
         assert clip is not None, "a splice edit needs a clip"
         samples: FloatArray = clip.samples
-        self._new_lengths = []
         for splice in self.splices:
-            new = splice.new
-            samples = _replace_frames(samples, splice.start, splice.old.shape[1], new)
-            self._new_lengths.append(new.shape[1])
+            samples = splice.apply(samples)
         changed = min(s.start for s in self.splices)
         view = self._after
         self._target.show_edit(clip.replace(samples=samples), view.selection, view.cursor, changed)
 
-    def undo(self) -> None:
+    def apply_undo(self) -> None:
         clip = self._target.clip
         assert clip is not None, "a splice edit needs a clip"
         samples: FloatArray = clip.samples
-        for splice, n_new in zip(reversed(self.splices), reversed(self._new_lengths), strict=True):
-            samples = splice.revert(samples, n_new)
+        for splice in reversed(self.splices):
+            samples = splice.revert(samples)
         changed = min(s.start for s in self.splices)
         view = self._before
         self._target.show_edit(clip.replace(samples=samples), view.selection, view.cursor, changed)
 
 
-class ReplaceClipCommand(QUndoCommand):
+class ReplaceClipCommand(_Restorable):
     """Swap the whole document (used when a splice cannot describe the change: no clip before
     or after, or another rate or channel count)."""
 
@@ -214,33 +220,108 @@ class ReplaceClipCommand(QUndoCommand):
         after: Clip | None,
         view_before: _View,
         view_after: _View,
+        *,
+        key: str | None = None,
     ) -> None:
         super().__init__(text)
         self._target = target
         self._clips = (before, after)
         self._views = (view_before, view_after)
+        self._key = key or uuid.uuid4().hex[:16]  # names the clips' files in a saved history
 
-    def redo(self) -> None:
+    def record(self) -> ReplaceRecord:
+        return ReplaceRecord(self.text(), *self._clips, *self._views, key=self._key)
+
+    def apply_redo(self) -> None:
         view = self._views[1]
         self._target.show_edit(self._clips[1], view.selection, view.cursor, 0)
 
-    def undo(self) -> None:
+    def apply_undo(self) -> None:
         view = self._views[0]
         self._target.show_edit(self._clips[0], view.selection, view.cursor, 0)
+
+
+class DeleteTakeCommand(_Restorable):
+    """Undoable removal of one take (undo puts it back at its place)."""
+
+    def __init__(self, takes: TakeList, take: TakeRecord, index: int | None = None) -> None:
+        super().__init__(f"Delete {take.name}")
+        self.takes = takes
+        self.take = take
+        self.index = takes.index_of(take.id) if index is None else index
+
+    def record(self) -> DeleteTakeRecord:
+        return DeleteTakeRecord(self.text(), self.take, self.index)
+
+    def apply_redo(self) -> None:
+        self.index, self.take = self.takes.remove(self.take.id)
+
+    def apply_undo(self) -> None:
+        self.takes.add(self.take, min(self.index, len(self.takes)))
+
+
+def history_of(stack: QUndoStack) -> UndoHistory:
+    """The stack as an :class:`~audiogen_studio.app.undo_history.UndoHistory` (plain data).
+
+    Commands that cannot be saved cut the history there: on the undo side the steps before
+    such a command are dropped (undo could not get past it), on the redo side the command and
+    those after it.
+    """
+    index = stack.index()
+    records: list[Record] = []
+    first = 0
+    for i in range(stack.count()):
+        command = stack.command(i)
+        record = command.record() if isinstance(command, _Restorable) else None
+        if record is None:
+            if i < index:
+                records, first = [], i + 1  # nothing before this can be undone after a reload
+                continue
+            break
+        records.append(record)
+    return UndoHistory(tuple(records), index - first)
+
+
+def restore_history(
+    stack: QUndoStack, history: UndoHistory, target: EditTarget, takes: TakeList
+) -> None:
+    """Rebuild ``stack`` from ``history`` without touching the document, which must already be
+    in the state at ``history.index`` (the clip and takes a project holds)."""
+    stack.clear()
+    commands: list[_Restorable] = []
+    for record in history.records:
+        command: _Restorable
+        if isinstance(record, SpliceRecord):
+            command = SpliceCommand(
+                target, record.text, list(record.splices), record.before, record.after
+            )
+        elif isinstance(record, ReplaceRecord):
+            command = ReplaceClipCommand(
+                target,
+                record.text,
+                record.before,
+                record.after,
+                record.view_before,
+                record.view_after,
+                key=record.key,
+            )
+        else:
+            command = DeleteTakeCommand(takes, record.take, record.index)
+        command.setText(record.text)
+        command.silent = True
+        commands.append(command)
+    try:
+        for command in commands:
+            stack.push(command)  # silent: push's redo does nothing
+        stack.setIndex(history.index)  # silent: the undos it runs do nothing
+    finally:
+        for command in commands:
+            command.silent = False
 
 
 # ------------------------------------------------------------------------------------------
 # the editor's actions
 # ------------------------------------------------------------------------------------------
-
-
-def _segment_op(rate: int, op: Callable[[Clip], Clip]) -> Transform:
-    """A transform that runs the clip op ``op`` on a segment ``[C, n]`` at ``rate``."""
-
-    def run(segment: FloatArray) -> FloatArray:
-        return op(Clip(segment, rate)).samples
-
-    return run
 
 
 class ClipEditor:
@@ -292,13 +373,13 @@ class ClipEditor:
         self.stack.push(command)
         return command
 
-    def _range_effect(self, text: str, op: Callable[[Clip], Clip]) -> SpliceCommand:
+    def _range_effect(self, text: str, effect: Effect) -> SpliceCommand:
         clip = self._clip()
         start, end = self._range_or_all()
         if end <= start:
             raise EditError("The clip is empty")
         old = _copy_range(clip.samples, start, end)
-        splice = Splice(start, old, transform=_segment_op(clip.rate, op))
+        splice = Splice(start, old, effect=effect, rate=clip.rate)
         return self._push_splices(text, [splice], self._now())
 
     # -- clipboard --------------------------------------------------------------------------
@@ -405,26 +486,26 @@ class ClipEditor:
 
     def silence(self) -> SpliceCommand:
         """Set the range to zero."""
-        return self._range_effect("Silence", lambda c: edit.silence(c, 0))
+        return self._range_effect("Silence", Effect.of("silence"))
 
     def fade_in(self, curve: FadeCurve = "linear") -> SpliceCommand:
         """Fade the range in (gain 0 at its first frame, 1 at its last)."""
-        return self._range_effect("Fade In", lambda c: edit.fade_in(c, curve=curve))
+        return self._range_effect("Fade In", Effect.of("fade_in", curve=curve))
 
     def fade_out(self, curve: FadeCurve = "linear") -> SpliceCommand:
         """Fade the range out (gain 1 at its first frame, 0 at its last)."""
-        return self._range_effect("Fade Out", lambda c: edit.fade_out(c, curve=curve))
+        return self._range_effect("Fade Out", Effect.of("fade_out", curve=curve))
 
     def gain(self, db: float) -> SpliceCommand:
         """Amplify the range by ``db`` decibels (no limiting)."""
         _check_db(db)
-        return self._range_effect(f"Gain {db:+g} dB", lambda c: edit.gain(c, db))
+        return self._range_effect(f"Gain {db:+g} dB", Effect.of("gain", db=float(db)))
 
     def normalize(self, peak_db: float = -1.0) -> SpliceCommand:
         """Scale the range so its peak (over all channels) is ``peak_db`` dBFS."""
         _check_db(peak_db)
         return self._range_effect(
-            f"Normalize to {peak_db:g} dB", lambda c: edit.normalize_peak(c, peak_db)
+            f"Normalize to {peak_db:g} dB", Effect.of("normalize", peak_db=float(peak_db))
         )
 
 

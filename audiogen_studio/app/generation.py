@@ -17,6 +17,16 @@ generation: it is reported once through ``playback_unavailable(message)``.
 
 Cancel is a :class:`threading.Event` made per request by the controller and set from the GUI
 thread (Stop); the engine checks it between chunks. The GUI thread only draws.
+
+Warm-up: half a second after the event loop starts (:data:`WARM_UP_DELAY_MS`, once the window
+is up), the controller queues :meth:`GenerationWorker.warm_up`, so torch, numba and the fused
+kernels are loaded (:mod:`~audiogen_studio.app.warmup`) on the generation thread while the user
+is still looking at the window, in pieces that leave the GIL to the GUI; the first Generate then
+starts without the ~0.3-1.2 s event-loop stall that loading them used to cause. The device
+probe and model preloads asked for before that wait for it; a request submitted earlier starts
+it at once; every job queues behind it on the same thread.
+The panel also asks the worker to :meth:`~GenerationController.preload` the selected model's
+engine (loaded once, cached like a request's), so the first Generate does not build it either.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ import numpy as np
 import numpy.typing as npt
 from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
 
+from audiogen_studio.app import warmup
 from audiogen_studio.audio import devices, io
 from audiogen_studio.audio.clip import Clip
 from audiogen_studio.audio.errors import AudioError
@@ -42,6 +53,10 @@ log = logging.getLogger(__name__)
 
 PREROLL_SECONDS = 0.2
 MAX_RING_SECONDS = 120.0  # longer generations throttle to real time once the ring is full
+#: the warm-up starts this long after the event loop starts: while the window is built and
+#: first painted, the main thread loads Qt plugins, and a ``dlopen`` there would wait for the
+#: warm-up's (the loader lock), delaying the window by ~1 s
+WARM_UP_DELAY_MS = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +135,7 @@ class GenerationWorker(QObject):
     failed = Signal(str)
     playback_unavailable = Signal(str)
     devices_found = Signal(object)  # list[str]: "cpu", then "cuda" / "mps" when torch has them
+    warmed_up = Signal(object)  # warmup.WarmUpReport
 
     def __init__(self, *, playback: bool = True, preroll_seconds: float = PREROLL_SECONDS) -> None:
         super().__init__()
@@ -128,6 +144,8 @@ class GenerationWorker(QObject):
         self._engines: dict[tuple[str, str, str], Engine] = {}
         self._player: devices.Player | None = None
         self.preview: LivePreview | None = None
+        #: set (from any thread) to end a running warm-up after its current piece
+        self.stop_warm_up = threading.Event()
 
     # -- thread-safe accessors (called from the GUI thread) ---------------------------------
 
@@ -158,6 +176,24 @@ class GenerationWorker(QObject):
         return engine
 
     # -- the slots --------------------------------------------------------------------------
+
+    @Slot()
+    def warm_up(self) -> None:
+        """Load torch, numba and the fused kernels now (see :mod:`~audiogen_studio.app.warmup`);
+        emits ``warmed_up(report)``. Pieces already done in this process are skipped."""
+        report = warmup.warm_up(self.stop_warm_up)
+        self.warmed_up.emit(report)
+
+    @Slot(str, str, str)
+    def preload(self, model: str, mode: str, device: str) -> None:
+        """Load (and cache) the engine a request for ``model`` would use; errors are only
+        logged here (a request for it reports them)."""
+        if self.stop_warm_up.is_set():  # shutting down
+            return
+        try:
+            self.engine(model, mode, device)
+        except Exception as exc:
+            log.info("preloading %s failed: %s", model, exc)
 
     @Slot()
     def probe_devices(self) -> None:
@@ -295,10 +331,15 @@ class GenerationController(QObject):
     playback_unavailable = Signal(str)
     playback_state = Signal(str)  # "buffering" / "playing" / "" (stopped or finished)
     devices_found = Signal(object)  # list[str], after probe_devices()
+    warmed_up = Signal(object)  # warmup.WarmUpReport, after the start-up warm-up
     _submit = Signal(object, str, str, object)
     _probe = Signal()
+    _warm = Signal()
+    _preload = Signal(str, str, str)
 
-    def __init__(self, parent: QObject | None = None, *, playback: bool = True) -> None:
+    def __init__(
+        self, parent: QObject | None = None, *, playback: bool = True, warm_up: bool = True
+    ) -> None:
         super().__init__(parent)
         self.worker_thread = QThread(self)
         self.worker_thread.setObjectName("audiogen-generation")
@@ -312,6 +353,15 @@ class GenerationController(QObject):
         self.worker.failed.connect(self._on_failed)
         self.worker.devices_found.connect(self._on_devices_found)
         self._probe.connect(self.worker.probe_devices)
+        self._warm.connect(self.worker.warm_up)
+        self._preload.connect(self.worker.preload)
+        self.worker.warmed_up.connect(self._on_warmed_up)
+        #: the start-up warm-up's report once it finished (``None`` before, or when off)
+        self.warm_report: warmup.WarmUpReport | None = None
+        # work asked for before the warm-up started waits for it (then runs in this order)
+        self._warm_started = not warm_up
+        self._held_probe = False
+        self._held_preload: tuple[str, str, str] | None = None
         self.compute_devices: list[str] | None = None  # known after probe_devices()
         self._probing = False
         self._cancel: threading.Event | None = None
@@ -321,15 +371,29 @@ class GenerationController(QObject):
         self._poll.setInterval(33)
         self._poll.timeout.connect(self._poll_playback)
         self.worker_thread.start()
+        if warm_up:  # once the event loop runs and the window had time to appear
+            QTimer.singleShot(WARM_UP_DELAY_MS, self._start_warm_up)
 
     def generate(self, request: GenerationRequest, model: str, device: str = "auto") -> bool:
         """Queue ``request`` on the worker; False when one is already running or shut down."""
         if self.busy or self._shut_down:
             return False
+        self._start_warm_up()  # now, if it had not started: the request queues behind it
         self.busy = True
         self._cancel = threading.Event()
         self._submit.emit(request, model, device, self._cancel)
         self._poll.start()
+        return True
+
+    def preload(self, model: str, mode: str = "continue", device: str = "auto") -> bool:
+        """Load the engine for ``model`` on the worker ahead of a request (queued behind what
+        the worker is doing); False when shut down or generating."""
+        if self._shut_down or self.busy:
+            return False
+        if not self._warm_started:
+            self._held_preload = (model, mode, device)
+        else:
+            self._preload.emit(model, mode, device)
         return True
 
     def probe_devices(self) -> None:
@@ -339,7 +403,26 @@ class GenerationController(QObject):
             self.devices_found.emit(list(self.compute_devices))
         elif not self._probing and not self._shut_down:
             self._probing = True
+            if self._warm_started:
+                self._probe.emit()
+            else:
+                self._held_probe = True
+
+    def _start_warm_up(self) -> None:
+        if self._warm_started or self._shut_down:
+            return
+        self._warm_started = True
+        self._warm.emit()
+        if self._held_probe:
+            self._held_probe = False
             self._probe.emit()
+        held, self._held_preload = self._held_preload, None
+        if held is not None:
+            self._preload.emit(*held)
+
+    def _on_warmed_up(self, report: warmup.WarmUpReport) -> None:
+        self.warm_report = report
+        self.warmed_up.emit(report)
 
     def _on_devices_found(self, found: list[str]) -> None:
         self._probing = False
@@ -358,6 +441,7 @@ class GenerationController(QObject):
             return
         self._shut_down = True
         self._poll.stop()
+        self.worker.stop_warm_up.set()  # a warm-up in progress ends after its current piece
         self.stop()
         self.worker_thread.quit()
         self.worker_thread.wait()

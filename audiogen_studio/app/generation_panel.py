@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -52,6 +53,8 @@ log = logging.getLogger(__name__)
 
 MAX_SEED = 2**31 - 1
 CHUNK_SECONDS = 0.1
+PRELOAD_DELAY_MS = 300  # after the model or device selection last changed
+LIVE_VIEW_HEIGHT = 140
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,10 +257,21 @@ class GenerationPanel(QWidget):
         self.status_label = QLabel("")
         self.playback_label = QLabel("")
         self.status_label.setWordWrap(True)
+        # Text that comes and goes must not move the layout: a resized dock makes the window
+        # relayout and repaint every view at once (a ~100 ms GUI stall at each Generate). The
+        # labels keep their lines reserved and never widen the dock.
+        line = self.fontMetrics().lineSpacing()
+        for label, lines in (
+            (self.playback_label, 1),
+            (self.prompt_label, 2),
+            (self.status_label, 3),
+        ):
+            label.setMinimumHeight(lines * line)
+            label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Minimum)
+            label.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.live_view = WaveformView()  # take 0's continuation growing while it is generated
         self.live_view.placeholder.setText("live take")
-        self.live_view.setMinimumHeight(110)
-        self.live_view.setMaximumHeight(160)
+        self.live_view.setFixedHeight(LIVE_VIEW_HEIGHT)  # a stable layout (see the labels)
         self.live_view.setLabel("left", "")
         self.live_view.setLabel("bottom", "")
         self._live_frames = -1
@@ -292,8 +306,15 @@ class GenerationPanel(QWidget):
         layout.addWidget(self.status_label)
         layout.addStretch(1)
 
+        # the selected model's engine is loaded ahead of Generate, once the choice settles
+        self._preload_timer = QTimer(self)
+        self._preload_timer.setSingleShot(True)
+        self._preload_timer.setInterval(PRELOAD_DELAY_MS)
+        self._preload_timer.timeout.connect(self.preload_selected)
         self.engine_combo.currentIndexChanged.connect(lambda _: self.refresh_models())
         self.model_combo.currentIndexChanged.connect(lambda _: self._show_model_card())
+        self.model_combo.currentIndexChanged.connect(lambda _: self._preload_timer.start())
+        self.device_combo.currentIndexChanged.connect(lambda _: self._preload_timer.start())
         self.new_seed_button.clicked.connect(self.new_seed)
         self.generate_button.clicked.connect(self.generate)
         self.stop_button.clicked.connect(self.stop)
@@ -404,6 +425,7 @@ class GenerationPanel(QWidget):
         self.model_combo.blockSignals(False)
         self._show_model_card()
         self._update_buttons()
+        self._preload_timer.start()
 
     def _add_model(self, b: bundles.BundleInfo) -> None:
         key = str(b.path)
@@ -608,6 +630,15 @@ class GenerationPanel(QWidget):
         self.status_label.setText(message)
         self._report_error("Generation failed", message)
 
+    def preload_selected(self) -> bool:
+        """Load the selected model's engine on the generation thread now (it is cached), so
+        Generate starts without building it; False when there is nothing to load."""
+        bundle = self.bundle
+        if bundle is None:
+            return False
+        return self.controller.preload(str(bundle.path), self.engine.mode, self.device)
+
     def shutdown(self) -> None:
         """Stop the live view (the window shuts the controller down)."""
+        self._preload_timer.stop()
         self._live_timer.stop()

@@ -393,6 +393,7 @@ class LibraryDock(QDockWidget):
         self._lock = threading.Lock()
         self._watched: list[tuple[TakeList, Callable[[], None]]] = []
         self._seen: set[str] = set()
+        self._shut_down = False
 
         body = QWidget()
         self.search_box = QLineEdit()
@@ -721,6 +722,9 @@ class LibraryDock(QDockWidget):
             self.status.setText(f"could not add a take to the library: {error}")
             self.record_failed.emit(error)
             return
+        if self._shut_down:  # queued from the last commits of a closing window
+            self.recorded.emit(uid)
+            return
         self._update_facets()
         self.refresh()
         self.recorded.emit(uid)
@@ -750,7 +754,9 @@ class LibraryDock(QDockWidget):
                 future.result(timeout=timeout)
 
     def shutdown(self) -> None:
-        """Finish recording, stop playback, stop following take lists (window closing)."""
+        """Finish recording, stop playback, stop following take lists (window closing); the
+        library may be closed afterwards."""
+        self._shut_down = True
         self.stop()
         for takes, listener in self._watched:
             takes.unsubscribe(listener)

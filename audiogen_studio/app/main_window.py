@@ -6,14 +6,20 @@ selection and cursor (:class:`~audiogen_studio.app.selection.SelectionModel`), t
 :mod:`~audiogen_studio.app.edit_commands`), the session's takes (:attr:`MainWindow.takes`) and
 the project file they are saved to (:mod:`~audiogen_studio.app.project`). Panels (generation,
 recording, takes) are docks that talk to the window through the contract in
-:mod:`~audiogen_studio.app.panel_support`.
+:mod:`~audiogen_studio.app.panel_support`. In both views a press within a few pixels of a
+selection edge grabs that edge and the drag moves it (a size-hor cursor shows it,
+:mod:`~audiogen_studio.app.edge_drag`).
 
 No edit or take is lost: changes are autosaved (debounced after each change, and every
 ``autosave_seconds``) on a worker thread into the user data dir's ``recovery/`` folder; a window
 that closes cleanly removes its autosave, so one that is found on start (its lock not held)
-belongs to a session that crashed, and the window offers to restore it. Closing, quitting or
-opening another file with unsaved changes asks Save / Discard / Cancel. Both prompts are
-injectable (``unsaved_prompt=``, ``recovery_prompt=``) so tests answer them.
+belongs to a session that crashed, and the window offers to restore it. The undo history is
+saved with the project and the autosave, so after reopening or recovering, the edits made
+before can still be undone (:mod:`~audiogen_studio.app.undo_history` says how much is kept).
+Closing, quitting or opening another file with unsaved changes asks Save / Discard / Cancel.
+Both prompts are injectable (``unsaved_prompt=``, ``recovery_prompt=``) so tests answer them.
+Files open from File ▸ Open, File ▸ Open Recent (a file that is gone is dropped from it) or by
+dropping audio files or projects onto the window.
 
 The GUI thread only draws: loading happens before the views are (re)built, playback runs in
 PortAudio's callback thread (:mod:`~audiogen_studio.app.transport`), and a 30 Hz timer moves the
@@ -29,11 +35,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtCore import QPointF, QSettings, Qt, QTimer
 from PySide6.QtGui import (
     QAction,
     QCloseEvent,
     QDragEnterEvent,
+    QDragMoveEvent,
     QDropEvent,
     QIcon,
     QKeySequence,
@@ -55,12 +62,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from audiogen_studio.app import zoom
+from audiogen_studio.app import loading, zoom
 from audiogen_studio.app.clipboard import clipboard
-from audiogen_studio.app.edit_commands import ClipEditor, EditError
+from audiogen_studio.app.edge_drag import EdgeHover, frame_at, grab_tolerance_frames
+from audiogen_studio.app.edit_commands import ClipEditor, EditError, history_of, restore_history
 from audiogen_studio.app.export_dialog import ExportDialog, ExportOptions, export_clip
 from audiogen_studio.app.generation import GenerationController
 from audiogen_studio.app.generation_panel import GenerationPanel
+from audiogen_studio.app.library_dock import LibraryDock, take_uids_from_mime
 from audiogen_studio.app.project import (
     PROJECT_SUFFIX,
     AutosaveSession,
@@ -77,10 +86,11 @@ from audiogen_studio.app.selection import SelectionModel, Span
 from audiogen_studio.app.takes_model import TakeList
 from audiogen_studio.app.transport import Transport
 from audiogen_studio.app.views import COLORMAPS, SpectrogramView, WaveformView, format_time
-from audiogen_studio.audio import devices, io
+from audiogen_studio.audio import devices
 from audiogen_studio.audio.clip import Clip
 from audiogen_studio.audio.errors import AudioError
 from audiogen_studio.engine import bundles
+from audiogen_studio.library import LibraryError, TakeLibrary
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +100,10 @@ AUDIO_FILTER = (
     f"*{PROJECT_SUFFIX});;AudioGen Studio projects (*{PROJECT_SUFFIX});;All files (*)"
 )
 PROJECT_FILTER = f"AudioGen Studio project (*{PROJECT_SUFFIX})"
+#: what a drop onto the window opens (the extensions of :data:`AUDIO_FILTER`)
+DROP_SUFFIXES = frozenset(
+    {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", PROJECT_SUFFIX}
+)
 MAX_RECENT = 10
 AUTOSAVE_SECONDS = 30.0
 AUTOSAVE_DELAY = 2.0  # debounce after an edit
@@ -169,6 +183,7 @@ class MainWindow(QMainWindow):
         self._unsaved_content = False  # content that is in no file (recorded, generated, takes)
         self._loading = False
         self._shut_down = False
+        self._opening: loading.BackgroundOpen | None = None  # a long file still converting
         self.unsaved_prompt: UnsavedPrompt = unsaved_prompt or self._ask_unsaved
         self.recovery_prompt: RecoveryPrompt = recovery_prompt or self._ask_recovery
         self.ask_project_path: Callable[[], Path | None] = self._ask_project_path
@@ -198,6 +213,11 @@ class MainWindow(QMainWindow):
         self.spectrogram.setXLink(self.waveform)
         for view in (self.waveform, self.spectrogram):
             view.gesture.connect(self._on_gesture)
+        # size-hor cursor near a selection edge (a press there drags the edge)
+        self.edge_hovers = [
+            EdgeHover(view, self.selection_model, self._clip_rate)
+            for view in (self.waveform, self.spectrogram)
+        ]
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(self.waveform)
         splitter.addWidget(self.spectrogram)
@@ -228,7 +248,10 @@ class MainWindow(QMainWindow):
         gen_dock = self.add_panel_dock("Generate", scroll, tabify_with="Models")
         self.recording_panel: QWidget | None = None
         self.takes_panel: QWidget | None = None
+        self.library: TakeLibrary | None = None
+        self.library_dock: LibraryDock | None = None
         self._add_optional_panels()
+        self._add_library_dock()
         gen_dock.raise_()
         self.refresh_models()
 
@@ -305,6 +328,54 @@ class MainWindow(QMainWindow):
             self.add_panel_dock(
                 "Takes", self.takes_panel, area=Qt.DockWidgetArea.BottomDockWidgetArea
             )
+
+    def _add_library_dock(self) -> None:
+        """The take library (issue 7): every generated take is recorded there by itself.
+
+        A library that cannot be opened (a read-only data folder, a newer schema) is reported
+        in the log and the dock is left out; the app works on without it.
+        """
+        try:
+            self.library = TakeLibrary()
+        except (LibraryError, OSError) as exc:
+            log.warning("take library unavailable: %s", exc)
+            return
+        dock = LibraryDock(self.library, None, self)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        models = self._docks.get("Models")
+        if models is not None:
+            self.tabifyDockWidget(models, dock)
+        self._docks["Library"] = dock
+        dock.watch(self.takes, prompt_source=lambda: str(self.path) if self.path else "")
+        dock.insert_requested.connect(self._insert_library_take)
+        self.library_dock = dock
+
+    def _insert_library_take(self, uid: str, frame: int | None = None) -> bool:
+        """Insert a library take's audio at ``frame`` (default: the cursor), one undo step."""
+        if self.library is None:
+            return False
+        try:
+            audio = self.library.audio(uid)
+            name = self.library.get(uid).name or uid[:8]
+        except (LibraryError, AudioError) as exc:
+            self.report_error("Cannot insert the take", str(exc))
+            return False
+        at = self.selection_model.cursor if frame is None else frame
+        if self.clip is not None:
+            at = max(0, min(at, self.clip.frames))
+        self.insert_clip(at, audio, f"Insert library take {name}")
+        return True
+
+    def _insert_library_takes(self, uids: list[str], frame: int | None) -> None:
+        """Insert dropped library takes one after the other at ``frame`` (or the cursor)."""
+        at = frame
+        for uid in uids:
+            before = self.clip.frames if self.clip is not None else 0
+            if not self._insert_library_take(uid, at):
+                return
+            after = self.clip.frames if self.clip is not None else 0
+            start = self.selection_model.cursor if at is None else at
+            at = min(start, before) + (after - before)
 
     # -- menus -------------------------------------------------------------------------------
 
@@ -472,22 +543,48 @@ class MainWindow(QMainWindow):
     def _rebuild_recent(self) -> None:
         self.recent_menu.clear()
         recent = self.recent_files()
-        for path in recent:
-            act = QAction(path, self)
-            act.triggered.connect(lambda _=False, p=path: self.open_file(Path(p)))
+        for i, path in enumerate(recent):
+            mnemonic = f"&{i + 1} " if i < 9 else ""
+            act = QAction(mnemonic + path.replace("&", "&&"), self)
+            act.setData(path)
+            act.triggered.connect(lambda _=False, p=path: self.open_recent(Path(p)))
             self.recent_menu.addAction(act)
+        if recent:
+            self.recent_menu.addSeparator()
+            clear = QAction("&Clear Recent Files", self)
+            clear.triggered.connect(lambda _=False: self.clear_recent_files())
+            self.recent_menu.addAction(clear)
         self.recent_menu.setEnabled(bool(recent))
 
     @staticmethod
     def recent_files() -> list[str]:
         """Recently opened files and projects, newest first."""
-        value = QSettings().value("recent_files", [])
-        return [str(v) for v in value] if isinstance(value, list) else []
+        # type=list: an INI file stores a one-element list as a plain string
+        value = QSettings().value("recent_files", [], type=list)
+        return [str(v) for v in value if str(v)] if isinstance(value, list) else []
 
     def _remember(self, path: Path) -> None:
         recent = [str(path)] + [p for p in self.recent_files() if p != str(path)]
         QSettings().setValue("recent_files", recent[:MAX_RECENT])
         self._rebuild_recent()
+
+    def _forget(self, path: Path) -> None:
+        QSettings().setValue("recent_files", [p for p in self.recent_files() if p != str(path)])
+        self._rebuild_recent()
+
+    def clear_recent_files(self) -> None:
+        """Empty File ▸ Open Recent."""
+        QSettings().setValue("recent_files", [])
+        self._rebuild_recent()
+
+    def open_recent(self, path: Path) -> bool:
+        """Open a file from File ▸ Open Recent; one that no longer exists is reported and
+        removed from the list."""
+        if not Path(path).exists():
+            self._forget(Path(path))
+            self.report_error("Cannot open file", f"{path} no longer exists")
+            return False
+        return self.open_file(Path(path))
 
     # -- the document ------------------------------------------------------------------------
 
@@ -531,6 +628,7 @@ class MainWindow(QMainWindow):
         unsaved: bool,
         token: str | None = None,
     ) -> None:
+        self._cancel_opening()
         self.stop_playback()
         self._loading = True
         try:
@@ -643,13 +741,19 @@ class MainWindow(QMainWindow):
         """Move the cursor (clears the selection)."""
         self.selection_model.set_cursor(frame)
 
+    def _clip_rate(self) -> int | None:
+        return self.clip.rate if self.clip is not None else None
+
     def _on_gesture(self, kind: str, seconds: float, shift: bool) -> None:
         if self.clip is None:
             return
         frame = self.clip.seconds_to_frames(seconds)
         model = self.selection_model
         if kind == "press":
-            model.press(frame, extend=shift)
+            sender = self.sender()
+            view = self.spectrogram if sender is self.spectrogram else self.waveform
+            tolerance = grab_tolerance_frames(view, self.clip.rate)
+            model.press(frame, extend=shift, grab_tolerance=tolerance)
         elif kind == "drag":
             model.drag(frame)
         elif kind == "release":
@@ -840,15 +944,52 @@ class MainWindow(QMainWindow):
             return self.open_project(path)
         if not self.maybe_save():
             return False
-        try:
-            clip = io.load(path)
+        try:  # a long file returns at once: shown now, editable once converted
+            opened = loading.open_audio(path, views=(self.waveform, self.spectrogram))
         except AudioError as exc:
             self.report_error("Cannot open file", str(exc))
             return False
         self._replace_takes([])
-        self._new_document(clip, path=path, project_path=None, unsaved=False)
+        if isinstance(opened, Clip):
+            self._new_document(opened, path=path, project_path=None, unsaved=False)
+        else:
+            self._new_document(None, path=path, project_path=None, unsaved=False)
+            self._opening = opened
+            opened.progress.connect(self._on_opening_progress)
+            opened.loaded.connect(self._on_opening_loaded)
+            opened.failed.connect(self._on_opening_failed)
+            self.file_label.setText(opened.status_text())
         self._remember(path.resolve())
         return True
+
+    @property
+    def opening(self) -> loading.BackgroundOpen | None:
+        """The long file being opened in the background (``None`` when there is none)."""
+        return self._opening
+
+    def _cancel_opening(self) -> None:
+        opened, self._opening = self._opening, None
+        if opened is not None:
+            opened.cancel()
+
+    def _on_opening_progress(self, fraction: float) -> None:
+        if self._opening is not None:
+            self.file_label.setText(self._opening.status_text())
+
+    def _on_opening_loaded(self, clip: Clip) -> None:
+        opened, self._opening = self._opening, None
+        if opened is None or opened.clip is not clip:
+            return  # a stale open (cancelled before its signal arrived)
+        view = self.visible_range()  # the user may have zoomed meanwhile
+        self._new_document(clip, path=opened.path, project_path=None, unsaved=False)
+        self.set_visible_range(*view)
+
+    def _on_opening_failed(self, message: str) -> None:
+        if self._opening is None:
+            return
+        self._opening = None
+        self._new_document(None, path=None, project_path=None, unsaved=False)
+        self.report_error("Cannot open file", message)
 
     def open_project(self, path: Path) -> bool:
         """Open a project file (after the unsaved-changes prompt)."""
@@ -882,6 +1023,16 @@ class MainWindow(QMainWindow):
             unsaved=unsaved,
             token=state.clip_token,
         )
+        if state.history is not None:  # edits made before the save can still be undone
+            self._loading = True
+            try:
+                restore_history(self.undo_stack, state.history, self, self.takes)
+                self.undo_stack.setClean()
+            finally:
+                self._loading = False
+            self._update_title()
+        if state.history_note:
+            self.statusBar().showMessage(state.history_note, 15000)
         if state.clip is not None:
             self.selection_model.restore(state.selection, state.cursor)
             if state.view is not None:
@@ -909,6 +1060,7 @@ class MainWindow(QMainWindow):
                 "spectrogram_scale": self.spectrogram.scale,
                 "colormap": self.spectrogram.colormap,
             },
+            history=history_of(self.undo_stack),
         )
 
     def _ask_project_path(self) -> Path | None:
@@ -1152,15 +1304,69 @@ class MainWindow(QMainWindow):
 
     # -- drag and drop -----------------------------------------------------------------------
 
+    @staticmethod
+    def _dropped_file(event: QDragEnterEvent | QDropEvent) -> Path | None:
+        """The first local file of a drag (audio or project), or ``None``."""
+        for url in event.mimeData().urls():
+            if url.isLocalFile():
+                path = Path(url.toLocalFile())
+                if path.suffix.lower() in DROP_SUFFIXES:
+                    return path
+        return None
+
+    def _dropped_takes(self, event: QDragEnterEvent | QDropEvent) -> list[str] | None:
+        """The uids of a drag from this window's Library dock, or ``None``.
+
+        Checked before the file URLs: a library drag also carries ``file://`` URLs of its FLACs
+        (for other programs), which must not replace the document.
+        """
+        payload = take_uids_from_mime(event.mimeData())
+        if payload is None or self.library is None:
+            return None
+        uids, root = payload
+        if Path(root).resolve() != self.library.root.resolve():
+            return None  # another library's takes: treat the drag as plain files
+        return uids
+
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
-        if event.mimeData().hasUrls():
+        # library takes, local audio files and projects: anything else shows "no drop"
+        if self._dropped_takes(event) or self._dropped_file(event) is not None:
             event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dragMoveEvent(self, event: QDragMoveEvent) -> None:
+        if self._dropped_takes(event) or self._dropped_file(event) is not None:
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def _drop_frame(self, event: QDropEvent) -> int | None:
+        """The frame under a drop onto the waveform or spectrogram, else ``None`` (cursor)."""
+        rate = self._clip_rate()
+        if rate is None:
+            return None
+        for view in (self.waveform, self.spectrogram):
+            local = view.mapFrom(self, event.position().toPoint())
+            if view.rect().contains(local):
+                return frame_at(view, QPointF(local), rate)
+        return None
 
     def dropEvent(self, event: QDropEvent) -> None:
-        urls = [u for u in event.mimeData().urls() if u.isLocalFile()]
-        if urls:
+        uids = self._dropped_takes(event)
+        if uids:
             event.acceptProposedAction()
-            self.open_file(Path(urls[0].toLocalFile()))
+            frame = self._drop_frame(event)
+            QTimer.singleShot(0, lambda: self._insert_library_takes(uids, frame))
+            return
+        path = self._dropped_file(event)
+        if path is None:
+            event.ignore()
+            return
+        event.acceptProposedAction()
+        # open after the drop returns: the source application is not kept waiting for a load
+        # (and a modal "unsaved changes" prompt does not run inside the drag-and-drop loop)
+        QTimer.singleShot(0, lambda: self.open_file(path))
 
     # -- playback ----------------------------------------------------------------------------
 
@@ -1248,6 +1454,9 @@ class MainWindow(QMainWindow):
         close). Called by :meth:`closeEvent`; idempotent."""
         if self._shut_down:
             return
+        opened, self._opening = self._opening, None
+        if opened is not None:
+            opened.cancel(wait=True)
         self.stop_playback()
         self._autosave_debounce.stop()
         self._autosave_timer.stop()
@@ -1257,6 +1466,10 @@ class MainWindow(QMainWindow):
             stop = getattr(panel, "shutdown", None)
             if stop is not None:
                 stop()
+        if self.library_dock is not None:
+            self.library_dock.shutdown()  # finishes recording the last takes
+        if self.library is not None:
+            self.library.close()
         self._autosave_wait()
         if self._autosave_executor is not None:
             self._autosave_executor.shutdown(wait=True)

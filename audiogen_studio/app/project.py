@@ -8,7 +8,11 @@ holding the audio:
   edits writes no audio);
 - each take as ``take-<id>-<hash>.flac`` when its samples are exactly 24-bit values (FLAC is then
   lossless), else ``take-<id>-<hash>.wav`` (float): what is saved is always exactly what was
-  there. Provenance, names, "kept" flags, prompt ranges are in the JSON.
+  there. Provenance, names, "kept" flags, prompt ranges are in the JSON;
+- the undo history (``"undo"`` in the JSON, optional: older files have none), whose removed and
+  overwritten samples are ``undo-*.npy`` files (see :mod:`~audiogen_studio.app.undo_history`,
+  which also says how much of it is kept). A history that cannot be read or does not fit the
+  clip is dropped with a note (:attr:`ProjectState.history_note`); the project still opens.
 
 Saving is crash-safe: new audio files are written under new names first (each atomically, by
 ``audio.io.save``), then the JSON is replaced atomically (temporary file, fsync, rename), and only
@@ -44,6 +48,18 @@ import numpy as np
 import platformdirs
 
 from audiogen_studio.app.takes_model import TakeRecord
+from audiogen_studio.app.undo_history import (
+    MAX_SAVED_BYTES,
+    MAX_SAVED_COMMANDS,
+    HistoryError,
+    UndoHistory,
+    is_history_file,
+    json_ready,
+    read_history,
+    take_fields,
+    take_from_fields,
+    write_history,
+)
 from audiogen_studio.audio import io
 from audiogen_studio.audio.clip import Clip, FloatArray
 from audiogen_studio.audio.errors import AudioError, ClipError
@@ -77,6 +93,10 @@ class ProjectState:
         view: visible time range ``(t0, t1)`` in seconds, or ``None``.
         source_path: the audio file the clip was opened from, if any.
         settings: view settings (spectrogram scale, colormap, ...), JSON values.
+        history: the undo history (the clip above is its state at ``history.index``), or
+            ``None``.
+        history_note: why a saved history was not loaded (``None`` when it was, or when there
+            was none).
     """
 
     clip: Clip | None
@@ -87,6 +107,8 @@ class ProjectState:
     view: tuple[float, float] | None = None
     source_path: str | None = None
     settings: Mapping[str, Any] = field(default_factory=dict)
+    history: UndoHistory | None = None
+    history_note: str | None = None
 
 
 def project_file(path: str | Path) -> Path:
@@ -104,11 +126,6 @@ def data_dir(path: str | Path) -> Path:
 # ------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------
-
-
-def _json_ready(value: Any) -> Any:
-    """``value`` as plain JSON data (unknown objects become strings)."""
-    return json.loads(json.dumps(value, default=str))
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -199,7 +216,7 @@ def _audio_entry(clip: Clip, name: str) -> dict[str, Any]:
         "rate": clip.rate,
         "channels": clip.channels,
         "frames": clip.frames,
-        "metadata": _json_ready(dict(clip.metadata)),
+        "metadata": json_ready(dict(clip.metadata)),
     }
 
 
@@ -208,8 +225,17 @@ def _audio_entry(clip: Clip, name: str) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------
 
 
-def save_project(path: str | Path, state: ProjectState) -> Path:
+def save_project(
+    path: str | Path,
+    state: ProjectState,
+    *,
+    max_history_records: int = MAX_SAVED_COMMANDS,
+    max_history_bytes: int = MAX_SAVED_BYTES,
+) -> Path:
     """Write ``state`` to ``path`` (``.agsproj`` added when missing) crash-safely.
+
+    The undo history is saved within ``max_history_records`` records and
+    ``max_history_bytes`` of samples (:meth:`UndoHistory.bounded`).
 
     Returns:
         The project file written.
@@ -230,7 +256,7 @@ def save_project(path: str | Path, state: ProjectState) -> Path:
             "cursor": int(state.cursor),
             "view": list(state.view) if state.view else None,
             "source_path": state.source_path,
-            "settings": _json_ready(dict(state.settings)),
+            "settings": json_ready(dict(state.settings)),
             "takes": [],
         }
         used: set[str] = set()
@@ -243,18 +269,15 @@ def save_project(path: str | Path, state: ProjectState) -> Path:
             digest = _content_hash(take.output.samples, take.output.rate)
             name = _write_audio(take.output, folder, f"take-{take.id}-{digest}", allow_flac=True)
             used.add(name)
-            doc["takes"].append(
-                {
-                    "id": take.id,
-                    "name": take.name,
-                    "audio": _audio_entry(take.output, name),
-                    "prompt_frames": int(take.prompt_frames),
-                    "prompt_range": list(take.prompt_range) if take.prompt_range else None,
-                    "provenance": _json_ready(dict(take.provenance)),
-                    "created": float(take.created),
-                    "kept": bool(take.kept),
-                }
-            )
+            doc["takes"].append({**take_fields(take), "audio": _audio_entry(take.output, name)})
+        if state.history is not None and state.history.records:
+            history = state.history.bounded(max_history_records, max_history_bytes)
+            try:
+                doc["undo"], files = write_history(history, folder)
+            except ValueError as exc:  # an edit that cannot be saved: the rest is still saved
+                log.warning("undo history not saved: %s", exc)
+            else:
+                used.update(files)
         _write_atomic(target, json.dumps(doc, indent=1).encode("utf-8"))
     except (OSError, AudioError, ClipError) as exc:
         raise ProjectError(f"cannot save project {target}: {exc}") from exc
@@ -266,7 +289,9 @@ def _collect_garbage(folder: Path, used: set[str]) -> None:
     """Delete our audio files that the project no longer references (and stale temporaries)."""
     for entry in folder.iterdir():
         name = entry.name
-        ours = name.startswith(("clip-", "take-")) and name.endswith((".wav", ".flac"))
+        ours = (
+            name.startswith(("clip-", "take-")) and name.endswith((".wav", ".flac"))
+        ) or is_history_file(name)
         stale_tmp = name.startswith(".") and ".partial" in name
         if (ours and name not in used) or stale_tmp:
             with contextlib.suppress(OSError):
@@ -305,21 +330,8 @@ def load_project(path: str | Path) -> ProjectState:
         takes = []
         for t in doc.get("takes") or []:
             output = _read_audio(folder, str(t["audio"]["file"]), t["audio"], f"take {t['name']}")
-            prompt_range = t.get("prompt_range")
-            takes.append(
-                TakeRecord(
-                    id=str(t["id"]),
-                    name=str(t["name"]),
-                    output=output,
-                    prompt_frames=int(t.get("prompt_frames", 0)),
-                    prompt_range=(int(prompt_range[0]), int(prompt_range[1]))
-                    if prompt_range
-                    else None,
-                    provenance=dict(t.get("provenance") or {}),
-                    created=float(t.get("created", 0.0)),
-                    kept=bool(t.get("kept", False)),
-                )
-            )
+            takes.append(take_from_fields(t, output))
+        history, note = _load_history(doc.get("undo"), folder, clip)
         selection = doc.get("selection")
         view = doc.get("view")
         return ProjectState(
@@ -331,9 +343,28 @@ def load_project(path: str | Path) -> ProjectState:
             view=(float(view[0]), float(view[1])) if view else None,
             source_path=doc.get("source_path"),
             settings=dict(doc.get("settings") or {}),
+            history=history,
+            history_note=note,
         )
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise ProjectError(f"{target}: malformed project file ({exc!r})") from exc
+
+
+def _load_history(
+    entry: Any, folder: Path, clip: Clip | None
+) -> tuple[UndoHistory | None, str | None]:
+    """The saved undo history, checked against ``clip``; ``(None, why)`` when unusable."""
+    if entry is None:
+        return None, None
+    try:
+        if not isinstance(entry, dict):
+            raise HistoryError("the undo history is not an object")
+        history = read_history(entry, folder)
+        history.check(clip)
+    except HistoryError as exc:
+        log.warning("undo history of %s not restored: %s", folder, exc)
+        return None, f"The undo history could not be restored: {exc}"
+    return history, None
 
 
 # ------------------------------------------------------------------------------------------

@@ -7,6 +7,9 @@ selected) and a cursor frame (where paste, record-at-cursor and play-from-cursor
 - a drag selects from the press point to the pointer (either direction);
 - Shift+click / Shift+drag extends: the edge of the current selection (or the cursor) that is
   farther from the pointer stays put, the pointer becomes the other edge;
+- a press within ``grab_tolerance`` frames of a selection edge (the window passes a few pixels'
+  worth, see :mod:`~audiogen_studio.app.edge_drag`) grabs that edge: the drag moves it and the
+  other edge stays (dragged past the other edge, the two swap roles, as in Audacity);
 - :meth:`select_all` selects the whole clip; an empty range is no selection.
 
 Everything is clamped to ``[0, frames]``. :attr:`changed` fires after every change; the window
@@ -15,9 +18,12 @@ redraws the selection region on both views from it.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from PySide6.QtCore import QObject, Signal
 
 Span = tuple[int, int]
+Edge = Literal["start", "end"]
 
 
 class SelectionModel(QObject):
@@ -31,6 +37,7 @@ class SelectionModel(QObject):
         self._selection: Span | None = None
         self._cursor = 0
         self._anchor: int | None = None  # fixed edge of a drag in progress
+        self._grabbed = False  # the drag in progress moves an edge of the selection
 
     # -- state ------------------------------------------------------------------------------
 
@@ -54,6 +61,22 @@ class SelectionModel(QObject):
         """True between :meth:`press` and :meth:`release`."""
         return self._anchor is not None
 
+    @property
+    def dragging_edge(self) -> bool:
+        """True while a drag that grabbed a selection edge is in progress."""
+        return self._grabbed and self._anchor is not None
+
+    def edge_near(self, frame: int, tolerance: int) -> Edge | None:
+        """The selection edge within ``tolerance`` frames of ``frame`` (the nearer one when
+        both are), or ``None`` (also when nothing is selected)."""
+        sel = self._selection
+        if sel is None or tolerance < 0:
+            return None
+        to_start, to_end = abs(int(frame) - sel[0]), abs(int(frame) - sel[1])
+        if min(to_start, to_end) > tolerance:
+            return None
+        return "start" if to_start < to_end else "end"
+
     def _clamp(self, frame: int) -> int:
         return min(max(0, int(frame)), self._frames)
 
@@ -70,6 +93,7 @@ class SelectionModel(QObject):
         """A new clip of ``frames`` frames: cursor at 0, nothing selected."""
         self._frames = max(0, int(frames))
         self._anchor = None
+        self._grabbed = False
         self._set(None, 0)
 
     def set_length(self, frames: int) -> None:
@@ -115,9 +139,19 @@ class SelectionModel(QObject):
         start, end = self._selection
         return start if abs(frame - start) > abs(frame - end) else end
 
-    def press(self, frame: int, *, extend: bool = False) -> None:
-        """Mouse press at ``frame``: start a selection (Shift: extend the current one)."""
+    def press(self, frame: int, *, extend: bool = False, grab_tolerance: int = 0) -> None:
+        """Mouse press at ``frame``: start a selection (Shift: extend the current one).
+
+        Within ``grab_tolerance`` frames of a selection edge (no Shift), the press grabs that
+        edge instead: the selection is unchanged until the pointer moves.
+        """
         frame = self._clamp(frame)
+        edge = None if extend else self.edge_near(frame, grab_tolerance)
+        self._grabbed = edge is not None
+        if edge is not None and self._selection is not None:
+            start, end = self._selection
+            self._anchor = end if edge == "start" else start  # the other edge stays put
+            return
         self._anchor = self._far_edge(frame) if extend else frame
         if extend:
             self.set_selection(self._anchor, frame)
@@ -136,8 +170,10 @@ class SelectionModel(QObject):
         if self._anchor is not None:
             self.set_selection(self._anchor, frame)
         self._anchor = None
+        self._grabbed = False
 
     def click(self, frame: int, *, extend: bool = False) -> None:
         """A click (press and release without moving)."""
         self.press(frame, extend=extend)
         self._anchor = None
+        self._grabbed = False

@@ -5,9 +5,11 @@ project file saves) and redraws on every change. Actions:
 
 - **Audition**: the last :data:`AUDITION_PROMPT_SECONDS` of the prompt, then the take's
   continuation (a vocoded take plays whole).
-- **A/B**: two selected takes play in sync from the same point (the same prompt tail, then each
-  continuation); the **B** key (or the Switch button) toggles which one is heard at the same
-  position, with a 5 ms equal-power crossfade. :class:`Audition` does the playback: a feeder
+- **A/B** (and A/B/C/…): two or more selected takes (up to :data:`MAX_COMPARED`) play in sync
+  from the same point (the same prompt tail, then each continuation), lettered A, B, C … in
+  list order; the **B** key (or the Switch button) moves on to the next one, cycling, and the
+  keys **1**-**9** jump to that take of the comparison, always at the same position with a 5 ms
+  equal-power crossfade. :class:`Audition` does the playback: a feeder
   thread copies short blocks of whichever take is active into a small ring that a
   :class:`~audiogen_studio.audio.devices.Player` plays, so a switch is heard within the ring's
   :data:`AHEAD_SECONDS` plus the device latency.
@@ -31,24 +33,28 @@ import numpy as np
 import numpy.typing as npt
 import shiboken6
 from PySide6.QtCore import QEvent, QObject, QSize, Qt, QTimer
-from PySide6.QtGui import QKeyEvent, QKeySequence, QShortcut, QUndoCommand
+from PySide6.QtGui import QKeyEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
     QComboBox,
     QFileDialog,
+    QFrame,
     QGridLayout,
     QHBoxLayout,
     QHeaderView,
     QLabel,
     QMessageBox,
     QPushButton,
+    QScrollArea,
+    QSizePolicy,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
+from audiogen_studio.app.edit_commands import DeleteTakeCommand
 from audiogen_studio.app.panel_support import CloseWatcher, EditorWindow, conform
 from audiogen_studio.app.takes_model import TakeList, TakeRecord
 from audiogen_studio.audio import devices, edit, io
@@ -64,6 +70,7 @@ BLOCK_SECONDS = 0.02
 CROSSFADE_SECONDS = 0.005
 EXPORT_FORMATS = ("wav", "flac")
 COLUMNS = ("★", "Name", "Length", "Provenance")
+MAX_COMPARED = 9  # takes in one A/B comparison: the keys 1-9 pick one
 _ID_ROLE = Qt.ItemDataRole.UserRole
 
 
@@ -204,22 +211,6 @@ class Audition:
             ring.close()
 
 
-class _DeleteTake(QUndoCommand):
-    """Undoable removal of one take (undo puts it back at its place)."""
-
-    def __init__(self, takes: TakeList, take: TakeRecord) -> None:
-        super().__init__(f"Delete {take.name}")
-        self.takes = takes
-        self.take = take
-        self.index = takes.index_of(take.id)
-
-    def redo(self) -> None:
-        self.index, self.take = self.takes.remove(self.take.id)
-
-    def undo(self) -> None:
-        self.takes.add(self.take, min(self.index, len(self.takes)))
-
-
 def describe_provenance(take: TakeRecord) -> str:
     """The take's provenance as a few lines of plain text."""
     p = take.provenance
@@ -260,6 +251,11 @@ def describe_provenance(take: TakeRecord) -> str:
     if p.get("time"):
         lines.append(str(p["time"]))
     return "\n".join(lines)
+
+
+def ab_letter(index: int) -> str:
+    """The letter of take ``index`` in a comparison: A, B, C, …"""
+    return chr(ord("A") + index)
 
 
 def export_name(name: str) -> str:
@@ -305,14 +301,19 @@ class TakesPanel(QWidget):
         self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.details.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.playing_label = QLabel("")
+        self.playing_label.setMinimumHeight(self.fontMetrics().lineSpacing())
+        self.playing_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
 
         self.audition_button = QPushButton("▶ Audition")
         self.audition_button.setToolTip(
             f"Play the last {AUDITION_PROMPT_SECONDS:g} s of the prompt, then the take"
         )
         self.ab_button = QPushButton("A/B")
-        self.ab_button.setToolTip("Play two selected takes in sync; B switches which is heard")
+        self.ab_button.setToolTip(
+            "Play the selected takes (two or more) in sync; B cycles through them, 1-9 picks one"
+        )
         self.switch_button = QPushButton("Switch (B)")
+        self.switch_button.setToolTip("Hear the next take of the comparison (B)")
         self.stop_button = QPushButton("■ Stop")
         self.keep_button = QPushButton("★ Keep")
         self.keep_button.setCheckable(True)
@@ -345,8 +346,13 @@ class TakesPanel(QWidget):
         side.addLayout(grid)
         side.addLayout(export_row)
         side.addWidget(self.playing_label)
-        side.addWidget(self.details)
-        side.addStretch(1)
+        # the provenance scrolls inside a fixed area: a longer text never resizes the dock (a
+        # resized dock relayouts the window and repaints every view: a GUI stall)
+        self.details_area = QScrollArea()
+        self.details_area.setWidgetResizable(True)
+        self.details_area.setFrameShape(QFrame.Shape.NoFrame)
+        self.details_area.setWidget(self.details)
+        side.addWidget(self.details_area, 1)
         layout = QHBoxLayout(self)
         layout.addWidget(self.table, 3)
         layout.addLayout(side, 2)
@@ -365,6 +371,12 @@ class TakesPanel(QWidget):
         self.table.itemChanged.connect(self._on_item_changed)
         self.ab_shortcut = QShortcut(QKeySequence("B"), self, self.toggle_ab)
         self.ab_shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        self.pick_shortcuts = []  # 1-9: hear that take of the comparison
+        for number in range(1, MAX_COMPARED + 1):
+            shortcut = QShortcut(QKeySequence(str(number)), self)
+            shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            shortcut.activated.connect(lambda n=number: self.select_ab(n - 1))
+            self.pick_shortcuts.append(shortcut)
         # Delete / Backspace in the list delete the take: claimed from the window's shortcuts
         # (its Delete edits the audio) while the list has focus
         self.table.installEventFilter(self)
@@ -473,11 +485,11 @@ class TakesPanel(QWidget):
                   self.insert_button, self.export_button, self.keep_button):  # fmt: skip
             b.setEnabled(has)
         self.keep_button.setChecked(bool(take is not None and take.kept))
-        self.ab_button.setEnabled(count == 2)
+        self.ab_button.setEnabled(2 <= count <= MAX_COMPARED)
         self.export_all_button.setEnabled(bool(len(self.takes)))
         playing = self.audition_player is not None
         self.stop_button.setEnabled(playing)
-        self.switch_button.setEnabled(playing and len(self._ab_ids) == 2)
+        self.switch_button.setEnabled(playing and len(self._ab_ids) >= 2)
 
     def _on_item_changed(self, item: QTableWidgetItem) -> None:
         if self._refreshing or item.column() != 1:
@@ -520,7 +532,7 @@ class TakesPanel(QWidget):
             self.stop_playback()
         stack = getattr(self.editor, "undo_stack", None)
         if stack is not None and hasattr(stack, "push"):
-            stack.push(_DeleteTake(self.takes, take))
+            stack.push(DeleteTakeCommand(self.takes, take))
             return True
         if getattr(self.editor, "interactive", False):
             answer = QMessageBox.question(
@@ -651,32 +663,46 @@ class TakesPanel(QWidget):
             return False
         return self._play([self.audition_clip(take)], (take.id,))
 
-    def start_ab(self, a_id: str | None = None, b_id: str | None = None) -> bool:
-        """Play two takes in sync from the same point; :meth:`toggle_ab` switches between them.
+    def start_ab(self, *take_ids: str) -> bool:
+        """Play two or more takes in sync from the same point; :meth:`toggle_ab` cycles through
+        them and :meth:`select_ab` picks one.
 
-        Without ids, the two selected takes. Both start ``AUDITION_PROMPT_SECONDS`` before their
-        continuations (less if a prompt is shorter), so their continuations line up.
+        Without ids, the selected takes (2 to :data:`MAX_COMPARED`). All start
+        ``AUDITION_PROMPT_SECONDS`` before their continuations (less if a prompt is shorter), so
+        their continuations line up; the first take sets rate and channels.
         """
-        if a_id is None or b_id is None:
-            ids = self.selected_ids()
-            if len(ids) != 2:
-                self.playing_label.setText("Select two takes (Ctrl+click) to compare them")
-                return False
-            a_id, b_id = ids
-        a, b = self.takes.get(a_id), self.takes.get(b_id)
-        b_out = conform(b.output, a.output.rate, a.output.channels)
-        b_prompt = round(b.prompt_frames * a.output.rate / b.output.rate)
-        lead = min(round(AUDITION_PROMPT_SECONDS * a.output.rate), a.prompt_frames, b_prompt)
-        clip_a = edit.crop(a.output, a.prompt_frames - lead, a.output.frames)
-        clip_b = edit.crop(b_out, b_prompt - lead, b_out.frames)
-        return self._play([clip_a, clip_b], (a.id, b.id))
+        ids = list(take_ids) if take_ids else self.selected_ids()
+        if not 2 <= len(ids) <= MAX_COMPARED:
+            self.playing_label.setText(
+                f"Select 2 to {MAX_COMPARED} takes (Ctrl+click) to compare them"
+            )
+            return False
+        takes = [self.takes.get(i) for i in ids]
+        first = takes[0].output
+        outputs = [first] + [conform(t.output, first.rate, first.channels) for t in takes[1:]]
+        prompts = [round(t.prompt_frames * first.rate / t.output.rate) for t in takes]
+        lead = min([round(AUDITION_PROMPT_SECONDS * first.rate), *prompts])
+        clips = [
+            edit.crop(out, prompt - lead, out.frames)
+            for out, prompt in zip(outputs, prompts, strict=True)
+        ]
+        return self._play(clips, tuple(t.id for t in takes))
 
     def toggle_ab(self) -> None:
-        """Switch which take of an A/B comparison is heard (the B key)."""
+        """Hear the next take of an A/B comparison (the B key; after the last, the first)."""
         player = self.audition_player
-        if player is not None and len(player.sources) == 2:
+        if player is not None and len(player.sources) >= 2:
             player.toggle()
             self._update_playing()
+
+    def select_ab(self, index: int) -> bool:
+        """Hear take ``index`` (0 = A) of the running comparison; False when there is none."""
+        player = self.audition_player
+        if player is None or len(player.sources) < 2 or not 0 <= index < len(player.sources):
+            return False
+        player.select(index)
+        self._update_playing()
+        return True
 
     def _play(self, clips: list[Clip], ids: tuple[str, ...]) -> bool:
         self.stop_playback()
@@ -711,13 +737,16 @@ class TakesPanel(QWidget):
             self.stop_playback()
             return
         seconds = player.position / player.rate
-        if len(self._ab_ids) == 2:
+        count = len(self._ab_ids)
+        if count >= 2:
             heard = player.heard
-            letter = "AB"[heard]
-            switching = " (switching…)" if player.active != heard else ""
+            letters = "/".join(ab_letter(i) for i in range(count))
+            switching = (
+                f" (switching to {ab_letter(player.active)}…)" if player.active != heard else ""
+            )
             self.playing_label.setText(
-                f"A/B: hearing {letter} = {self._name(self._ab_ids[heard])}{switching} · "
-                f"{seconds:.1f} s"
+                f"{letters}: hearing {ab_letter(heard)} = {self._name(self._ab_ids[heard])}"
+                f"{switching} · {seconds:.1f} s"
             )
         else:
             self.playing_label.setText(f"playing {self._name(self._ab_ids[0])} · {seconds:.1f} s")

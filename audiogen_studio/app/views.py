@@ -6,6 +6,11 @@ spectrogram asks a :class:`~audiogen_studio.audio.display.SpectrogramTiler` for 
 with a hop that doubles as the view zooms out so that an hour-long file costs about one screen of
 FFTs. Redraws are coalesced by a short single-shot timer.
 
+While a long file is still being converted to its float32 :class:`Clip` (see
+:mod:`audiogen_studio.app.loading`), the views draw it from its mapped 16-bit samples
+(:meth:`TimeView.show_pending` with a :class:`PendingAudio`); the envelopes and spectrogram are the
+same values, and when the clip arrives ``set_clip(clip)`` keeps what is drawn (no rebuild).
+
 The window links the two views' time axes (one shared x range) and draws on both the selection
 (a translucent region), the cursor (a dashed line) and the playhead. Mouse gestures are
 Audacity's: left click places the cursor, left drag selects (Shift extends), Ctrl+wheel zooms about
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+from typing import Protocol
 
 import numpy as np
 import pyqtgraph as pg
@@ -25,10 +31,13 @@ from PySide6.QtCore import QPointF, Qt, QTimer, Signal
 from audiogen_studio.app import zoom
 from audiogen_studio.audio.clip import Clip
 from audiogen_studio.audio.display import (
+    PCM16_SCALE,
     FrequencyScale,
     PeakPyramid,
+    SampleArray,
     SpectrogramTile,
     SpectrogramTiler,
+    mean_channels,
     spectrogram_db,
 )
 
@@ -48,6 +57,64 @@ COLORMAPS = {
     "Viridis": "viridis",
     "Grey": "CET-L1",
 }
+
+
+class ShownAudio(Protocol):
+    """What a view draws: a :class:`Clip` or a :class:`PendingAudio`."""
+
+    @property
+    def samples(self) -> SampleArray: ...
+
+    @property
+    def rate(self) -> int: ...
+
+    @property
+    def channels(self) -> int: ...
+
+    @property
+    def frames(self) -> int: ...
+
+    @property
+    def duration(self) -> float: ...
+
+
+class PendingAudio:
+    """A file shown while its :class:`Clip` is still being made (by :mod:`app.loading`).
+
+    Args:
+        samples: ``[C, T]`` float32, or int16 16-bit PCM (``v / 32768``, e.g. the transposed
+            map of :class:`~audiogen_studio.audio.io.MappedPcm16`); referenced, not copied.
+        rate: sample rate in Hz.
+        pyramids: one :class:`PeakPyramid` per channel of ``samples`` (see
+            :func:`build_pyramids`), built beforehand, typically off the GUI thread.
+
+    The loader sets :attr:`clip` (in the GUI thread) once the float32 clip of exactly these
+    samples exists; ``set_clip(clip)`` on a view showing this then keeps its drawing and
+    pyramids instead of rebuilding them.
+    """
+
+    def __init__(self, samples: SampleArray, rate: int, pyramids: list[PeakPyramid]) -> None:
+        if len(pyramids) != samples.shape[0]:
+            raise ValueError(f"{len(pyramids)} pyramids for {samples.shape[0]} channels")
+        self.samples = samples
+        self.rate = int(rate)
+        self.pyramids = pyramids
+        self.clip: Clip | None = None
+
+    @property
+    def channels(self) -> int:
+        """Number of channels C."""
+        return int(self.samples.shape[0])
+
+    @property
+    def frames(self) -> int:
+        """Number of frames T."""
+        return int(self.samples.shape[1])
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return self.frames / self.rate
 
 
 def format_time(seconds: float, decimals: int = 3) -> str:
@@ -154,6 +221,7 @@ class TimeView(pg.PlotWidget):  # type: ignore[misc]
             axisItems={"bottom": TimeAxis("bottom"), "top": TimeAxis("top")},
         )
         self.clip: Clip | None = None
+        self.pending: PendingAudio | None = None  # shown until its clip arrives
         self.setMenuEnabled(False)
         self.showGrid(x=True, y=False, alpha=0.25)
         self.getAxis("left").setWidth(64)  # same width in both views keeps their time axes aligned
@@ -193,14 +261,32 @@ class TimeView(pg.PlotWidget):  # type: ignore[misc]
     # -- time axis --------------------------------------------------------------------------
 
     @property
+    def shown(self) -> ShownAudio | None:
+        """What is drawn: the clip, else the pending file, else ``None``."""
+        return self.clip if self.clip is not None else self.pending
+
+    def _adopts(self, clip: Clip | None, changed_from: int | None) -> bool:
+        """True when ``clip`` is the finished clip of the pending file shown (keep the drawing)."""
+        pending = self.pending
+        return (
+            changed_from is None
+            and clip is not None
+            and pending is not None
+            and pending.clip is clip
+            and clip.samples.shape == pending.samples.shape
+        )
+
+    @property
     def duration(self) -> float:
-        """Length of the shown clip in seconds (0 without a clip)."""
-        return self.clip.duration if self.clip is not None else 0.0
+        """Length of what is shown in seconds (0 without a clip)."""
+        shown = self.shown
+        return shown.duration if shown is not None else 0.0
 
     @property
     def min_width(self) -> float:
         """Narrowest visible range in seconds (about 20 samples)."""
-        return MIN_FRAMES_VISIBLE / self.clip.rate if self.clip is not None else 1e-3
+        shown = self.shown
+        return MIN_FRAMES_VISIBLE / shown.rate if shown is not None else 1e-3
 
     def view_range(self) -> tuple[float, float]:
         """The visible time range ``(t0, t1)`` in seconds."""
@@ -224,24 +310,30 @@ class TimeView(pg.PlotWidget):  # type: ignore[misc]
 
     def zoom_to_fit(self) -> None:
         """Show the whole clip."""
-        if self.clip is not None:
-            self.setXRange(*zoom.fit_range(self.clip.duration), padding=0.0)
+        shown = self.shown
+        if shown is not None:
+            self.setXRange(*zoom.fit_range(shown.duration), padding=0.0)
 
     def visible_frames(self) -> tuple[int, int]:
         """The visible range ``[start, end)`` in frames, clamped to the clip."""
-        if self.clip is None:
+        shown = self.shown
+        if shown is None:
             return 0, 0
         x0, x1 = self.view_range()
-        start = min(max(0, int(x0 * self.clip.rate)), self.clip.frames)
-        end = min(max(start, int(np.ceil(x1 * self.clip.rate))), self.clip.frames)
+        start = min(max(0, int(x0 * shown.rate)), shown.frames)
+        end = min(max(start, int(np.ceil(x1 * shown.rate))), shown.frames)
         return start, end
 
     def pixel_width(self) -> int:
         """Width of the plotting area in device pixels (at least 1)."""
         return max(1, int(self.view_box.width() * self.devicePixelRatioF()))
 
-    def _set_time_limits(self, clip: Clip) -> None:
+    def _set_time_limits(self, clip: ShownAudio) -> None:
         self.setLimits(xMin=0.0, xMax=max(clip.duration, zoom.MIN_DURATION))
+
+    def show_pending(self, pending: PendingAudio) -> None:  # pragma: no cover - overridden
+        """Draw ``pending`` until its clip arrives (``clip`` is ``None`` meanwhile)."""
+        raise NotImplementedError
 
     # -- overlays ---------------------------------------------------------------------------
 
@@ -269,9 +361,18 @@ class TimeView(pg.PlotWidget):  # type: ignore[misc]
         raise NotImplementedError
 
 
-def build_pyramids(samples: np.ndarray) -> list[PeakPyramid]:
+def _to_float(samples: np.ndarray, out: np.ndarray) -> None:
+    """``out[...] = samples`` as float32 (int16: ``v / 32768``, see :mod:`audio.display`)."""
+    if samples.dtype == np.int16:
+        np.multiply(samples, PCM16_SCALE, out=out)
+    else:
+        out[...] = samples
+
+
+def build_pyramids(samples: SampleArray) -> list[PeakPyramid]:
     """One :class:`PeakPyramid` per channel of ``samples [C, T]`` (views, no copies).
 
+    ``samples`` may be float32 or int16 (16-bit PCM: the same envelopes as its float32 clip).
     Long multi-channel clips build their channels on parallel threads (numpy releases the GIL
     in the min/max reductions): an hour of 48 kHz stereo takes about half the time.
     """
@@ -309,7 +410,11 @@ class WaveformView(TimeView):
         the peak pyramid is updated from there instead of rebuilt; the view range is kept.
         """
         previous = self.clip
+        if self._adopts(clip, changed_from):
+            assert clip is not None
+            changed_from, previous = clip.frames, clip  # same samples: re-point, recompute none
         self.clip = clip
+        self.pending = None
         self._grown = None
         self.placeholder.setVisible(clip is None)
         if clip is None:
@@ -329,19 +434,31 @@ class WaveformView(TimeView):
                 pyramid.update(clip.samples[c : c + 1], start)
         else:
             self.pyramids = build_pyramids(clip.samples)
-        if len(self._curves) != clip.channels:
+        self._show(clip)
+
+    def show_pending(self, pending: PendingAudio) -> None:
+        """Draw ``pending`` (its prebuilt pyramids) until ``set_clip(pending.clip)``."""
+        self.clip = None
+        self.pending = pending
+        self._grown = None
+        self.placeholder.setVisible(False)
+        self.pyramids = pending.pyramids
+        self._show(pending)
+
+    def _show(self, shown: ShownAudio) -> None:
+        if len(self._curves) != shown.channels:
             for curve in self._curves:
                 self.removeItem(curve)
             self._curves = []
             pen = pg.mkPen(WAVE_COLOR, width=1)
-            for _ in range(clip.channels):
+            for _ in range(shown.channels):
                 curve = pg.PlotDataItem(pen=pen, connect="pairs", antialias=False)
                 self.addItem(curve)
                 self._curves.append(curve)
-        lanes = clip.channels
+        lanes = shown.channels
         self.setYRange(-1.05 - (lanes - 1) * CHANNEL_GAP, 1.05, padding=0.0)
-        self._set_time_limits(clip)
-        self.setLimits(minXRange=MIN_FRAMES_VISIBLE / clip.rate)
+        self._set_time_limits(shown)
+        self.setLimits(minXRange=MIN_FRAMES_VISIBLE / shown.rate)
         self._redraw_timer.start()
 
     def extend(self, samples: np.ndarray) -> None:
@@ -369,7 +486,8 @@ class WaveformView(TimeView):
     def redraw(self) -> None:
         """Draw one vertical min–max segment per pixel column of the visible range."""
         self._redraw_timer.stop()  # an explicit redraw replaces a pending one
-        if self.clip is None or not self.pyramids:
+        shown = self.shown
+        if shown is None or not self.pyramids:
             return
         start, end = self.visible_frames()
         if end <= start:
@@ -378,7 +496,7 @@ class WaveformView(TimeView):
             return
         columns = min(self.pixel_width(), end - start)
         edges = start + (np.arange(columns) * (end - start)) // columns
-        t = np.repeat(edges / self.clip.rate, 2)
+        t = np.repeat(edges / shown.rate, 2)
         for ch, (curve, pyramid) in enumerate(zip(self._curves, self.pyramids, strict=True)):
             mins, maxs = pyramid.envelope(start, end, columns)
             lo = np.minimum(mins[0], maxs[0] - 1e-4)  # keep flat columns visible
@@ -408,14 +526,27 @@ class SpectrogramView(TimeView):
         self.setLabel("left", f"frequency ({self.scale})")
 
     def set_clip(self, clip: Clip | None, *, changed_from: int | None = None) -> None:
-        """Show ``clip``; tilers are made lazily per zoom level (cheap: no copy of the samples)."""
+        """Show ``clip``; tilers are made lazily per zoom level (cheap: no copy of the samples).
+
+        The clip of the pending file shown replaces it without clearing the image (its frames
+        are the same values, recomputed from the float32 samples at the next redraw).
+        """
         del changed_from  # tiles are recomputed for what is visible only
         self.clip = clip
+        self.pending = None
         self._tilers = {}
         if clip is None:
             self.image.clear()
             return
         self._set_time_limits(clip)
+        self._redraw_timer.start()
+
+    def show_pending(self, pending: PendingAudio) -> None:
+        """Draw ``pending`` (its 16-bit samples, converted per frame read) until its clip."""
+        self.clip = None
+        self.pending = pending
+        self._tilers = {}
+        self._set_time_limits(pending)
         self._redraw_timer.start()
 
     def set_scale(self, scale: str) -> None:
@@ -433,12 +564,13 @@ class SpectrogramView(TimeView):
         self.colormap = name
 
     def _tiler(self, hop: int) -> SpectrogramTiler:
-        assert self.clip is not None
+        shown = self.shown
+        assert shown is not None
         tiler = self._tilers.get(hop)
         if tiler is None:
             tiler = SpectrogramTiler(
-                self.clip.samples,  # [C, T]: each tile downmixes only the samples it reads
-                self.clip.rate,
+                shown.samples,  # [C, T]: each tile downmixes only the samples it reads
+                shown.rate,
                 n_fft=N_FFT,
                 hop=hop,
                 scale=self.scale,
@@ -469,33 +601,51 @@ class SpectrogramView(TimeView):
         ``(last - first) * N_FFT`` samples. The windows are laid out ``N_FFT`` apart (after one
         dummy frame) so that :func:`spectrogram_db` at ``hop = N_FFT`` analyses exactly them.
         """
-        assert self.clip is not None and hop > N_FFT
-        samples, half = self.clip.samples, N_FFT // 2
+        shown = self.shown
+        assert shown is not None and hop > N_FFT
+        samples, half = shown.samples, N_FFT // 2
+        channels, total = samples.shape
         count = last - first
-        index = (np.arange(first, last) * hop)[:, None] + np.arange(-half, half)  # [F, N_FFT]
-        valid = (index >= 0) & (index < samples.shape[1])
-        picked = samples[:, np.clip(index, 0, max(samples.shape[1] - 1, 0))]  # [C, F, N_FFT]
-        mono = picked[0] if picked.shape[0] == 1 else picked.mean(axis=0)
+        starts = np.arange(first, last, dtype=np.int64) * hop - half  # each window's first sample
+        # [C, F, N_FFT], zero outside the signal; int16 (a pending file) is converted to the
+        # float32 values its clip will hold
+        windows = np.zeros((channels, count, N_FFT), dtype=np.float32)
+        inside = np.flatnonzero((starts >= 0) & (starts + N_FFT <= total))
+        i0, i1 = (int(inside[0]), int(inside[-1]) + 1) if inside.size else (0, 0)
+        if i1 > i0:  # the windows wholly inside: one strided view over the samples, no index
+            step_c, step_t = samples.strides
+            view = np.lib.stride_tricks.as_strided(
+                samples[:, int(starts[i0]) :],
+                shape=(channels, i1 - i0, N_FFT),
+                strides=(step_c, hop * step_t, step_t),
+                writeable=False,
+            )
+            _to_float(view, windows[:, i0:i1])
+        for i in [*range(i0), *range(i1, count)]:  # the few that stick out at either end
+            a, b = max(int(starts[i]), 0), min(int(starts[i]) + N_FFT, total)
+            if b > a:
+                _to_float(samples[:, a:b], windows[:, i, a - starts[i] : b - starts[i]])
         laid = np.zeros(half + count * N_FFT, dtype=np.float32)  # dummy frame, then F windows
-        laid[half:] = np.where(valid, mono, np.float32(0.0)).reshape(-1)
+        laid[half:] = mean_channels(windows).reshape(-1)
         spec = spectrogram_db(
-            laid, self.clip.rate, n_fft=N_FFT, hop=N_FFT, scale=self.scale, n_bins=self._n_bins()
+            laid, shown.rate, n_fft=N_FFT, hop=N_FFT, scale=self.scale, n_bins=self._n_bins()
         )
         return SpectrogramTile(
-            spec.values[:, 1 : count + 1], spec.freqs, first, hop, self.clip.rate, self.scale
+            spec.values[:, 1 : count + 1], spec.freqs, first, hop, shown.rate, self.scale
         )
 
     def redraw(self) -> None:
         """Compute the visible frames at about one frame per pixel and show them."""
         self._redraw_timer.stop()  # an explicit redraw replaces a pending one
-        if self.clip is None:
+        shown = self.shown
+        if shown is None:
             return
         start, end = self.visible_frames()
         if end <= start:
             self.image.clear()
             return
         hop = self.hop_for(start, end)
-        n_frames = self.clip.frames // hop + 1
+        n_frames = shown.frames // hop + 1
         first, last = min(-(-start // hop), n_frames), min(-(-end // hop), n_frames)
         if last <= first:
             self.image.clear()
@@ -506,8 +656,8 @@ class SpectrogramView(TimeView):
             tile = self._tiler(hop).render(first, last)
         rows = tile.values.shape[0]
         self.image.setImage(tile.values, autoLevels=False, levels=(-80.0, 0.0))
-        t0 = first * hop / self.clip.rate
-        self.image.setRect(pg.QtCore.QRectF(t0, 0.0, (last - first) * hop / self.clip.rate, rows))
+        t0 = first * hop / shown.rate
+        self.image.setRect(pg.QtCore.QRectF(t0, 0.0, (last - first) * hop / shown.rate, rows))
         self.setYRange(0, rows, padding=0.0)
         self._label_frequencies(tile.freqs)
 

@@ -33,6 +33,7 @@ from audiogen_studio.audio.display import PeakPyramid, SpectrogramTiler
 CTRL = Qt.KeyboardModifier.ControlModifier
 SHIFT = Qt.KeyboardModifier.ShiftModifier
 NONE = Qt.KeyboardModifier.NoModifier
+MOVE_INTERVAL_MS = 25
 
 
 @pytest.fixture(autouse=True)
@@ -216,6 +217,82 @@ def test_mouse_click_drag_and_shift_extend(window: Any) -> None:
     QTest.mouseClick(viewport, Qt.MouseButton.LeftButton, SHIFT, QPoint(_scene_x(wave, 3.0), y))
     assert window.selection()[0] == start
     assert window.selection()[1] == pytest.approx(48000, abs=40)
+
+
+def test_drag_a_selection_edge_in_either_view(window: Any) -> None:
+    from audiogen_studio.app.edge_drag import EDGE_GRAB_PIXELS
+
+    wave, spec = window.waveform, window.spectrogram
+    rate = 16000
+
+    def move(viewport: Any, point: QPoint) -> None:
+        QTest.qWait(MOVE_INTERVAL_MS)  # pyqtgraph drops moves closer together than ~16 ms
+        QTest.mouseMove(viewport, point)
+
+    window.set_selection(1 * rate, 2 * rate)
+    viewport, y = wave.viewport(), wave.viewport().height() // 2
+    near_end = QPoint(_scene_x(wave, 2.0) + EDGE_GRAB_PIXELS - 2, y)
+    # hovering near an edge shows the size-hor cursor, elsewhere the normal one
+    move(viewport, QPoint(_scene_x(wave, 1.5), y))
+    assert viewport.cursor().shape() != Qt.CursorShape.SizeHorCursor
+    move(viewport, near_end)
+    assert viewport.cursor().shape() == Qt.CursorShape.SizeHorCursor
+    move(viewport, QPoint(_scene_x(wave, 1.5), y))
+    assert viewport.cursor().shape() != Qt.CursorShape.SizeHorCursor
+    # press near the end edge and drag it: the start stays, the model follows live
+    QTest.mousePress(viewport, Qt.MouseButton.LeftButton, NONE, near_end)
+    assert window.selection() == (rate, 2 * rate)  # a press alone changes nothing
+    move(viewport, QPoint(_scene_x(wave, 2.5), y))
+    live = window.selection()
+    assert live[0] == rate and live[1] == pytest.approx(2.5 * rate, abs=40)
+    assert window.selection_model.dragging_edge
+    assert viewport.cursor().shape() == Qt.CursorShape.SizeHorCursor
+    move(viewport, QPoint(_scene_x(wave, 3.0), y))
+    QTest.mouseRelease(viewport, Qt.MouseButton.LeftButton, NONE, QPoint(_scene_x(wave, 3.0), y))
+    start, end = window.selection()
+    assert start == rate and end == pytest.approx(3 * rate, abs=40)
+    assert not window.selection_model.dragging_edge
+    # the start edge in the spectrogram, dragged past the end: the edges swap roles
+    sviewport, sy = spec.viewport(), spec.viewport().height() // 2
+    QTest.mousePress(sviewport, Qt.MouseButton.LeftButton, NONE, QPoint(_scene_x(spec, 1.0), sy))
+    move(sviewport, QPoint(_scene_x(spec, 0.5), sy))
+    assert window.selection()[0] == pytest.approx(0.5 * rate, abs=40)
+    assert window.selection()[1] == end
+    move(sviewport, QPoint(_scene_x(spec, 3.5), sy))
+    QTest.mouseRelease(sviewport, Qt.MouseButton.LeftButton, NONE, QPoint(_scene_x(spec, 3.5), sy))
+    assert window.selection()[0] == end
+    assert window.selection()[1] == pytest.approx(3.5 * rate, abs=40)
+    for view in (wave, spec):
+        assert view.region.getRegion() == pytest.approx(
+            (window.selection()[0] / rate, window.selection()[1] / rate)
+        )
+    # a press away from the edges still starts a new selection
+    QTest.mousePress(viewport, Qt.MouseButton.LeftButton, NONE, QPoint(_scene_x(wave, 1.0), y))
+    move(viewport, QPoint(_scene_x(wave, 1.5), y))
+    QTest.mouseRelease(viewport, Qt.MouseButton.LeftButton, NONE, QPoint(_scene_x(wave, 1.5), y))
+    assert window.selection()[0] == pytest.approx(rate, abs=40)
+    assert window.selection()[1] == pytest.approx(1.5 * rate, abs=40)
+
+
+def test_edge_grab_rules_in_frames(qtbot: Any) -> None:
+    model = SelectionModel()
+    model.reset(1000)
+    assert model.edge_near(100, 10) is None  # nothing selected
+    model.set_selection(100, 200)
+    assert model.edge_near(95, 10) == "start" and model.edge_near(209, 10) == "end"
+    assert model.edge_near(150, 10) is None
+    model.press(104, grab_tolerance=10)  # grabs the start edge
+    assert model.dragging_edge and model.selection == (100, 200)
+    model.drag(50)
+    assert model.selection == (50, 200)
+    model.release(60)
+    assert model.selection == (60, 200) and not model.dragging_edge
+    model.press(104, grab_tolerance=0)  # no tolerance: an ordinary press clears
+    assert model.selection is None
+    model.release(104)
+    model.set_selection(100, 200)
+    model.press(205, extend=True, grab_tolerance=10)  # Shift extends, never grabs
+    assert not model.dragging_edge
 
 
 def test_shortcuts_trigger_the_actions(window: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,13 +8,14 @@ from typing import Any
 import numpy as np
 import pytest
 from editor_support import make_clip, new_window, same_bits
-from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
-from PySide6.QtGui import QDropEvent
+from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, Qt, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
 
 from audiogen_studio.app.export_dialog import ExportDialog, ExportOptions, export_clip
 from audiogen_studio.app.project import load_project
 from audiogen_studio.audio import io
 
+NONE = Qt.KeyboardModifier.NoModifier
 EXPORTS = [
     ("wav", "PCM_16", 2.0**-15),
     ("wav", "PCM_24", 2.0**-23),
@@ -170,17 +171,67 @@ def test_no_prompt_without_changes(qtbot: Any, tmp_path: Path) -> None:
     assert window.close()
 
 
+_MIME: list[QMimeData] = []  # the events point at their mime data: keep it alive
+# PySide6 marks QDragEnterEvent's only constructor (QPoint) deprecated
+_DRAG_CTOR = pytest.mark.filterwarnings("ignore:Function.*QDragEnterEvent:DeprecationWarning")
+
+
+def _drop_events(urls: list[QUrl]) -> tuple[QDragEnterEvent, QDropEvent]:
+    mime = QMimeData()
+    mime.setUrls(urls)
+    _MIME.append(mime)
+    args = (Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, NONE)
+    return QDragEnterEvent(QPoint(10, 10), *args), QDropEvent(QPointF(10, 10), *args)
+
+
+@_DRAG_CTOR
 def test_dropping_a_file_opens_it(qtbot: Any, tmp_path: Path) -> None:
     window = new_window(qtbot, tmp_path)
     path = io.save(make_clip(0.2), tmp_path / "dropped.wav")
-    mime = QMimeData()
-    mime.setUrls([QUrl.fromLocalFile(str(path))])
-    event = QDropEvent(
-        QPointF(10, 10),
-        Qt.DropAction.CopyAction,
-        mime,
-        Qt.MouseButton.LeftButton,
-        Qt.KeyboardModifier.NoModifier,
-    )
-    window.dropEvent(event)
-    assert window.path == path and window.clip is not None
+    enter, drop = _drop_events([QUrl("https://example.com/x.wav"), QUrl.fromLocalFile(str(path))])
+    window.dragEnterEvent(enter)
+    assert enter.isAccepted()
+    window.dropEvent(drop)
+    assert drop.isAccepted()
+    qtbot.waitUntil(lambda: window.path == path, timeout=2000)  # opened after the drop returned
+    assert window.clip is not None and str(path.resolve()) in window.recent_files()
+
+
+@_DRAG_CTOR
+def test_drops_that_are_not_audio_are_refused(qtbot: Any, tmp_path: Path) -> None:
+    window = new_window(qtbot, tmp_path)
+    text = tmp_path / "notes.txt"
+    text.write_text("not audio")
+    for urls in ([QUrl("https://example.com/x.wav")], [QUrl.fromLocalFile(str(text))]):
+        enter, drop = _drop_events(urls)
+        window.dragEnterEvent(enter)
+        assert not enter.isAccepted()
+        window.dropEvent(drop)
+        assert not drop.isAccepted()
+    qtbot.wait(20)
+    assert window.clip is None and window.recent_files() == []
+
+
+def test_recent_files_menu(qtbot: Any, tmp_path: Path) -> None:
+    window = new_window(qtbot, tmp_path)
+    a = io.save(make_clip(0.2, seed=1), tmp_path / "a & b.wav")
+    b = io.save(make_clip(0.3, seed=2), tmp_path / "b.wav")
+    # an INI file reads a one-element list back as a string (what a restart sees)
+    QSettings().setValue("recent_files", str(a.resolve()))
+    assert window.recent_files() == [str(a.resolve())]
+    assert window.open_file(b)
+    assert window.recent_files() == [str(b.resolve()), str(a.resolve())]
+    entries = [act for act in window.recent_menu.actions() if act.data()]
+    assert [act.data() for act in entries] == window.recent_files()
+    assert entries[1].text() == f"&2 {a.resolve()}".replace(" & ", " && ")
+    entries[1].trigger()  # reopens a
+    assert window.path == a.resolve() and window.recent_files()[0] == str(a.resolve())
+    b.unlink()  # a recent file that is gone is reported and forgotten
+    gone = next(act for act in window.recent_menu.actions() if act.data() == str(b.resolve()))
+    gone.trigger()
+    assert window.path == a.resolve()
+    assert "no longer exists" in window.statusBar().currentMessage()
+    assert window.recent_files() == [str(a.resolve())]
+    clear = next(a for a in window.recent_menu.actions() if "Clear" in a.text())
+    clear.trigger()
+    assert window.recent_files() == [] and not window.recent_menu.isEnabled()

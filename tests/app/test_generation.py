@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPointF, Qt
+from PySide6.QtGui import QDropEvent
 
 from audiogen_studio.audio import devices
 from audiogen_studio.audio.clip import Clip
@@ -133,6 +134,35 @@ def test_generate_streams_progress_and_records_the_take(
         [clip.samples[:, :10000], out.samples[:, 8000:], clip.samples[:, 10000:]], axis=1
     )
     np.testing.assert_array_equal(window.clip.samples, expected)
+    window.undo_stack.undo()
+    np.testing.assert_array_equal(window.clip.samples, clip.samples)
+    # the take landed in the take library by itself, with its provenance and exact audio
+    dock, library = window.library_dock, window.library
+    assert dock is not None and library is not None
+    dock.wait_idle()
+    entry = library.get(record.id)
+    assert (entry.engine, entry.model, entry.seed, entry.name) == ("wavenet", "tiny", 7, "Take 1")
+    assert entry.settings["temperature"] == 0.8
+    stored = library.audio(record.id)
+    np.testing.assert_allclose(stored.samples, out.samples, atol=1e-4)  # 24-bit FLAC
+    prompt_entry = library.prompt(entry.prompt_id)
+    assert prompt_entry.range == (2000, 10000) and prompt_entry.frames == 8000
+    # dragging it from the Library dock into the waveform inserts it there, one undo step
+    qtbot.waitUntil(lambda: dock.model.rowCount() == 1, timeout=5000)
+    mime = dock.model.mimeData([dock.model.index(0)])
+    target = window.waveform
+    point = target.mapTo(window, target.rect().center())
+    drop = QDropEvent(
+        QPointF(point),
+        Qt.DropAction.CopyAction,
+        mime,
+        Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
+    window.dropEvent(drop)
+    assert drop.isAccepted()
+    qtbot.waitUntil(lambda: window.clip.frames == clip.frames + out.frames, timeout=5000)
+    assert window.undo_stack.undoText().startswith("Insert library take")
     window.undo_stack.undo()
     np.testing.assert_array_equal(window.clip.samples, clip.samples)
 

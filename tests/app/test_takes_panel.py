@@ -276,6 +276,65 @@ def test_ab_switches_at_the_same_position(window: Any, no_stream: list[Any], qtb
     panel.stop_playback()
 
 
+def test_compare_three_takes_cycle_and_pick(window: Any, no_stream: list[Any], qtbot: Any) -> None:
+    panel = panel_of(window)
+    prompt = tone(220, 1.0)
+    takes = [make_take(prompt, f, 1.0, name=n) for f, n in ((440, "x"), (550, "y"), (660, "z"))]
+    short = make_take(tone(220, 0.5), 880, 1.0, name="short prompt")
+    for take in (*takes, short):
+        window.takes.add(take)
+    panel.select(takes[0].id)
+    assert not panel.ab_button.isEnabled()  # one take: nothing to compare
+    assert not panel.start_ab()
+    panel.select(*(t.id for t in takes))
+    assert panel.ab_button.isEnabled()
+    panel.ab_button.click()
+    player = panel.audition_player
+    assert player is not None and len(player.sources) == 3
+    lead = round(AUDITION_PROMPT_SECONDS * RATE)
+    lead = min(lead, prompt.shape[1])
+    sources = [t.output.samples[:, t.prompt_frames - lead :] for t in takes]
+    for got, expected in zip(player.sources, sources, strict=True):
+        np.testing.assert_array_equal(got.samples, expected)  # aligned at the prompt's end
+    assert panel.switch_button.isEnabled()
+    assert "A/B/C: hearing A = x" in panel.playing_label.text()
+    ring = player.buffer
+    first = drain(ring, 4000)
+    qtbot.waitUntil(lambda: ring.space() == 0, timeout=5000)
+    window.activateWindow()
+    panel.table.setFocus()
+    qtbot.waitUntil(lambda: window.isActiveWindow() and panel.table.hasFocus(), timeout=2000)
+    qtbot.keyClick(panel.table, "3")  # jump straight to C
+    assert player.active == 2
+    assert "switching to C" in panel.playing_label.text()
+    rest = drain(ring)
+    heard = np.concatenate([first, rest], axis=1)
+    (switch, source), *more = player.switches[1:]
+    assert source == 2 and not more
+    fade = round(0.005 * RATE)
+    np.testing.assert_array_equal(heard[:, :switch], sources[0][:, :switch])
+    np.testing.assert_array_equal(heard[:, switch + fade :], sources[2][:, switch + fade :])
+    # B cycles C -> A -> B; picking a take that is not in the comparison does nothing
+    panel.toggle_ab()
+    assert player.active == 0
+    qtbot.keyClick(panel.table, "b")
+    assert player.active == 1
+    assert not panel.select_ab(3)
+    assert player.active == 1
+    panel.stop_playback()
+    assert not panel.select_ab(0)
+    # takes whose prompts differ in length still line up at the prompt's end
+    assert panel.start_ab(takes[0].id, short.id)
+    pair = panel.audition_player
+    assert pair is not None
+    short_lead = short.prompt_frames  # 0.5 s < AUDITION_PROMPT_SECONDS
+    np.testing.assert_array_equal(
+        pair.sources[0].samples, takes[0].output.samples[:, takes[0].prompt_frames - short_lead :]
+    )
+    np.testing.assert_array_equal(pair.sources[1].samples, short.output.samples)
+    panel.stop_playback()
+
+
 def test_audition_without_output_device_is_a_message(
     window: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -339,3 +398,31 @@ def _wait_or_report(qtbot: Any, panel: Any, player: Any) -> None:
             f"{getattr(p, 'underruns', '?')}, errors {p.callback_errors}, "
             f"label {panel.playing_label.text()!r}"
         ) from None
+
+
+def test_typing_a_take_name_does_not_trigger_single_key_shortcuts(
+    window: Any, monkeypatch: pytest.MonkeyPatch, qtbot: Any
+) -> None:
+    from PySide6.QtWidgets import QApplication, QLineEdit
+
+    panel = panel_of(window)
+    take = make_take(tone(220, 0.3), 440, 0.3, name="T")
+    window.takes.add(take)
+    calls: list[str] = []
+    if window.recording_panel is not None:
+        monkeypatch.setattr(window.recording_panel, "toggle_record", lambda: calls.append("R"))
+    panel.ab_shortcut.activated.connect(lambda: calls.append("B"))
+    for shortcut in panel.pick_shortcuts:
+        shortcut.activated.connect(lambda: calls.append("digit"))
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow, timeout=2000)
+    panel.select(take.id)
+    panel.rename_button.click()
+    qtbot.waitUntil(lambda: isinstance(QApplication.focusWidget(), QLineEdit), timeout=2000)
+    editor = QApplication.focusWidget()
+    assert isinstance(editor, QLineEdit)
+    editor.selectAll()
+    qtbot.keyClicks(editor, "rb 1")  # R records, B switches, 1 picks: not while typing
+    qtbot.keyClick(editor, Qt.Key.Key_Return)  # the delegate commits in a queued call
+    qtbot.waitUntil(lambda: window.takes.get(take.id).name == "rb 1", timeout=2000)
+    assert calls == []
