@@ -181,19 +181,19 @@ def make_batch(
 
 def _layout_for(bundle: Path, options: LMTrainOptions) -> tuple[TokenLayout, Any, Any]:
     """The bundle's tokenizers and the token layout the stages share."""
-    from audiogen_studio.models.codec import Codec
+    from audiogen_studio.models.acoustic_codec import load_acoustic_codec
     from audiogen_studio.models.semantic import SemanticTokenizer
 
     try:
         info = read_bundle(bundle)
-        codec_path = info.component_path("codec")
+        info.component_path("codec")
         semantic_path = info.component_path("semantic")
     except BundleError as exc:
         raise TrainingError(
             f"{exc}; train the codec and the semantic tokenizer into this bundle first "
             "('audiogen-studio train codec' and 'train semantic')"
         ) from exc
-    codec = Codec.from_pretrained(codec_path).eval()
+    codec = load_acoustic_codec(info.path)  # SoundStream or mel codec, by the bundle's kind
     tokenizer = SemanticTokenizer.from_pretrained(semantic_path).eval()
     stored = None
     for name in ("lm_semantic", "lm_coarse", "lm_fine"):
