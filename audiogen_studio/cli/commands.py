@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 from audiogen_studio.cli.errors import CliError
@@ -35,6 +36,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cp.add_argument("bundle", help="bundle folder or installed bundle name")
     cp.add_argument("--version", dest="bundle_version", help="set the bundle's version")
     cp.add_argument("--description", help="set the bundle's description")
+    cp.add_argument(
+        "--quality",
+        metavar="REPORT.json",
+        help="record the figures of a quality report (benchmarks/quality.py or "
+        "`audiogen-studio eval ... -o`) as the bundle's measured quality",
+    )
+    cp.add_argument(
+        "--measured-with",
+        metavar="COMMAND",
+        help="the command that produced --quality, shown on the card",
+    )
     cp.add_argument("--print", action="store_true", help="print the card instead of writing it")
     cp.set_defaults(func=run_models_card)
     pp = msub.add_parser(
@@ -153,9 +165,20 @@ def run_models_card(args: argparse.Namespace) -> int:
     from audiogen_studio.engine import bundles, model_card
 
     info = bundles.find_bundle(args.bundle)
-    if args.bundle_version is not None or args.description is not None:
+    metrics = None
+    if args.quality:
+        try:
+            report = json.loads(Path(args.quality).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CliError(f"cannot read the quality report {args.quality}: {exc}") from exc
+        if not isinstance(report, dict):
+            raise CliError(f"{args.quality} is not a quality report (a JSON object)")
+        if args.measured_with:
+            report["_measured_with"] = args.measured_with
+        metrics = {"quality": model_card.quality_figures(report)}
+    if args.bundle_version is not None or args.description is not None or metrics:
         info = model_card.update_bundle(
-            info.path, version=args.bundle_version, description=args.description
+            info.path, version=args.bundle_version, description=args.description, metrics=metrics
         )
     if args.print:
         print(model_card.render_model_card(info), end="")

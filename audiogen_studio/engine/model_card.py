@@ -26,6 +26,7 @@ from audiogen_studio.engine.bundles import BUNDLE_FILE, BundleError, BundleInfo,
 __all__ = [
     "CARD_FILE",
     "pack_bundle",
+    "quality_figures",
     "render_model_card",
     "shipped_bytes",
     "shipped_files",
@@ -80,6 +81,41 @@ def pack_bundle(source: str | Path, destination: str | Path) -> Path:
         os.replace(tmp, dest / path.name)
     write_model_card(dest)
     return dest
+
+
+def quality_figures(report: Mapping[str, Any]) -> dict[str, Any]:
+    """Flatten a quality report (``benchmarks/quality.py`` or ``audiogen-studio eval ... -o``)
+    into the ``metrics["quality"]`` section a card shows.
+
+    Figures are the report's ``{"value", "target", "met", "note"}`` mappings, named by their
+    path (``codec.pesq_wb``, ``speech_continuation.model.speaker_cosine``, ...); plain numbers
+    under a figure group (e.g. ``codec.opus_same.pesq_wb``) are kept as reference values. Lists
+    (per-clip details) and run settings are left out; ``_measured_with`` and ``_machine`` are
+    copied when the report has them.
+    """
+    figures: dict[str, Any] = {}
+
+    def walk(node: Mapping[str, Any], prefix: str) -> None:
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, Mapping):
+                if "value" in value and not isinstance(value["value"], Mapping):
+                    figures[name] = {
+                        k: value[k] for k in ("value", "target", "met", "note") if k in value
+                    }
+                else:
+                    walk(value, f"{name}.")
+            elif isinstance(value, int | float) and not isinstance(value, bool) and prefix:
+                figures[name] = {"value": value}
+
+    skip = {"settings", "machine", "benchmark", "bundle", "split"}
+    walk({k: v for k, v in report.items() if k not in skip}, "")
+    if "_measured_with" in report:
+        figures["_measured_with"] = report["_measured_with"]
+    machine = report.get("machine")
+    if isinstance(machine, Mapping):
+        figures["_machine"] = dict(machine)
+    return figures
 
 
 def update_bundle(

@@ -94,3 +94,45 @@ def test_models_card_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "version cannot be empty" in capsys.readouterr().err
     assert main(["models", "pack", str(folder), str(tmp_path / "packed")]) == 0
     assert (tmp_path / "packed" / "README.md").is_file()
+
+
+def test_quality_report_becomes_the_cards_figures(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _trained_bundle(tmp_path)
+    report = {
+        "benchmark": "quality",
+        "machine": {"cpus": 2},
+        "settings": {"clips": 4},
+        "codec": {
+            "codec_kbps": 4.0,
+            "pesq_wb": {"value": 1.9, "target": "> 1.85", "met": True, "note": "vs Opus"},
+            "opus_same": {"kbps": 6.0, "pesq_wb": 1.85},
+        },
+        "codec_clips": [{"id": "a", "pesq_wb": 1.8}],
+        "speech_continuation": {
+            "model": {"speaker_cosine": {"value": 0.7, "target": ">= 0.8", "met": False}}
+        },
+    }
+    figures = model_card.quality_figures(report)
+    assert figures["codec.pesq_wb"] == {
+        "value": 1.9,
+        "target": "> 1.85",
+        "met": True,
+        "note": "vs Opus",
+    }
+    assert figures["codec.opus_same.pesq_wb"] == {"value": 1.85}
+    assert figures["codec.codec_kbps"] == {"value": 4.0}
+    assert figures["speech_continuation.model.speaker_cosine"]["met"] is False
+    assert figures["_machine"] == {"cpus": 2}
+    assert not any(k.startswith(("settings", "codec_clips")) for k in figures)
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(report))
+    args = ["models", "card", str(folder), "--quality", str(path), "--measured-with", "q.py"]
+    assert main(args) == 0
+    card = (folder / "README.md").read_text()
+    assert "| speech_continuation.model.speaker_cosine | 0.7 | >= 0.8 | not met |" in card
+    assert "Measured with `q.py`." in card
+    path.write_text("[1, 2]")
+    assert main(["models", "card", str(folder), "--quality", str(path)]) == 2
+    assert "not a quality report" in capsys.readouterr().err
