@@ -107,19 +107,22 @@ def _check_output(path: Path, overwrite: bool, suffix: str | None = None) -> Non
 
 def _load_codec(model: str, device: str) -> tuple[Any, Any]:
     from audiogen_studio.engine.bundles import BundleError, find_bundle
-    from audiogen_studio.models.codec import CODEC_COMPONENT, Codec
+    from audiogen_studio.models.acoustic_codec import CODEC_COMPONENT, load_acoustic_codec
     from audiogen_studio.models.device import resolve_device
 
     bundle = find_bundle(model)
     if CODEC_COMPONENT not in bundle.components:
         raise BundleError(f"bundle '{bundle.name}' has no codec (it is a {bundle.kind} bundle)")
-    path = bundle.component_path(CODEC_COMPONENT)
-    entry = bundle.components[CODEC_COMPONENT]
-    expected = entry.get("config") if isinstance(entry, dict) else None
-    codec = Codec.from_pretrained(
-        path, device=resolve_device(device), expected_config=expected or None
-    )
+    bundle.component_path(CODEC_COMPONENT)  # a clear error when the weights are missing
+    codec = load_acoustic_codec(bundle.path, device=resolve_device(device))
     return bundle, codec
+
+
+def _latency(codec: Any) -> int:
+    """Samples the codec's decoded audio lags its input (0, or the mel codec's overlap-add)."""
+    from audiogen_studio.models.acoustic_codec import decoder_latency
+
+    return decoder_latency(codec)
 
 
 def run_encode(args: argparse.Namespace) -> int:
@@ -138,6 +141,8 @@ def run_encode(args: argparse.Namespace) -> int:
         raise CliError(f"--n-q {n_q}: the codec of '{bundle.name}' has {codec.config.n_q}")
     mono = io.resample(io.downmix(clip), codec.sample_rate)
     samples = torch.from_numpy(mono.samples.copy())[None]  # [1, 1, T]
+    # a codec whose decoder lags (mel) also encodes that much silence, so decode can realign
+    samples = torch.nn.functional.pad(samples, (0, _latency(codec)))
     with torch.inference_mode():
         codes = codec.encode(samples.to(next(codec.parameters()).device), n_q)[0].cpu()
     dtype = torch.int16 if codec.config.codebook_size <= 32_768 else torch.int32
@@ -259,7 +264,8 @@ def run_decode(args: argparse.Namespace) -> int:
     with torch.inference_mode():
         device = next(codec.parameters()).device
         audio = codec.decode(codes[None].to(device))[0].float().cpu().numpy()  # [1, F hop]
-    audio = audio[:, : info["samples"]]
+    lag = _latency(codec)
+    audio = audio[:, lag : lag + info["samples"]]
     clip = Clip(np.ascontiguousarray(audio, dtype=np.float32), codec.sample_rate)
     clip = io.resample(clip, info["original_rate"])
     frames = info["original_frames"]

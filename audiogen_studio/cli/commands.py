@@ -55,6 +55,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     pp.add_argument("bundle", help="trained bundle folder")
     pp.add_argument("destination", help="folder to create or refresh (e.g. models/speech)")
+    pp.add_argument(
+        "--half",
+        action="store_true",
+        help="store float32 weights as float16 (half the size; upcast to float32 on load)",
+    )
     pp.set_defaults(func=run_models_pack)
 
 
@@ -192,7 +197,7 @@ def run_models_pack(args: argparse.Namespace) -> int:
     from audiogen_studio.engine import bundles, model_card
 
     info = bundles.find_bundle(args.bundle)
-    dest = model_card.pack_bundle(info.path, args.destination)
+    dest = model_card.pack_bundle(info.path, args.destination, half=args.half)
     packed = bundles.read_bundle(dest)
     print(f"{dest} ({model_card.shipped_bytes(packed) / 1e6:.1f} MB)")
     return 0

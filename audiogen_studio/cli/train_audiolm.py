@@ -66,7 +66,9 @@ def _amp(args: argparse.Namespace) -> bool:
 
 
 def register(tsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``semantic``, ``lm-semantic``, ``lm-coarse`` and ``lm-fine`` under ``train``."""
+    """Add ``semantic``, ``mel-codec``, ``lm-semantic``, ``lm-coarse`` and ``lm-fine`` under
+    ``train``."""
+    register_mel_codec(tsub)
     p = tsub.add_parser(
         "semantic",
         help="AudioLM semantic tokenizer: HuBERT-style encoder + k-means",
@@ -118,6 +120,13 @@ def register(tsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             default=2,
             help="codec quantizers of the coarse stage; the rest are fine (default 2)",
         )
+        p.add_argument(
+            "--fine-quantizers",
+            type=positive_int,
+            default=None,
+            help="codec quantizers of the fine stage (default: every one after the coarse; "
+            "fewer lowers the bitrate the LMs generate and speeds up generation)",
+        )
         p.add_argument("--lr", type=positive_float, default=3e-4, help="AdamW peak learning rate")
         p.set_defaults(func=run_lm, stage=stage)
 
@@ -135,6 +144,7 @@ def run_lm(args: argparse.Namespace) -> int:
         size=args.size,
         window=args.window,
         coarse_quantizers=args.coarse_quantizers,
+        fine_quantizers=args.fine_quantizers,
         lr=args.lr,
         seed=args.seed,
         device=args.device,
@@ -214,5 +224,136 @@ def run_semantic(args: argparse.Namespace) -> int:
             f"semantic tokenizer in {result.bundle}: step {result.step} (iteration "
             f"{result.iteration}), masked-prediction accuracy "
             f"{'n/a' if acc is None else f'{acc:.3f}'}, {result.seconds:.1f} s"
+        )
+    return 0
+
+
+# --- train mel-codec ------------------------------------------------------------------------------
+
+
+def register_mel_codec(tsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``mel-codec`` under ``train``."""
+    p = tsub.add_parser(
+        "mel-codec",
+        help="spectral acoustic codec: residual k-means of log-mel + Vocos-style decoder",
+        description="Fit the log-mel normalisation and residual k-means codebooks (stage 1), "
+        "then train a Vocos-style ISTFT decoder on dequantized frames (stage 2) into "
+        "BUNDLE/codec.safetensors (components.codec.kind = mel). Re-run the same command to "
+        "resume from BUNDLE/checkpoint/mel_codec/. Several GPUs: torchrun --nproc_per_node N "
+        "-m audiogen_studio train mel-codec ...",
+    )
+    add_common(p, save_every=500)
+    p.add_argument(
+        "--config",
+        default=None,
+        metavar="NAME",
+        help="tiny, default or a .json file (default: the checkpoint's when resuming, "
+        "else 'default')",
+    )
+    p.add_argument(
+        "--minutes",
+        type=positive_float,
+        default=None,
+        metavar="M",
+        help="stop after M minutes of decoder training (stage 1 not counted; same as "
+        "--time-limit 60*M)",
+    )
+    p.add_argument(
+        "--segment", type=positive_float, default=1.0, metavar="SECONDS", help="crop length"
+    )
+    p.add_argument("--lr", type=positive_float, default=5e-4, help="AdamW learning rate")
+    p.add_argument(
+        "--nq-dropout",
+        type=float,
+        default=0.5,
+        metavar="P",
+        help="probability that a crop uses fewer codebooks (default 0.5)",
+    )
+    p.add_argument(
+        "--min-n-q", type=positive_int, default=4, help="fewest codebooks such a crop uses"
+    )
+    p.add_argument(
+        "--input-noise",
+        type=float,
+        default=0.0,
+        metavar="STD",
+        help="Gaussian noise on the dequantized frames (default 0)",
+    )
+    p.add_argument(
+        "--kmeans-seconds",
+        type=positive_float,
+        default=3600.0,
+        help="seconds of training audio the codebooks are fitted on (default 3600)",
+    )
+    p.add_argument(
+        "--val-every", type=non_negative_int, default=500, metavar="N", help="0: at the end"
+    )
+    p.add_argument("--name", default=None, help="bundle name when the bundle is created")
+    p.set_defaults(func=run_mel_codec, steps=100_000)
+
+
+def run_mel_codec(args: argparse.Namespace) -> int:
+    """Train the mel codec."""
+    from audiogen_studio.training.mel_codec_trainer import (
+        MelCodecTrainOptions,
+        train_mel_codec,
+    )
+
+    limit = args.time_limit
+    if args.minutes is not None:
+        minutes = 60.0 * float(args.minutes)
+        limit = minutes if limit is None else min(limit, minutes)
+    try:
+        options = MelCodecTrainOptions(
+            data=args.data,
+            out=args.bundle,
+            config=args.config,
+            steps=args.steps,
+            batch=args.batch,
+            segment=args.segment,
+            lr=args.lr,
+            nq_dropout=args.nq_dropout,
+            min_n_q=args.min_n_q,
+            input_noise=args.input_noise,
+            kmeans_seconds=args.kmeans_seconds,
+            device=args.device,
+            amp=_amp(args),
+            val_every=args.val_every,
+            save_every=args.save_every,
+            seed=args.seed,
+            name=args.name,
+            progress=not args.no_progress,
+            time_limit=limit,
+            threads=args.threads,
+        )
+        result = train_mel_codec(options)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    if result.rank != 0:
+        return 0
+    summary = {
+        "bundle": str(result.bundle),
+        "step": result.step,
+        "start_step": result.start_step,
+        "completed": result.completed,
+        "train_loss": result.train_loss,
+        "metrics": result.metrics,
+        "seconds": round(result.seconds, 3),
+        "steps_per_second": round(result.steps_per_second, 4),
+        "device": result.device,
+        "world_size": result.world_size,
+        "config": result.config.to_dict(),
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        m = result.metrics
+        state = "done" if result.completed else "stopped early"
+        print(f"mel codec in {result.bundle} ({state})")
+        print(
+            f"  step {result.step} (started at {result.start_step}), val mel L1 "
+            f"{m.get('val_mel_l1')}, {result.seconds:.1f} s on {result.device}, "
+            f"{result.config.bits_per_second / 1000:.1f} kbit/s, latency "
+            f"{1000 * result.config.latency / result.config.sample_rate:.0f} ms"
         )
     return 0

@@ -38,9 +38,13 @@ import torch
 from audiogen_studio.audio import io
 from audiogen_studio.engine.api import AudioChunk, GenerationError, GenerationRequest
 from audiogen_studio.engine.bundles import BundleError, BundleInfo
+from audiogen_studio.models.acoustic_codec import (
+    AcousticCodec,
+    decoder_latency,
+    load_acoustic_codec,
+)
 from audiogen_studio.models.audiolm_layout import TokenLayout
 from audiogen_studio.models.checkpoint import CheckpointError, load_into
-from audiogen_studio.models.codec import Codec
 from audiogen_studio.models.device import resolve_device
 from audiogen_studio.models.lm import LMConfig, TokenLM
 from audiogen_studio.models.sampling import sample_next
@@ -51,7 +55,8 @@ log = logging.getLogger(__name__)
 SILENCE_PEAK = 1e-4  # -80 dBFS
 MIN_CROSSFADE_SECONDS = 0.01
 FIRST_WINDOW_SECONDS = 0.16
-PRIME_FRAMES = 48  # codec frames that prime the streaming decoder (its receptive field <= 24)
+PRIME_FRAMES = 48  # codec frames that prime the streaming decoder (receptive field <= 24;
+# the default mel codec's, with its overlap-add, 46: tests/models/test_mel_codec.py)
 ENCODE_MARGIN_FRAMES = 48  # codec frames encoded before the first one used (receptive field)
 FUSED_FEED_MAX = 4  # feed up to this many given ids one by one through the fused CPU step
 STAGE_COMPONENTS = ("lm_semantic", "lm_coarse", "lm_fine")
@@ -120,7 +125,8 @@ class AudioLMEngine:
 
     Args:
         codec, tokenizer, lm_semantic, lm_coarse, lm_fine: the bundle's models (``lm_fine`` is
-            ``None`` when the layout has no fine quantizers).
+            ``None`` when the layout has no fine quantizers); the codec is either acoustic
+            codec (``models/acoustic_codec.py``).
         layout: the token layout the LMs were trained with.
         windows: context of each LM in semantic tokens (``semantic``, ``coarse``, ``fine``).
         window_seconds: audio per window after the first.
@@ -129,7 +135,7 @@ class AudioLMEngine:
     def __init__(
         self,
         *,
-        codec: Codec,
+        codec: AcousticCodec,
         tokenizer: SemanticTokenizer,
         lm_semantic: TokenLM,
         lm_coarse: TokenLM,
@@ -142,6 +148,9 @@ class AudioLMEngine:
     ) -> None:
         self.device = resolve_device(device)
         self.codec = codec.eval().to(self.device)
+        # decoded audio lags the codes by this many samples (the mel codec's overlap-add):
+        # the stream skips them and generates that much more
+        self.latency = decoder_latency(self.codec)
         self.tokenizer = tokenizer.eval().to(self.device)
         self.layout = layout
         self.name = name
@@ -179,7 +188,8 @@ class AudioLMEngine:
         """Load every component of an ``audiolm`` bundle (safetensors only)."""
         bundle.require_kind("audiolm")
         try:
-            codec = Codec.from_pretrained(bundle.component_path("codec"))
+            bundle.component_path("codec")  # a clear error when it is missing
+            codec = load_acoustic_codec(bundle.path)
             tokenizer = SemanticTokenizer.from_pretrained(bundle.component_path("semantic"))
             lms: dict[str, TokenLM] = {}
             windows: dict[str, int] = {}
@@ -357,9 +367,12 @@ class AudioLMEngine:
                     else torch.empty(takes, 0, dtype=torch.long, device=self.device),
                 )
             lead = total - s_p * hop_s  # generated samples that overlap the prompt's end
+            skip = self.latency  # decoded samples that still render the primed frames
             wanted = self.expected_frames(request)
-            needed_tokens = -(-(lead + wanted) // hop_s)
-            first = max(round(FIRST_WINDOW_SECONDS * layout.semantic_rate), -(-(lead + 1) // hop_s))
+            needed_tokens = -(-(skip + lead + wanted) // hop_s)
+            first = max(
+                round(FIRST_WINDOW_SECONDS * layout.semantic_rate), -(-(skip + lead + 1) // hop_s)
+            )
             done_tokens = 0
             emitted = 0  # continuation samples handed out (after the prompt's end)
             first_window = True
@@ -398,7 +411,7 @@ class AudioLMEngine:
                     wave = decoder.push(window_codes)[:, 0].float().cpu().numpy()  # [B, n·hop_s]
                     lead_in = None
                     if first_window:
-                        lead_in, wave = wave[:, :lead], wave[:, lead:]
+                        lead_in, wave = wave[:, skip : skip + lead], wave[:, skip + lead :]
                         first_window = False
                     start = emitted
                     wave = wave[:, : max(0, wanted - start)]

@@ -209,6 +209,7 @@ def write_component(
     name: str | None = None,
     version: str = "1.0.0",
     description: str | None = None,
+    component_kind: str | None = None,
 ) -> Path:
     """Create or update ``bundle_dir/bundle.json`` so that it declares ``component``.
 
@@ -216,6 +217,8 @@ def write_component(
     ``lm_fine``) are trained one stage at a time into one folder; each stage calls this when its
     weights ``file`` are written. Training provenance and metrics are kept per component
     (``training[component]``, ``metrics[component]``). The manifest is rewritten atomically.
+    ``component_kind`` is recorded as the entry's ``kind`` (e.g. the codec's: ``"mel"``, see
+    ``models/acoustic_codec.py``; an entry without one is a SoundStream codec).
 
     Raises:
         BundleError: an existing manifest of another kind or sample rate, or an unreadable one.
@@ -248,6 +251,8 @@ def write_component(
     if name:
         data["name"] = name
     data["components"][component] = {"file": file, "config": dict(config)}
+    if component_kind is not None:
+        data["components"][component]["kind"] = component_kind
     data.setdefault("training", {})[component] = dict(training or {})
     data.setdefault("metrics", {})[component] = dict(metrics or {})
     if description is not None:

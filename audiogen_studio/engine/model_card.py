@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from audiogen_studio.engine.bundles import BUNDLE_FILE, BundleError, BundleInfo, read_bundle
+from audiogen_studio.models.checkpoint import half_copy
 
 __all__ = [
     "CARD_FILE",
@@ -62,11 +63,13 @@ def shipped_bytes(info: BundleInfo) -> int:
     return sum(p.stat().st_size for p in shipped_files(info))
 
 
-def pack_bundle(source: str | Path, destination: str | Path) -> Path:
+def pack_bundle(source: str | Path, destination: str | Path, *, half: bool = False) -> Path:
     """Copy a trained bundle's run-time files (no checkpoints, no token caches) plus a fresh card.
 
     ``destination`` is created (its parent must exist) or emptied of earlier weights first, so a
-    re-pack never leaves stale files. Returns the destination folder.
+    re-pack never leaves stale files. ``half`` stores float32 weights as float16
+    (:func:`~audiogen_studio.models.checkpoint.half_copy`: half the size, upcast on load).
+    Returns the destination folder.
     """
     info = read_bundle(source)
     dest = Path(destination)
@@ -76,6 +79,9 @@ def pack_bundle(source: str | Path, destination: str | Path) -> Path:
     for old in [*dest.glob("*.safetensors"), dest / BUNDLE_FILE, dest / CARD_FILE]:
         old.unlink(missing_ok=True)
     for path in shipped_files(info):
+        if half and path.suffix == ".safetensors":
+            half_copy(path, dest / path.name)
+            continue
         tmp = dest / f".{path.name}.partial"
         shutil.copyfile(path, tmp)
         os.replace(tmp, dest / path.name)

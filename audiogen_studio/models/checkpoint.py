@@ -112,6 +112,22 @@ def save_module(
     return _atomic_save(tensors, p, metadata)
 
 
+def half_copy(source: str | Path, destination: str | Path) -> Path:
+    """Copy a checkpoint with its float32 tensors stored as float16 (metadata kept), atomically.
+
+    For shipping: the file is half the size, and loading upcasts (``load_state_dict`` copies into
+    the module's float32 tensors), so the model computes in float32 with fp16-rounded weights
+    (relative error <= 2**-11 per weight). Other dtypes (integer buffers, codes) are kept.
+    """
+    src, dst = Path(source), Path(destination)
+    tensors, metadata = _read(src, "cpu")
+    halved = {
+        name: (t.to(torch.float16) if t.dtype == torch.float32 else t).contiguous()
+        for name, t in tensors.items()
+    }
+    return _atomic_save(halved, dst, metadata)
+
+
 def _open_checked(p: Path) -> None:
     if not p.exists():
         raise CheckpointError(p, "file not found")

@@ -11,6 +11,7 @@ from audiogen_studio.models.audiolm_layout import TokenLayout
 from audiogen_studio.models.checkpoint import save_module
 from audiogen_studio.models.codec import NAMED_CODEC_CONFIGS, Codec
 from audiogen_studio.models.lm import LMConfig, TokenLM
+from audiogen_studio.models.mel_codec import MEL_CODEC_KIND, MelCodec
 from audiogen_studio.models.semantic import NAMED_CONFIGS, SemanticEncoder, SemanticTokenizer
 from audiogen_studio.training.lm_trainer import stage_sequence_length, stage_vocab
 
@@ -47,7 +48,7 @@ def write_lms(
 
 
 def write_tokenizers(
-    folder: Path, codec: Codec, tokenizer: SemanticTokenizer, *, name: str
+    folder: Path, codec: Codec | MelCodec, tokenizer: SemanticTokenizer, *, name: str
 ) -> TokenLayout:
     """Save ``codec`` and ``tokenizer`` as the bundle's components; the layout of its LMs
     (2 coarse quantizers, the rest fine)."""
@@ -61,6 +62,7 @@ def write_tokenizers(
         config=codec.config.to_dict(),
         sample_rate=rate,
         name=name,
+        component_kind=MEL_CODEC_KIND if isinstance(codec, MelCodec) else None,
     )
     tokenizer.save(folder / "semantic.safetensors")
     write_component(
@@ -80,10 +82,17 @@ def write_tokenizers(
     )
 
 
-def random_audiolm_bundle(folder: Path, *, windows: dict[str, int] | None = None) -> Path:
-    """A complete AudioLM bundle with random weights (tiny codec, tokenizer and LMs)."""
+def random_audiolm_bundle(
+    folder: Path,
+    *,
+    windows: dict[str, int] | None = None,
+    codec: Codec | MelCodec | None = None,
+) -> Path:
+    """A complete AudioLM bundle with random weights (tiny codec, tokenizer and LMs); pass
+    ``codec`` to use another acoustic codec (e.g. a :class:`MelCodec`)."""
     torch.manual_seed(0)
-    codec = Codec(NAMED_CODEC_CONFIGS["tiny"]).eval()
+    if codec is None:
+        codec = Codec(NAMED_CODEC_CONFIGS["tiny"]).eval()
     encoder = SemanticEncoder(NAMED_CONFIGS["tiny"])
     layer = NAMED_CONFIGS["tiny"].feature_layer
     centroids = torch.randn(16, encoder.feature_dim(layer))

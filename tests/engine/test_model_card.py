@@ -136,3 +136,39 @@ def test_quality_report_becomes_the_cards_figures(
     path.write_text("[1, 2]")
     assert main(["models", "card", str(folder), "--quality", str(path)]) == 2
     assert "not a quality report" in capsys.readouterr().err
+
+
+def test_half_pack_halves_the_weights_and_still_generates(tmp_path: Path) -> None:
+    import numpy as np
+    import torch
+    from audiolm_stack import random_audiolm_bundle
+
+    from audiogen_studio.audio.clip import Clip
+    from audiogen_studio.engine.api import GenerationRequest
+    from audiogen_studio.engine.loader import load_engine
+    from audiogen_studio.engine.takes import collect
+    from audiogen_studio.models.checkpoint import load_state
+
+    torch.set_num_threads(1)
+    bundle = random_audiolm_bundle(tmp_path / "full")
+    packed = model_card.pack_bundle(bundle, tmp_path / "half", half=True)
+    full_info, half_info = bundles.read_bundle(bundle), bundles.read_bundle(packed)
+    ratio = model_card.shipped_bytes(half_info) / model_card.shipped_bytes(full_info)
+    assert 0.45 < ratio < 0.6
+    for component in full_info.components:
+        full, _ = load_state(full_info.component_path(component))
+        half, meta = load_state(half_info.component_path(component))
+        assert meta["module"]
+        for name, tensor in full.items():
+            if tensor.dtype == torch.float32:
+                assert half[name].dtype == torch.float16
+                torch.testing.assert_close(half[name].float(), tensor.half().float())
+            else:
+                assert torch.equal(half[name], tensor)  # integer buffers untouched
+    rate = full_info.sample_rate
+    t = np.arange(rate) / rate
+    prompt = Clip((0.3 * np.sin(2 * np.pi * 220 * t))[None].astype(np.float32), rate)
+    request = GenerationRequest(prompt=prompt, seconds=0.3, seed=3, temperature=0.8)
+    (take,) = collect(load_engine(str(packed), device="cpu"), request, None)
+    assert take.complete and take.generated.frames > 0
+    assert np.isfinite(take.generated.samples).all()

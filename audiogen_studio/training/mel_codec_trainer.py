@@ -1,0 +1,847 @@
+"""Train the spectral codec (models/mel_codec.py) into a bundle, resumably.
+
+``train_mel_codec(MelCodecTrainOptions(data=..., out=BUNDLE, ...))``:
+
+- **stage 1** (seconds to minutes, once): log-mel frames of up to ``kmeans_seconds`` of the
+  training split give the per-band normalisation and the residual k-means codebooks
+  (:meth:`MelCodec.fit_quantizer`); the result is checkpointed at step 0, so a resumed run
+  never refits;
+- **stage 2**: the Vocos-style decoder learns to turn *dequantized* frames back into audio (so
+  it learns to undo the quantization). Each step draws ``batch`` crops of ``segment`` seconds
+  (whole frames) plus the ``n_fft - hop`` samples of left context of their first frame, with
+  ``numpy.random.default_rng([seed, rank, step])``; each crop is quantized with all codebooks, or
+  with probability ``nq_dropout`` with a random ``min_n_q..n_q`` of them (the decoder then also
+  serves lower bitrates); optional Gaussian ``input_noise`` on the frames. Losses: the
+  multi-resolution STFT and multi-scale log-mel L1 of
+  :class:`~audiogen_studio.training.codec_trainer.ReconstructionLoss` (the SoundStream codec's,
+  so their validation numbers compare), on the samples whose overlap-add is complete (the
+  decoder lags by ``latency``; its first ``latency`` output samples lack the windows before the
+  crop). No discriminator. AdamW (β = 0.8, 0.9 as Vocos), linear warm-up, gradient clipping;
+- ``BUNDLE/checkpoint/mel_codec/`` (:class:`~audiogen_studio.training.common.CheckpointDir`):
+  weights (with statistics and codebooks), optimizer, ``trainer_state.json``;
+- at the end (or when stopped by ``stop``/``time_limit``): validation on fixed crops of the
+  valid split with all codebooks (log-mel L1 and STFT loss as the codec trainer reports them,
+  plus the log-mel L1 at ``n_q`` 8 when the codec has more), then ``BUNDLE/codec.safetensors``
+  and the ``codec`` component of ``BUNDLE/bundle.json`` with ``"kind": "mel"``.
+
+Devices: ``auto`` = CUDA, MPS, CPU; ``amp`` = bf16 autocast on CUDA (the ISTFT head runs in
+float32). Under ``torchrun`` rank 0 fits stage 1 and every rank loads its checkpoint; the decoder
+is wrapped in ``DistributedDataParallel`` (NCCL on CUDA, Gloo on CPU).
+
+:func:`fit_tiny_mel_codec` is the in-memory recipe the tests use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+
+from audiogen_studio import __version__
+from audiogen_studio.engine.bundles import BUNDLE_FILE, read_bundle, write_component
+from audiogen_studio.models.acoustic_codec import CODEC_COMPONENT, component_kind
+from audiogen_studio.models.mel_codec import (
+    MEL_CODEC_KIND,
+    NAMED_MEL_CODEC_CONFIGS,
+    MelCodec,
+    MelCodecConfig,
+    named_mel_codec_config,
+)
+from audiogen_studio.training.audio_dataset import TrainingError
+from audiogen_studio.training.codec_trainer import ReconstructionLoss, _ArraySampler, _Sampler
+from audiogen_studio.training.common import (
+    CheckpointDir,
+    DistInfo,
+    amp_dtype_for,
+    autocast,
+    distributed_session,
+    finite_or_none,
+    progress_bar,
+)
+from audiogen_studio.training.waveform_dataset import WaveformDataset
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "codec.safetensors"
+CHECKPOINT_SUBDIR = ("checkpoint", "mel_codec")
+MODULE_NAME = "mel_codec"
+WORK_DIR = "work"
+STATE_VERSION = 1
+
+__all__ = [
+    "MelCodecStepReport",
+    "MelCodecTrainOptions",
+    "MelCodecTrainResult",
+    "checkpoint_dir",
+    "collect_log_mel",
+    "fit_tiny_mel_codec",
+    "train_mel_codec",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class MelCodecTrainOptions:
+    """What ``audiogen-studio train mel-codec`` asks for.
+
+    Attributes:
+        data: corpus folder, ``*.jsonl`` manifest, folder of audio files or one audio file.
+        out: the bundle folder to write (and to resume from).
+        config: a name of :data:`~audiogen_studio.models.mel_codec.NAMED_MEL_CODEC_CONFIGS`, a
+            ``.json`` path or a config; ``None`` = the checkpoint's when resuming, else
+            ``"default"``.
+        steps: total decoder steps (a resumed run goes on up to this number).
+        batch: crops per step (per process under ``torchrun``).
+        segment: seconds per crop (rounded up to whole frames).
+        lr: AdamW peak learning rate; weight_decay: its decoupled weight decay.
+        warmup: steps of linear learning-rate warm-up.
+        stft_weight, mel_weight, wave_weight: loss weights (``wave``: L1 of the samples).
+        nq_dropout: probability that a crop is quantized with fewer than all codebooks.
+        min_n_q: fewest codebooks such a crop uses.
+        input_noise: standard deviation of Gaussian noise added to the dequantized frames.
+        kmeans_seconds: seconds of training audio whose frames stage 1 fits.
+        kmeans_iters: Lloyd iterations per codebook.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        amp: bf16 autocast on CUDA (ignored elsewhere).
+        val_every: validate every N steps (0: only at the end).
+        save_every: checkpoint every N steps (0: only at the end).
+        seed: seeds weights, crops, codebook counts and k-means.
+        val_crops: fixed validation crops.
+        grad_clip: gradient-norm clipping (0 disables).
+        name: bundle name (default: the ``out`` folder's name).
+        progress: tqdm bar on stderr.
+        time_limit: stop (checkpoint and bundle written) after this many seconds.
+        valid_fraction: tail of each file held out when the data has no valid split.
+        cache: keep the decoded audio as memory-mapped arrays in ``out/work``.
+        threads: ``torch.set_num_threads`` for this process (``None``: torch's default).
+    """
+
+    data: str | Path
+    out: str | Path
+    config: str | MelCodecConfig | None = None
+    steps: int = 100_000
+    batch: int = 16
+    segment: float = 1.0
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    warmup: int = 200
+    stft_weight: float = 1.0
+    mel_weight: float = 1.0
+    wave_weight: float = 0.0
+    nq_dropout: float = 0.5
+    min_n_q: int = 4
+    input_noise: float = 0.0
+    kmeans_seconds: float = 3_600.0
+    kmeans_iters: int = 15
+    device: str = "auto"
+    amp: bool = False
+    val_every: int = 500
+    save_every: int = 500
+    seed: int = 0
+    val_crops: int = 16
+    grad_clip: float = 10.0
+    name: str | None = None
+    progress: bool = True
+    time_limit: float | None = None
+    valid_fraction: float = 0.1
+    cache: bool = True
+    threads: int | None = None
+
+    def check(self) -> None:
+        """Raise :class:`TrainingError` on nonsensical values."""
+        for field in ("steps", "batch", "val_crops", "min_n_q", "kmeans_iters"):
+            if int(getattr(self, field)) < 1:
+                raise TrainingError(f"{field} must be at least 1, got {getattr(self, field)}")
+        for field in ("val_every", "save_every", "warmup"):
+            if int(getattr(self, field)) < 0:
+                raise TrainingError(f"{field} must be 0 or more, got {getattr(self, field)}")
+        for field in ("lr", "segment", "kmeans_seconds"):
+            value = float(getattr(self, field))
+            if not (value > 0 and math.isfinite(value)):
+                raise TrainingError(f"{field} must be a positive number, got {value}")
+        for field in (
+            "stft_weight",
+            "mel_weight",
+            "wave_weight",
+            "input_noise",
+            "weight_decay",
+            "grad_clip",
+        ):
+            value = float(getattr(self, field))
+            if not (value >= 0 and math.isfinite(value)):
+                raise TrainingError(f"{field} must be 0 or more, got {value}")
+        if not 0.0 <= self.nq_dropout <= 1.0:
+            raise TrainingError(f"nq_dropout must be within [0, 1], got {self.nq_dropout}")
+        if self.threads is not None and self.threads < 1:
+            raise TrainingError(f"threads must be at least 1, got {self.threads}")
+        if not 0 <= self.valid_fraction < 0.5:
+            raise TrainingError(
+                f"valid_fraction must be within [0, 0.5), got {self.valid_fraction}"
+            )
+
+
+@dataclass(frozen=True)
+class MelCodecStepReport:
+    """Progress after one decoder step (given to ``on_step``; rank 0 only)."""
+
+    step: int
+    steps: int
+    loss: float
+    mel: float
+    stft: float
+    lr: float
+    val_mel: float | None
+    seconds_per_step: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class MelCodecTrainResult:
+    """What a training run did; ``metrics`` are the validation metrics written to the bundle."""
+
+    bundle: Path
+    step: int
+    start_step: int
+    completed: bool
+    train_loss: float | None
+    metrics: dict[str, Any]
+    seconds: float
+    steps_per_second: float
+    device: str
+    config: MelCodecConfig
+    rank: int = 0
+    world_size: int = 1
+
+
+# --- stage 1 ------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def collect_log_mel(
+    model: MelCodec,
+    signals: Any,
+    *,
+    max_seconds: float,
+    chunk_seconds: float = 60.0,
+) -> torch.Tensor:
+    """Log-mel frames ``[N, n_mels]`` of the signals (1-D float arrays) in order, up to
+    ``max_seconds`` of audio; long signals are analysed in chunks (with their left context)."""
+    c = model.config
+    budget = int(max_seconds * c.sample_rate)
+    chunk = max(1, int(chunk_seconds * c.sample_rate) // c.hop) * c.hop
+    frames: list[torch.Tensor] = []
+    for signal in signals:
+        if budget <= 0:
+            break
+        x = torch.from_numpy(np.array(signal[:budget], dtype=np.float32))  # a copy
+        budget -= x.shape[0]
+        x = torch.nn.functional.pad(x, (c.latency, (-x.shape[0]) % c.hop))  # as encode pads
+        for start in range(0, x.shape[0] - c.latency, chunk):
+            piece = x[start : start + chunk + c.latency]
+            mel = model.log_mel(piece[None], with_context=True)  # [1, n_mels, f]
+            frames.append(mel[0].T.cpu())
+    if not frames:
+        raise TrainingError("no training audio to fit the mel codebooks on")
+    return torch.cat(frames)
+
+
+# --- one decoder step ---------------------------------------------------------------------------
+
+
+def _crop_length(config: MelCodecConfig, seconds: float) -> int:
+    """Samples of a crop: whole frames of ``seconds`` plus the first frame's left context."""
+    frames = max(-(-config.latency // config.hop) + 1, math.ceil(seconds * config.frame_rate))
+    return config.latency + frames * config.hop
+
+
+def _n_q_per_crop(
+    config: MelCodecConfig, batch: int, rng: np.random.Generator, dropout: float, min_n_q: int
+) -> npt.NDArray[np.int64]:
+    low = min(min_n_q, config.n_q)
+    n_q = np.full(batch, config.n_q, dtype=np.int64)
+    fewer = rng.random(batch) < dropout
+    n_q[fewer] = rng.integers(low, config.n_q + 1, size=int(fewer.sum()))
+    return n_q
+
+
+@torch.no_grad()
+def _dequantized(model: MelCodec, crops: torch.Tensor, n_q: npt.NDArray[np.int64]) -> torch.Tensor:
+    """Frames ``[B, n_mels, F]`` of ``crops [B, T]`` quantized with ``n_q[b]`` codebooks each."""
+    z = model.features(crops, with_context=True)
+    codes = model.quantizer.encode(z, int(n_q.max()))  # [B, Q, F]
+    books = model.quantizer.codebooks
+    partial = torch.stack([books[i].decode(codes[:, i]) for i in range(codes.shape[1])])
+    partial = partial.cumsum(0)  # [Q, B, F, D]: sum of the first q + 1 books
+    pick = torch.as_tensor(n_q - 1, device=partial.device)
+    rows = torch.arange(crops.shape[0], device=partial.device)
+    return partial[pick, rows].transpose(1, 2).contiguous()
+
+
+class _MelStepper:
+    """Losses and the update of one decoder step (shared by the trainer and the test recipe)."""
+
+    def __init__(
+        self,
+        *,
+        model: MelCodec,
+        train_model: nn.Module,
+        opt: torch.optim.Optimizer,
+        recon: ReconstructionLoss,
+        weights: tuple[float, float, float],
+        grad_clip: float,
+        input_noise: float,
+        device: torch.device,
+        amp_dtype: torch.dtype | None,
+    ) -> None:
+        self.model = model
+        self.train_model = train_model
+        self.opt = opt
+        self.recon = recon
+        self.stft_w, self.mel_w, self.wave_w = weights
+        self.grad_clip = grad_clip
+        self.input_noise = input_noise
+        self.device = device
+        self.amp_dtype = amp_dtype
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+
+    def step(self, crops: torch.Tensor, n_q: npt.NDArray[np.int64]) -> dict[str, float]:
+        """One update from ``crops [B, latency + F hop]`` (on the device)."""
+        lat = self.model.latency
+        z = _dequantized(self.model, crops, n_q)
+        if self.input_noise > 0:
+            z = z + self.input_noise * torch.randn_like(z)
+        with autocast(self.device, self.amp_dtype):
+            out = self.train_model(z)  # [B, 1, F hop]
+        target = crops[:, None, lat : out.shape[-1]]
+        losses = self.recon(out[..., lat:], target)
+        total = self.stft_w * losses["stft"] + self.mel_w * losses["mel"]
+        if self.wave_w > 0:
+            total = total + self.wave_w * losses["wave"]
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        if self.grad_clip > 0:
+            self.scaler.unscale_(self.opt)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        return {
+            "loss": float(total.detach()),
+            "stft": float(losses["stft"].detach()),
+            "mel": float(losses["mel"].detach()),
+        }
+
+
+@torch.no_grad()
+def _evaluate(
+    model: MelCodec,
+    recon: ReconstructionLoss,
+    crops: torch.Tensor,
+    batch: int,
+    device: torch.device,
+) -> dict[str, float]:
+    """Mean log-mel L1 and STFT loss of ``crops [N, T]`` through the codec (all codebooks, and
+    8 when it has more)."""
+    was_training = model.training
+    model.eval()
+    lat = model.latency
+    counts = [model.config.n_q] + ([8] if model.config.n_q > 8 else [])
+    sums = {"mel": 0.0, "stft": 0.0, "mel_q8": 0.0}
+    try:
+        for i in range(0, crops.shape[0], batch):
+            audio = crops[i : i + batch].to(device)
+            for n_q in counts:
+                z = _dequantized(model, audio, np.full(audio.shape[0], n_q, dtype=np.int64))
+                out = model(z)
+                losses = recon(out[..., lat:], audio[:, None, lat : out.shape[-1]])
+                n = audio.shape[0]
+                if n_q == model.config.n_q:
+                    sums["mel"] += float(losses["mel"]) * n
+                    sums["stft"] += float(losses["stft"]) * n
+                else:
+                    sums["mel_q8"] += float(losses["mel"]) * n
+    finally:
+        model.train(was_training)
+    out_metrics = {k: v / max(crops.shape[0], 1) for k, v in sums.items()}
+    if len(counts) == 1:
+        out_metrics.pop("mel_q8")
+    return out_metrics
+
+
+def _learning_rate(options_lr: float, warmup: int, step: int) -> float:
+    return options_lr * min(1.0, (step + 1) / warmup) if warmup else options_lr
+
+
+# --- the recipe for tests -------------------------------------------------------------------------
+
+
+def fit_tiny_mel_codec(
+    audio: npt.NDArray[np.float32],
+    rate: int,
+    *,
+    steps: int = 200,
+    seed: int = 0,
+    config: str | MelCodecConfig = "tiny",
+    batch: int = 4,
+    segment: float = 0.3,
+    lr: float = 2e-3,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> MelCodec:
+    """Fit a small mel codec on one signal in memory (no data folder, no bundle).
+
+    Stage 1 on all of ``audio``'s frames (10 Lloyd iterations), then ``steps`` decoder steps
+    on random crops (looped when shorter) with all codebooks, the STFT + mel losses, AdamW at
+    ``lr``. Threads are left as they are (call ``torch.set_num_threads(1)`` first on shared
+    machines). ``on_step(step, {"loss", "stft", "mel"})`` after each step.
+
+    Returns:
+        The codec in eval mode, on the CPU.
+    """
+    cfg = named_mel_codec_config(config) if isinstance(config, str) else config
+    if rate != cfg.sample_rate:
+        raise ValueError(f"audio at {rate} Hz, the mel codec config wants {cfg.sample_rate} Hz")
+    device = torch.device("cpu")
+    torch.manual_seed(seed)
+    model = MelCodec(cfg)
+    mel = collect_log_mel(model, [audio], max_seconds=len(audio) / rate + 1.0)
+    model.fit_quantizer(mel, iters=10, seed=seed)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.8, 0.9), weight_decay=0.01)
+    stepper = _MelStepper(
+        model=model,
+        train_model=model,
+        opt=opt,
+        recon=ReconstructionLoss(cfg.sample_rate),
+        weights=(1.0, 1.0, 0.0),
+        grad_clip=1.0,
+        input_noise=0.0,
+        device=device,
+        amp_dtype=None,
+    )
+    sampler = _ArraySampler(audio)
+    length = _crop_length(cfg, segment)
+    for step in range(steps):
+        rng = np.random.default_rng([seed, 0, step])
+        crops = sampler.sample("train", rng, batch, length)
+        values = stepper.step(crops, np.full(batch, cfg.n_q, dtype=np.int64))
+        if on_step is not None:
+            on_step(step, values)
+    return model.eval()
+
+
+# --- the trainer ----------------------------------------------------------------------------------
+
+
+def checkpoint_dir(out: str | Path) -> CheckpointDir:
+    """The checkpoint folder of a mel codec bundle: ``out/checkpoint/mel_codec``."""
+    return CheckpointDir(Path(out).joinpath(*CHECKPOINT_SUBDIR), state_version=STATE_VERSION)
+
+
+def _resolve_config(options: MelCodecTrainOptions, stored: MelCodecConfig | None) -> MelCodecConfig:
+    if options.config is None:
+        if stored is not None:
+            return stored
+        choice: str | MelCodecConfig = "default"
+    else:
+        choice = options.config
+    if isinstance(choice, MelCodecConfig):
+        config = choice
+    else:
+        try:
+            config = named_mel_codec_config(choice)
+        except ValueError as exc:
+            raise TrainingError(str(exc)) from exc
+    if stored is not None and stored != config:
+        want = config.to_dict()
+        diff = ", ".join(
+            f"{k} {v} (asked {want[k]})" for k, v in stored.to_dict().items() if want[k] != v
+        )
+        raise TrainingError(
+            f"the mel codec checkpoint in the output folder has another config ({diff}); "
+            "resume without --config, or train into another --bundle"
+        )
+    return config
+
+
+def _check_bundle(out: Path, config: MelCodecConfig) -> None:
+    """Refuse, before any training, a bundle the codec cannot be written into: another kind or
+    rate, or one that holds another kind of codec (LMs trained on its tokens would break)."""
+    if not (out / BUNDLE_FILE).is_file():
+        return
+    bundle = read_bundle(out)
+    if bundle.kind != "audiolm" or bundle.sample_rate != config.sample_rate:
+        raise TrainingError(
+            f"{out} is a {bundle.kind} bundle at {bundle.sample_rate} Hz; the mel codec goes into "
+            f"an audiolm bundle at {config.sample_rate} Hz"
+        )
+    if CODEC_COMPONENT not in bundle.components:
+        return
+    kind = component_kind(out, bundle.components[CODEC_COMPONENT])
+    if kind != MEL_CODEC_KIND:
+        raise TrainingError(
+            f"{out} already holds a {kind} codec; its token LMs would not fit a mel codec's "
+            "tokens. Train the mel codec into another --bundle"
+        )
+
+
+def train_mel_codec(
+    options: MelCodecTrainOptions,
+    *,
+    on_step: Callable[[MelCodecStepReport], None] | None = None,
+    stop: threading.Event | None = None,
+) -> MelCodecTrainResult:
+    """Fit (stage 1) and train (stage 2) a mel codec, resumably, into the bundle ``options.out``.
+
+    Args:
+        options: see :class:`MelCodecTrainOptions`.
+        on_step: called after every decoder step with a :class:`MelCodecStepReport` (rank 0).
+        stop: when set, training stops after the current step, writes its checkpoint and the
+            bundle, and returns with ``completed=False``.
+
+    Raises:
+        TrainingError: bad data or options, a checkpoint of another config in ``out``, a bundle
+            that already holds another kind of codec.
+        ComputeDeviceError: the device asked for is not there.
+        BundleError: ``out`` holds a bundle of another kind or sample rate.
+    """
+    options.check()
+    out = Path(options.out).expanduser()
+    with distributed_session(options.device, options.threads) as (dinfo, device):
+        return _train(options, out, dinfo, device, on_step, stop)
+
+
+def _train(
+    options: MelCodecTrainOptions,
+    out: Path,
+    dinfo: DistInfo,
+    device: torch.device,
+    on_step: Callable[[MelCodecStepReport], None] | None,
+    stop: threading.Event | None,
+) -> MelCodecTrainResult:
+    if out.exists() and not out.is_dir():
+        raise TrainingError(f"{out}: exists and is not a folder")
+    ckpt = checkpoint_dir(out)
+    if dinfo.main:
+        out.mkdir(parents=True, exist_ok=True)
+        ckpt.recover()
+    dinfo.barrier()
+    resume = ckpt.read_state()
+    stored = None
+    if resume is not None:
+        try:
+            stored = MelCodecConfig.from_dict(resume["config"])
+        except (KeyError, ValueError) as exc:
+            raise TrainingError(f"{ckpt.folder}: bad mel codec config in trainer state") from exc
+    config = _resolve_config(options, stored)
+    _check_bundle(out, config)
+    config_name = next(
+        (n for n, c in NAMED_MEL_CODEC_CONFIGS.items() if c == config),
+        str((resume or {}).get("config_name", "custom")),
+    )
+
+    cache_dir = out / WORK_DIR if options.cache else None
+    dataset: WaveformDataset | None = None
+    if dinfo.main:
+        dataset = WaveformDataset.prepare(
+            options.data,
+            sample_rate=config.sample_rate,
+            cache_dir=cache_dir,
+            valid_fraction=options.valid_fraction,
+        )
+    dinfo.barrier()
+    if dataset is None:
+        dataset = WaveformDataset.prepare(
+            options.data,
+            sample_rate=config.sample_rate,
+            cache_dir=cache_dir,
+            valid_fraction=options.valid_fraction,
+            write_cache=False,
+        )
+    if dataset.valid is None:
+        log.warning("no validation audio: metrics are computed on training crops")
+
+    if options.amp and device.type != "cuda":
+        log.warning("--amp needs a CUDA device; training in float32 on %s", device)
+    amp_dtype = amp_dtype_for(device, options.amp)
+
+    torch.manual_seed(options.seed)
+    model = MelCodec(config).to(device)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=options.lr, betas=(0.8, 0.9), weight_decay=options.weight_decay
+    )
+    modules: dict[str, nn.Module] = {MODULE_NAME: model}
+    optimizers: dict[str, torch.optim.Optimizer] = {MODULE_NAME: opt}
+    configs: dict[str, Any] = {MODULE_NAME: config}
+    state: dict[str, Any] = {
+        "history": [],
+        "seconds": 0.0,
+        "train_loss": None,
+        "recent_losses": [],
+        "last_val": None,
+        "stage1": None,
+    }
+    base_seconds = 0.0
+
+    def snapshot(step: int, seconds: float, recent: deque[float]) -> dict[str, Any]:
+        return {
+            "step": step,
+            "seed": options.seed,
+            "rng": "numpy.random.default_rng([seed, rank, step]) draws the crops of each step",
+            "config": config.to_dict(),
+            "config_name": config_name,
+            "train_loss": state["train_loss"],
+            "recent_losses": list(recent),
+            "last_val": state["last_val"],
+            "stage1": state["stage1"],
+            "seconds": seconds,
+            "history": state["history"],
+            "options": {
+                "data": str(options.data),
+                "batch": options.batch,
+                "segment": options.segment,
+                "lr": options.lr,
+                "weight_decay": options.weight_decay,
+                "nq_dropout": options.nq_dropout,
+                "min_n_q": options.min_n_q,
+                "input_noise": options.input_noise,
+                "world_size": dinfo.world,
+                "device": str(device),
+                "amp": str(amp_dtype).removeprefix("torch.") if amp_dtype else None,
+            },
+            "audiogen_studio": __version__,
+        }
+
+    if resume is None:
+        # stage 1 on rank 0, checkpointed at step 0; every rank then loads it below
+        if dinfo.main:
+            began = time.perf_counter()
+            mel = collect_log_mel(
+                model, dataset.files("train"), max_seconds=options.kmeans_seconds
+            ).to(device)
+            errors = model.fit_quantizer(mel, iters=options.kmeans_iters, seed=options.seed)
+            seconds = time.perf_counter() - began
+            state["stage1"] = {
+                "frames": int(mel.shape[0]),
+                "seconds": round(seconds, 3),
+                "rel_err": {k: round(v, 5) for k, v in errors.items()},
+            }
+            log.info(
+                "mel codebooks fitted on %d frames in %.1f s (relative error %.4f with all)",
+                mel.shape[0],
+                seconds,
+                errors[f"rel_err_q{config.n_q}"],
+            )
+            del mel
+            base_seconds = seconds
+            ckpt.save(modules, optimizers, snapshot(0, seconds, deque()), configs)
+        dinfo.barrier()
+        resume = ckpt.read_state()
+        if resume is None:
+            raise TrainingError(f"{ckpt.folder}: the stage-1 checkpoint was not written")
+    ckpt.load(modules, optimizers, device)
+    start_step = int(resume["step"])
+    state.update({k: resume.get(k, state[k]) for k in state})
+    base_seconds = float(state["seconds"])
+    if dinfo.main and start_step:
+        log.info("resuming mel codec training from step %d of %s", start_step, ckpt.folder)
+
+    train_model: nn.Module = model
+    if dinfo.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        train_model = DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+
+    recon = ReconstructionLoss(config.sample_rate).to(device)
+    stepper = _MelStepper(
+        model=model,
+        train_model=train_model,
+        opt=opt,
+        recon=recon,
+        weights=(options.stft_weight, options.mel_weight, options.wave_weight),
+        grad_clip=options.grad_clip,
+        input_noise=options.input_noise,
+        device=device,
+        amp_dtype=amp_dtype,
+    )
+    length = _crop_length(config, options.segment)
+    val_crops: torch.Tensor | None = None
+    if dinfo.main:
+        rng = np.random.default_rng([options.seed, 7919])
+        split: Literal["train", "valid"] = "valid" if dataset.valid is not None else "train"
+        val_crops = dataset.sample(split, rng, options.val_crops, length)
+
+    name = options.name or out.resolve().name
+    recent: deque[float] = deque((float(v) for v in state["recent_losses"]), maxlen=50)
+    step = start_step
+    started = time.perf_counter()
+    stopped = False
+    sampler: _Sampler = dataset
+
+    def validate_now() -> dict[str, float]:
+        assert val_crops is not None
+        metrics = _evaluate(model, recon, val_crops, options.batch, device)
+        state["last_val"] = metrics
+        return metrics
+
+    model.train()
+    with progress_bar(
+        options.progress and dinfo.main, options.steps, start_step, "train mel-codec"
+    ) as bar:
+        loop_start = time.perf_counter()
+        while step < options.steps:
+            lr = _learning_rate(options.lr, options.warmup, step)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            rng = np.random.default_rng([options.seed, dinfo.rank, step])
+            crops = sampler.sample("train", rng, options.batch, length).to(device)
+            n_q = _n_q_per_crop(config, options.batch, rng, options.nq_dropout, options.min_n_q)
+            torch.manual_seed(options.seed * 1_000_003 + step)
+            values = stepper.step(crops, n_q)
+            step += 1
+            if not math.isfinite(values["loss"]):
+                raise TrainingError(
+                    f"the loss became {values['loss']} at step {step}; lower --lr (now {lr})"
+                )
+            recent.append(values["loss"])
+            state["train_loss"] = sum(recent) / len(recent)
+            val: dict[str, float] | None = None
+            if dinfo.main:
+                if options.val_every and step % options.val_every == 0 and step < options.steps:
+                    val = validate_now()
+                    state["history"].append({"step": step, "loss": state["train_loss"], "val": val})
+                    log.info("step %d: val mel L1 %.4f", step, val["mel"])
+                if options.save_every and step % options.save_every == 0:
+                    seconds = base_seconds + time.perf_counter() - started
+                    ckpt.save(modules, optimizers, snapshot(step, seconds, recent), configs)
+                elapsed = time.perf_counter() - loop_start
+                per_step = elapsed / max(step - start_step, 1)
+                postfix = {"loss": f"{state['train_loss']:.3f}"}
+                if state["last_val"]:
+                    postfix["val_mel"] = f"{state['last_val']['mel']:.3f}"
+                bar.set_postfix(postfix, refresh=False)
+                bar.update(1)
+                if on_step is not None:
+                    on_step(
+                        MelCodecStepReport(
+                            step=step,
+                            steps=options.steps,
+                            loss=values["loss"],
+                            mel=values["mel"],
+                            stft=values["stft"],
+                            lr=lr,
+                            val_mel=None if val is None else val["mel"],
+                            seconds_per_step=per_step,
+                            seconds=base_seconds + time.perf_counter() - started,
+                        )
+                    )
+            want_stop = (stop is not None and stop.is_set()) or (
+                options.time_limit is not None
+                and time.perf_counter() - started >= options.time_limit
+            )
+            if (stop is not None or options.time_limit is not None) and dinfo.any_flag(
+                want_stop, device
+            ):
+                stopped = step < options.steps
+                break
+    completed = step >= options.steps
+    elapsed = time.perf_counter() - started
+    rate = (step - start_step) / max(elapsed, 1e-9)
+    metrics: dict[str, Any] = {}
+    if dinfo.main:
+        if step > start_step or state["last_val"] is None:
+            final = validate_now()
+            state["history"].append({"step": step, "loss": state["train_loss"], "val": final})
+        else:
+            final = dict(state["last_val"])
+        ckpt.save(modules, optimizers, snapshot(step, base_seconds + elapsed, recent), configs)
+        metrics = {
+            "val_mel_l1": finite_or_none(final["mel"]),
+            "val_stft": finite_or_none(final["stft"]),
+            "train_loss": finite_or_none(state["train_loss"]),
+            "n_q": config.n_q,
+            "bits_per_second": config.bits_per_second,
+            "frame_rate": config.frame_rate,
+            "latency_samples": config.latency,
+            "parameters": model.num_parameters(),
+            "metric_notes": "log10-mel L1 and STFT loss of codec_trainer.ReconstructionLoss on "
+            f"{options.val_crops} fixed crops of {length - config.latency} samples with all "
+            "codebooks (val_mel_l1_q8: with 8)",
+        }
+        if "mel_q8" in final:
+            metrics["val_mel_l1_q8"] = finite_or_none(final["mel_q8"])
+        if state["stage1"]:
+            metrics["kmeans_rel_err"] = state["stage1"]["rel_err"]
+        training = {
+            "data": str(options.data),
+            "steps": step,
+            "completed": completed,
+            "hours": round(dataset.train_hours, 6),
+            "valid_hours": round(dataset.valid_hours, 6),
+            "files_skipped": len(dataset.skipped),
+            "device": str(device),
+            "world_size": dinfo.world,
+            "amp": str(amp_dtype).removeprefix("torch.") if amp_dtype else None,
+            "time_seconds": round(base_seconds + elapsed, 3),
+            "config_name": config_name,
+            "stage1": state["stage1"],
+            "batch": options.batch,
+            "segment_samples": length - config.latency,
+            "lr": options.lr,
+            "nq_dropout": options.nq_dropout,
+            "min_n_q": options.min_n_q,
+            "input_noise": options.input_noise,
+            "seed": options.seed,
+            "audiogen_studio": __version__,
+        }
+        model.save_pretrained(
+            out / WEIGHTS_FILE, extra={"step": step, "kind": MEL_CODEC_KIND, "name": name}
+        )
+        write_component(
+            out,
+            CODEC_COMPONENT,
+            file=WEIGHTS_FILE,
+            config=config.to_dict(),
+            sample_rate=config.sample_rate,
+            training=training,
+            metrics=metrics,
+            name=options.name,
+            component_kind=MEL_CODEC_KIND,
+        )
+        if stopped:
+            log.info("stopped at step %d of %d", step, options.steps)
+    dinfo.barrier()
+    return MelCodecTrainResult(
+        bundle=out,
+        step=step,
+        start_step=start_step,
+        completed=completed,
+        train_loss=finite_or_none(state["train_loss"]),
+        metrics=metrics,
+        seconds=base_seconds + elapsed,
+        steps_per_second=rate,
+        device=str(device),
+        config=config,
+        rank=dinfo.rank,
+        world_size=dinfo.world,
+    )
+
+
+def options_dict(options: MelCodecTrainOptions) -> dict[str, Any]:
+    """The options as JSON-ready values (for logs and ``--json``)."""
+    data = dataclasses.asdict(options)
+    for key in ("data", "out"):
+        data[key] = str(data[key])
+    if isinstance(options.config, MelCodecConfig):
+        data["config"] = options.config.to_dict()
+    return data
