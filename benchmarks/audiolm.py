@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument(
         "--bundle",
-        default="default-audiolm",
+        default="speech",
         help="AudioLM bundle (name or folder) for the end-to-end figures; 'none' skips them",
     )
     ap.add_argument("--no-peer", action="store_true")

@@ -1,8 +1,8 @@
 """End-to-end AudioLM figures for ``benchmarks/audiolm.py``: real-time factor, first chunk.
 
-``end_to_end(bundle)`` loads an AudioLM bundle (default: ``default-audiolm`` from the search
-path), continues a 3 s prompt (a plucked riff, or ``--prompt FILE``) by ``seconds`` on the CPU
-and reports, as the median of ``runs`` seeded runs after one warm-up:
+``end_to_end(bundle)`` loads an AudioLM bundle (default: the shipped ``speech`` bundle from the
+search path), continues a 3 s prompt (a plucked riff, or ``--prompt FILE``) by ``seconds`` on the
+CPU and reports, as the median of ``runs`` seeded runs after one warm-up:
 
 - ``first_chunk_ms``: from calling ``Engine.stream`` until its first audio chunk arrives
   (prompt tokenisation, codec encoding, decoder priming, the first window through all stages);
@@ -33,7 +33,7 @@ def _prompt(path: str | None, seconds: float) -> Clip:
 
 
 def end_to_end(
-    bundle: str | None = "default-audiolm",
+    bundle: str | None = "speech",
     *,
     prompt: str | None = None,
     prompt_seconds: float = 3.0,

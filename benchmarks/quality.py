@@ -1,7 +1,7 @@
 """Quality of an AudioLM bundle on held-out data, printed as ONE JSON object (issue 6 item 4).
 
 Needs the optional ``[eval]`` extra and opus-tools. For the bundle (default
-``default-audiolm``; any AudioLM bundle works) it runs, on the ``test`` split of the corpora
+``speech``; any AudioLM bundle works) it runs, on the ``test`` split of the corpora
 (voices and instruments no model trained on):
 
 - ``codec``: the bundle's codec on ``--codec-clips`` speech clips of ``--codec-seconds``:
@@ -17,7 +17,7 @@ Needs the optional ``[eval]`` extra and opus-tools. For the bundle (default
 
 Run::
 
-    .venv/bin/python benchmarks/quality.py                      # default-audiolm, /tmp corpora
+    .venv/bin/python benchmarks/quality.py                      # shipped speech, /tmp corpora
     .venv/bin/python benchmarks/quality.py --model models/speech --clips 8 -o quality.json
 """
 
@@ -56,7 +56,7 @@ def _met(summary: dict[str, Any]) -> dict[str, bool | None]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
-    ap.add_argument("--model", default="default-audiolm", help="AudioLM bundle name or folder")
+    ap.add_argument("--model", default="speech", help="AudioLM bundle name or folder")
     ap.add_argument("--speech", default="/tmp/corpus_speech", help="speech corpus ('' skips)")
     ap.add_argument("--music", default="/tmp/corpus_music", help="music corpus ('' skips)")
     ap.add_argument("--split", default="test")

@@ -10,8 +10,9 @@ import torch
 
 from audiogen_studio.audio import synth
 from audiogen_studio.engine.api import GenerationRequest
-from audiogen_studio.engine.bundles import list_bundles, shipped_models_dir
+from audiogen_studio.engine.bundles import BundleInfo, list_bundles, shipped_models_dir
 from audiogen_studio.engine.loader import load_engine
+from audiogen_studio.engine.model_card import render_model_card
 from audiogen_studio.engine.takes import collect
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
@@ -28,12 +29,22 @@ def test_models_folder_is_found_and_within_its_budget() -> None:
     size = sum(p.stat().st_size for p in MODELS.rglob("*") if p.is_file())
     assert size <= 80 * 2**20, f"models/ holds {size / 2**20:.1f} MiB (budget 80)"
     names = {b.name for b in list_bundles([MODELS])}
-    assert "default-audiolm" in names
+    assert "speech" in names
 
 
-def test_default_audiolm_continues_a_prompt() -> None:
+@pytest.mark.parametrize("bundle", list_bundles([MODELS]), ids=lambda b: b.name)
+def test_every_shipped_bundle_has_its_card_and_measured_quality(bundle: BundleInfo) -> None:
+    card = bundle.path / "README.md"
+    assert card.is_file(), f"{bundle.name} has no model card (audiogen-studio models card)"
+    assert card.read_text(encoding="utf-8") == render_model_card(bundle), "stale model card"
+    quality = bundle.metrics.get("quality", {})
+    assert any(isinstance(v, dict) and "value" in v for v in quality.values())
+    assert quality.get("_measured_with")
+
+
+def test_speech_continues_a_prompt() -> None:
     torch.set_num_threads(1)
-    engine = load_engine("default-audiolm", device="cpu")
+    engine = load_engine("speech", device="cpu")
     prompt = synth.riff(repeats=1)
     (take,) = collect(engine, GenerationRequest(prompt=prompt, seconds=0.5, seed=0))
     assert take.complete and take.generated.frames == 8000

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Renders the README's audio examples into resources/examples/: held-out prompts cut from the
+# corpora's test split (voices and instruments no model was trained on) and the shipped bundles'
+# continuations of them, through the CLI, as small OGG files.
+#   ./scripts/render-examples.sh SPEECH_CORPUS [MUSIC_CORPUS]
+set -euo pipefail
+SPEECH=${1:?usage: render-examples.sh SPEECH_CORPUS [MUSIC_CORPUS]}
+MUSIC=${2:-}
+cd "$(dirname "$0")/.."
+AG=".venv/bin/audiogen-studio"
+OUT=resources/examples
+mkdir -p "$OUT"
+# speech: 3 s of the held-out festival cmu_us_slt_arctic_hts voice
+sox "$SPEECH/audio/test/festival/festival_cmu_us_slt_arctic_hts/s000014.flac" \
+  "$OUT/speech-prompt.ogg" trim 0 3
+$AG continue "$OUT/speech-prompt.ogg" --model speech --seconds 4 --takes 2 --seed 1 \
+  --temperature 0.8 --top-k 50 --no-progress --no-library --overwrite -o "$OUT/speech-continued.ogg"
+if [ -n "$MUSIC" ]; then
+  # music: 4 s of a reel on the held-out clarinet
+  sox "$MUSIC/audio/test/ryansMammoth/m000021.flac" "$OUT/music-prompt.ogg" trim 0 4
+  if .venv/bin/audiogen-studio models list | grep -q "^  music "; then
+    $AG continue "$OUT/music-prompt.ogg" --model music --seconds 4 --takes 2 --seed 1 \
+      --temperature 0.8 --top-k 50 --no-progress --no-library --overwrite \
+      -o "$OUT/music-continued.ogg"
+  fi
+fi
+ls -l "$OUT"
