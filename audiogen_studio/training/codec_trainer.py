@@ -76,6 +76,7 @@ from audiogen_studio.training.common import (
     distributed_session,
     finite_or_none,
     progress_bar,
+    require_same_config,
 )
 from audiogen_studio.training.waveform_dataset import WaveformDataset
 
@@ -599,15 +600,12 @@ def _resolve_config(options: CodecTrainOptions, stored: CodecConfig | None) -> C
             config = named_codec_config(choice)
         except ValueError as exc:
             raise TrainingError(str(exc)) from exc
-    if stored is not None and stored != config:
-        want = config.to_dict()
-        diff = ", ".join(
-            f"{k} {v} (asked {want[k]})" for k, v in stored.to_dict().items() if want[k] != v
-        )
-        raise TrainingError(
-            f"the codec checkpoint in the output folder has another config ({diff}); "
-            "resume without --config, or train into another --out"
-        )
+    require_same_config(
+        stored,
+        config,
+        what="the codec checkpoint in the output folder",
+        elsewhere="another --out",
+    )
     return config
 
 

@@ -273,3 +273,25 @@ class CheckpointDir:
             raise TrainingError(
                 f"{self.folder}: cannot resume from this checkpoint ({exc})"
             ) from exc
+
+
+def require_same_config(stored: Any, config: Any, *, what: str, elsewhere: str) -> None:
+    """Refuse to resume ``stored`` (a checkpoint's config) with another asked ``config``.
+
+    Both are config dataclasses with ``to_dict()``; ``None`` (nothing stored) always passes.
+
+    Raises:
+        TrainingError: naming every field that differs, e.g. ``"the codec checkpoint in the
+            output folder has another config (dim 64 (asked 128)); resume without --config, or
+            train into another --out"`` for ``what="the codec checkpoint in the output folder"``
+            and ``elsewhere="another --out"``.
+    """
+    if stored is None or stored == config:
+        return
+    want = config.to_dict()
+    diff = ", ".join(
+        f"{k} {v} (asked {want[k]})" for k, v in stored.to_dict().items() if want.get(k) != v
+    )
+    raise TrainingError(
+        f"{what} has another config ({diff}); resume without --config, or train into {elsewhere}"
+    )

@@ -95,6 +95,7 @@ from audiogen_studio.training.common import (
     distributed_session,
     finite_or_none,
     progress_bar,
+    require_same_config,
 )
 from audiogen_studio.training.waveform_dataset import Split, WaveformDataset, WaveSplit
 
@@ -751,17 +752,12 @@ def _resolve_config(options: SemanticTrainOptions, stored: SemanticConfig | None
         config = dataclasses.replace(config, n_clusters=options.n_clusters)
     if stored is not None:
         # n_clusters only affects the final k-means: it may change between runs
-        same = dataclasses.replace(stored, n_clusters=config.n_clusters)
-        if same != config:
-            diff = ", ".join(
-                f"{k} {v} (asked {config.to_dict()[k]})"
-                for k, v in same.to_dict().items()
-                if config.to_dict()[k] != v
-            )
-            raise TrainingError(
-                f"the semantic checkpoint in the bundle has another config ({diff}); resume "
-                "without --config, or train into another bundle"
-            )
+        require_same_config(
+            dataclasses.replace(stored, n_clusters=config.n_clusters),
+            config,
+            what="the semantic checkpoint in the bundle",
+            elsewhere="another bundle",
+        )
     return config
 
 

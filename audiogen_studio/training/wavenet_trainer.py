@@ -63,6 +63,7 @@ from audiogen_studio.training.common import (
     distributed_session,
     finite_or_none,
     progress_bar,
+    require_same_config,
     write_json,
 )
 
@@ -217,16 +218,9 @@ def _resolve_config(options: TrainOptions, stored: WaveNetConfig | None) -> Wave
             raise TrainingError(str(exc)) from exc
     if config.global_conditioning:
         raise TrainingError("this trainer does not train globally conditioned WaveNets")
-    if stored is not None and stored != config:
-        diff = ", ".join(
-            f"{k} {v} (asked {config.to_dict()[k]})"
-            for k, v in stored.to_dict().items()
-            if config.to_dict()[k] != v
-        )
-        raise TrainingError(
-            f"the checkpoint in the output folder has another config ({diff}); "
-            "resume without --config, or train into another --out"
-        )
+    require_same_config(
+        stored, config, what="the checkpoint in the output folder", elsewhere="another --out"
+    )
     return config
 
 
