@@ -128,6 +128,26 @@ def register(tsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "fewer lowers the bitrate the LMs generate and speeds up generation)",
         )
         p.add_argument("--lr", type=positive_float, default=3e-4, help="AdamW peak learning rate")
+        p.add_argument(
+            "--val-every",
+            type=positive_int,
+            default=500,
+            help="validation loss every N steps (default 500)",
+        )
+        p.add_argument(
+            "--keep",
+            choices=["best", "last"],
+            default="best",
+            help="the bundle gets the weights of the best validation loss (early stopping; "
+            "default) or of the last step",
+        )
+        p.add_argument(
+            "--patience",
+            type=int,
+            default=0,
+            metavar="N",
+            help="stop after N validations without a new best (default 0: never)",
+        )
         p.set_defaults(func=run_lm, stage=stage)
 
 
@@ -151,6 +171,9 @@ def run_lm(args: argparse.Namespace) -> int:
         amp=_amp(args),
         threads=args.threads,
         save_every=args.save_every,
+        val_every=args.val_every,
+        keep=args.keep,
+        patience=args.patience,
         time_limit=args.time_limit,
         progress=not args.no_progress,
     )
@@ -169,6 +192,7 @@ def run_lm(args: argparse.Namespace) -> int:
         "completed": result.completed,
         "train_loss": result.train_loss,
         "val_loss": result.val_loss,
+        "weights_step": result.weights_step,
         "seconds": round(result.seconds, 3),
         "tokens_per_second": round(result.tokens_per_second, 1),
     }
@@ -178,7 +202,8 @@ def run_lm(args: argparse.Namespace) -> int:
         val = "n/a" if result.val_loss is None else f"{result.val_loss:.4f}"
         print(
             f"lm-{result.stage} in {result.bundle}: step {result.step}, val loss {val} "
-            f"nats/token, {result.seconds:.1f} s"
+            f"nats/token, {result.seconds:.1f} s; the bundle holds the weights of step "
+            f"{result.weights_step}"
         )
     return 0
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import shutil
 import sys
 import threading
 import time
@@ -58,6 +60,8 @@ log = logging.getLogger(__name__)
 Stage = Literal["semantic", "coarse", "fine"]
 STAGES: tuple[Stage, ...] = ("semantic", "coarse", "fine")
 STATE_VERSION = 1
+#: a validation loss must beat the best by this many nats/token to count as a new best
+MIN_IMPROVEMENT = 1e-4
 WORK_DIR = "work"
 
 #: transformer sizes by name (the vocabulary and context come from the stage)
@@ -82,6 +86,10 @@ class LMTrainOptions:
         coarse_quantizers: codec quantizers modelled by the coarse stage (the rest are fine);
             must agree across stages of a bundle (read from the bundle when present).
         fine_quantizers: ``None`` = every remaining quantizer of the codec.
+        keep: which weights the bundle gets: ``best`` (lowest validation loss seen, checked
+            every ``val_every`` steps: early stopping, which matters on a small corpus that the
+            LM overfits) or ``last``.
+        patience: stop after this many validations in a row without a new best (0: never).
     """
 
     stage: Stage
@@ -105,6 +113,8 @@ class LMTrainOptions:
     val_every: int = 500
     val_batches: int = 4
     save_every: int = 500
+    keep: Literal["best", "last"] = "best"
+    patience: int = 0
     time_limit: float | None = None
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
@@ -122,6 +132,12 @@ class LMTrainOptions:
             raise TrainingError("window must be at least 2 semantic tokens")
         if not self.lr > 0:
             raise TrainingError("lr must be positive")
+        if self.keep not in ("best", "last"):
+            raise TrainingError(f"keep must be 'best' or 'last', not {self.keep!r}")
+        if self.patience < 0 or self.val_every < 0:
+            raise TrainingError("patience and val_every must not be negative")
+        if self.patience and not self.val_every:
+            raise TrainingError("patience needs validation: set val_every")
 
 
 @dataclass(frozen=True)
@@ -139,6 +155,8 @@ class LMTrainResult:
     tokens_per_second: float
     rank: int = 0
     world_size: int = 1
+    #: the step whose weights the bundle holds (the best validation loss with keep="best")
+    weights_step: int | None = None
 
 
 DEFAULT_WINDOWS = {"semantic": 250, "coarse": 100, "fine": 50}
@@ -380,12 +398,20 @@ def _train(
     history: list[dict[str, Any]] = []
     base_seconds = 0.0
     val_loss: float | None = None
+    # the best validated weights live beside the checkpoint folder (which save() swaps whole)
+    best_file = bundle / "checkpoint" / f"{component}.best.safetensors"
+    best: dict[str, Any] | None = None  # {"step", "val_loss"} of best_file
+    stale = 0  # validations in a row without a new best
     if resume is not None:
         ckpt.load({"model": model}, {"optimizer": optimizer}, device)
         start_step = int(resume["step"])
         history = list(resume.get("history", []))
         base_seconds = float(resume.get("seconds", 0.0))
         val_loss = resume.get("val_loss")
+        stored_best = resume.get("best")
+        if isinstance(stored_best, dict) and best_file.is_file():
+            best = {"step": int(stored_best["step"]), "val_loss": float(stored_best["val_loss"])}
+            stale = int(stored_best.get("stale", 0))
     amp_dtype = amp_dtype_for(device, options.amp)
     train_model: nn.Module = model
     if dinfo.world > 1:
@@ -414,6 +440,18 @@ def _train(
         model.train()
         return total / options.val_batches
 
+    def note_validation(loss: float | None) -> None:
+        """Keep the weights of a new best validation loss; count validations without one."""
+        nonlocal best, stale
+        if loss is None or not math.isfinite(loss):
+            return
+        if best is None or loss < best["val_loss"] - MIN_IMPROVEMENT:
+            save_module(model, best_file, config, extra={"step": step, "stage": stage})
+            best = {"step": step, "val_loss": loss}
+            stale = 0
+        else:
+            stale += 1
+
     recent: deque[float] = deque(maxlen=20)
     step = start_step
     started = time.perf_counter()
@@ -429,6 +467,7 @@ def _train(
             "layout": layout.to_dict(),
             "train_loss": sum(recent) / len(recent) if recent else None,
             "val_loss": val_loss,
+            "best": None if best is None else {**best, "stale": stale},
             "history": history,
             "seconds": base_seconds + time.perf_counter() - started,
             "seed": options.seed,
@@ -463,6 +502,7 @@ def _train(
             if dinfo.main:
                 if options.val_every and step % options.val_every == 0:
                     val_loss = validate()
+                    note_validation(val_loss)
                     history.append(
                         {"step": step, "loss": sum(recent) / len(recent), "val": val_loss}
                     )
@@ -474,19 +514,35 @@ def _train(
                 bar.update(1)
                 if on_step is not None:
                     on_step(step, value)
-            want = (stop is not None and stop.is_set()) or (
-                options.time_limit is not None
-                and time.perf_counter() - started >= options.time_limit
+            patience_out = bool(options.patience) and stale >= options.patience
+            want = (
+                (stop is not None and stop.is_set())
+                or patience_out
+                or (
+                    options.time_limit is not None
+                    and time.perf_counter() - started >= options.time_limit
+                )
             )
-            if (stop is not None or options.time_limit is not None) and dinfo.any_flag(
-                want, device
-            ):
+            if (
+                stop is not None or options.time_limit is not None or options.patience
+            ) and dinfo.any_flag(want, device):
+                if patience_out:
+                    log.info(
+                        "validation loss has not improved for %d validations: stopping at step "
+                        "%d (best %.4f at step %d)",
+                        stale,
+                        step,
+                        best["val_loss"] if best else float("nan"),
+                        best["step"] if best else -1,
+                    )
                 stopped = step < options.steps
                 break
     elapsed = time.perf_counter() - started
+    selected_step = step
     if dinfo.main:
-        if step > start_step:
+        if step > start_step and not (history and history[-1]["step"] == step):
             val_loss = validate()
+            note_validation(val_loss)
             history.append(
                 {
                     "step": step,
@@ -496,7 +552,14 @@ def _train(
             )
         ckpt.save({"model": model}, {"optimizer": optimizer}, state(), {"model": config})
         file = f"{component}.safetensors"
-        save_module(model, bundle / file, config, extra={"step": step, "stage": stage})
+        selected_step, selected_val = step, val_loss
+        if options.keep == "best" and best is not None and best["step"] != step:
+            # early stopping: the bundle gets the weights of the lowest validation loss
+            shutil.copyfile(best_file, bundle / f".{file}.partial")
+            os.replace(bundle / f".{file}.partial", bundle / file)
+            selected_step, selected_val = best["step"], best["val_loss"]
+        else:
+            save_module(model, bundle / file, config, extra={"step": step, "stage": stage})
         train_loss = sum(recent) / len(recent) if recent else None
         write_component(
             bundle,
@@ -507,6 +570,8 @@ def _train(
             training={
                 "data": str(options.data),
                 "steps": step,
+                "weights_step": selected_step,
+                "weights": "best validation loss" if selected_step != step else "last step",
                 "completed": step >= options.steps,
                 "size": options.size,
                 "batch": options.batch,
@@ -520,7 +585,8 @@ def _train(
             },
             metrics={
                 "train_loss": finite_or_none(train_loss),
-                "val_loss": finite_or_none(val_loss),
+                "val_loss": finite_or_none(selected_val),
+                "last_val_loss": finite_or_none(val_loss),
                 "loss": "cross-entropy in nats per token of the stage's part of the sequence",
                 "parameters": sum(p.numel() for p in model.parameters()),
             },
@@ -537,6 +603,7 @@ def _train(
         train_loss=finite_or_none(sum(recent) / len(recent)) if recent else None,
         val_loss=finite_or_none(val_loss),
         seconds=base_seconds + elapsed,
+        weights_step=selected_step,
         tokens_per_second=tokens_seen * dinfo.world / max(elapsed, 1e-9),
         rank=dinfo.rank,
         world_size=dinfo.world,

@@ -132,3 +132,61 @@ def test_torchrun_trains_a_stage_with_two_cpu_processes(tmp_path: Path, data: Pa
     assert report["world_size"] == 2 and report["step"] == 4
     info = read_bundle(bundle)
     assert info.training["lm_fine"]["world_size"] == 2 and info.training["lm_fine"]["steps"] == 4
+
+
+def _lm_options(data: Path, bundle: Path, **extra: object) -> LMTrainOptions:
+    common: dict[str, object] = {
+        "stage": "coarse",
+        "data": data,
+        "bundle": bundle,
+        "batch": 4,
+        "size": "tiny",
+        "window": 12,
+        "threads": 1,
+        "progress": False,
+        "save_every": 0,
+        "warmup": 5,
+        "lr": 3e-3,
+    }
+    return LMTrainOptions(**{**common, **extra})  # type: ignore[arg-type]
+
+
+def test_the_bundle_gets_the_weights_of_the_best_validation_loss(
+    tmp_path: Path, data: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    torch.set_num_threads(1)
+    bundle = random_audiolm_bundle(tmp_path / "bundle", windows={})
+    result = train_lm(_lm_options(data, bundle, steps=40, val_every=5, lr=3e-2))
+    state = json.loads(
+        (bundle / "checkpoint" / "lm_coarse" / "trainer_state.json").read_text("utf-8")
+    )
+    vals = [(h["val"], h["step"]) for h in state["history"] if h["val"] is not None]
+    assert len(vals) == 8
+    best_val, best_step = min(vals)
+    assert state["best"]["step"] == best_step == result.weights_step
+    info = read_bundle(bundle)
+    assert info.metrics["lm_coarse"]["val_loss"] == pytest.approx(best_val)
+    assert info.metrics["lm_coarse"]["last_val_loss"] == pytest.approx(vals[-1][0])
+    shipped = load_file(bundle / "lm_coarse.safetensors")
+    kept = load_file(bundle / "checkpoint" / "lm_coarse.best.safetensors")
+    last = load_file(bundle / "checkpoint" / "lm_coarse" / "model.safetensors")
+    assert shipped.keys() == kept.keys()
+    assert all(torch.equal(shipped[k], kept[k]) for k in shipped)
+    if best_step != 40:
+        assert not all(torch.equal(shipped[k], last[k]) for k in shipped)
+    # --keep last writes the last step's weights
+    again = train_lm(_lm_options(data, bundle, steps=45, val_every=5, keep="last"))
+    assert again.weights_step == 45
+    assert read_bundle(bundle).training["lm_coarse"]["weights_step"] == 45
+
+
+def test_patience_stops_when_validation_stops_improving(tmp_path: Path, data: Path) -> None:
+    torch.set_num_threads(1)
+    bundle = random_audiolm_bundle(tmp_path / "bundle", windows={})
+    # a learning rate this small cannot move the validation loss by MIN_IMPROVEMENT
+    result = train_lm(_lm_options(data, bundle, steps=100, val_every=5, patience=2, lr=1e-12))
+    assert result.step == 15 and not result.completed and result.weights_step == 5
+    with pytest.raises(TrainingError, match="patience needs validation"):
+        train_lm(_lm_options(data, bundle, patience=2, val_every=0))
