@@ -313,6 +313,13 @@ def register_mel_codec(tsub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument(
         "--val-every", type=non_negative_int, default=500, metavar="N", help="0: at the end"
     )
+    p.add_argument(
+        "--init-decoder",
+        default=None,
+        metavar="BUNDLE",
+        help="start the decoder from the mel codec of this bundle (fine-tuning: e.g. "
+        "models/speech on your own material); stage 1 is still fitted on --data",
+    )
     p.add_argument("--name", default=None, help="bundle name when the bundle is created")
     p.set_defaults(func=run_mel_codec, steps=100_000)
 
@@ -350,6 +357,7 @@ def run_mel_codec(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             time_limit=limit,
             threads=args.threads,
+            init_decoder=args.init_decoder,
         )
         result = train_mel_codec(options)
     except ValueError as exc:

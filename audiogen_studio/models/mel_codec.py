@@ -597,6 +597,36 @@ class MelCodec(nn.Module):
         """A streaming decoder of ``batch`` code sequences (needs ``causal=True``)."""
         return MelCodecDecoderStream(self, batch)
 
+    @torch.no_grad()
+    def adopt_decoder(self, other: MelCodec) -> None:
+        """Start from ``other``'s trained decoder (fine-tuning on new material).
+
+        This codec's normalisation statistics differ from ``other``'s, so the decoder's input
+        conv is rewritten to see what it saw before: ``z_other = a·z + b`` per band with
+        ``a = std / std_other`` and ``b = (mean - mean_other) / std_other``, folded into the
+        conv's weights ``W·a`` and bias ``+ Σ_k W·b``: the same audio past the first
+        :attr:`receptive_frames` frames, where the zero padding means silence in either scale.
+
+        Raises:
+            ValueError: the decoders differ in shape (mels, FFT, hop, width, depth, kernel) or
+                either codec is unfitted.
+        """
+        mine, theirs = self.config, other.config
+        shape = ("sample_rate", "n_mels", "n_fft", "hop", "dim", "depth", "kernel_size", "causal")
+        differ = [f for f in shape if getattr(mine, f) != getattr(theirs, f)]
+        if differ:
+            raise ValueError(f"the decoders differ in {', '.join(differ)}")
+        if not (self.fitted and other.fitted):
+            raise ValueError("fit the quantizer (stage 1) of both codecs first")
+        self.decoder.load_state_dict(other.decoder.state_dict())
+        scale = self.mel_std / other.mel_std  # [n_mels]
+        shift = (self.mel_mean - other.mel_mean) / other.mel_std
+        conv = self.decoder.embed.conv
+        weight = conv.weight.clone()  # [dim, n_mels, k]
+        conv.weight.copy_(weight * scale[None, :, None])
+        if conv.bias is not None:
+            conv.bias.add_(torch.einsum("omk,m->o", weight, shift))
+
     def num_parameters(self) -> int:
         """Learned scalars (the codebooks and statistics are buffers and not counted)."""
         return sum(p.numel() for p in self.parameters())

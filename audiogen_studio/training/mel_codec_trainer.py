@@ -50,8 +50,9 @@ import torch
 from torch import nn
 
 from audiogen_studio import __version__
-from audiogen_studio.engine.bundles import BUNDLE_FILE, read_bundle, write_component
+from audiogen_studio.engine.bundles import BUNDLE_FILE, BundleError, read_bundle, write_component
 from audiogen_studio.models.acoustic_codec import CODEC_COMPONENT, component_kind
+from audiogen_studio.models.checkpoint import CheckpointError
 from audiogen_studio.models.mel_codec import (
     MEL_CODEC_KIND,
     NAMED_MEL_CODEC_CONFIGS,
@@ -126,6 +127,9 @@ class MelCodecTrainOptions:
         valid_fraction: tail of each file held out when the data has no valid split.
         cache: keep the decoded audio as memory-mapped arrays in ``out/work``.
         threads: ``torch.set_num_threads`` for this process (``None``: torch's default).
+        init_decoder: a bundle (or ``codec.safetensors``) with a trained mel codec of the same
+            decoder shape whose decoder stage 2 starts from (:meth:`MelCodec.adopt_decoder`):
+            fine-tuning on new material; applied once, before the first decoder step.
     """
 
     data: str | Path
@@ -158,6 +162,7 @@ class MelCodecTrainOptions:
     valid_fraction: float = 0.1
     cache: bool = True
     threads: int | None = None
+    init_decoder: str | Path | None = None
 
     def check(self) -> None:
         """Raise :class:`TrainingError` on nonsensical values."""
@@ -443,6 +448,20 @@ def fit_tiny_mel_codec(
 # --- the trainer ----------------------------------------------------------------------------------
 
 
+def _load_decoder_source(source: str | Path, device: torch.device) -> MelCodec:
+    """The mel codec in a bundle folder or ``.safetensors`` file (``--init-decoder``)."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        try:
+            path = read_bundle(path).component_path("codec")
+        except BundleError as exc:
+            raise TrainingError(f"--init-decoder: {exc}") from exc
+    try:
+        return MelCodec.from_pretrained(path, device=device)
+    except CheckpointError as exc:
+        raise TrainingError(f"--init-decoder {source}: not a mel codec ({exc})") from exc
+
+
 def checkpoint_dir(out: str | Path) -> CheckpointDir:
     """The checkpoint folder of a mel codec bundle: ``out/checkpoint/mel_codec``."""
     return CheckpointDir(Path(out).joinpath(*CHECKPOINT_SUBDIR), state_version=STATE_VERSION)
@@ -587,6 +606,7 @@ def _train(
         "recent_losses": [],
         "last_val": None,
         "stage1": None,
+        "init_decoder": None,
     }
     base_seconds = 0.0
 
@@ -601,6 +621,7 @@ def _train(
             "recent_losses": list(recent),
             "last_val": state["last_val"],
             "stage1": state["stage1"],
+            "init_decoder": state["init_decoder"],
             "seconds": seconds,
             "history": state["history"],
             "options": {
@@ -649,6 +670,11 @@ def _train(
     ckpt.load(modules, optimizers, device)
     start_step = int(resume["step"])
     state.update({k: resume.get(k, state[k]) for k in state})
+    if options.init_decoder is not None and start_step == 0:
+        model.adopt_decoder(_load_decoder_source(options.init_decoder, device))
+        state["init_decoder"] = str(options.init_decoder)
+        if dinfo.main:
+            log.info("decoder initialised from %s", options.init_decoder)
     base_seconds = float(state["seconds"])
     if dinfo.main and start_step:
         log.info("resuming mel codec training from step %d of %s", start_step, ckpt.folder)
@@ -793,6 +819,7 @@ def _train(
             "time_seconds": round(base_seconds + elapsed, 3),
             "config_name": config_name,
             "stage1": state["stage1"],
+            "init_decoder": state["init_decoder"],
             "batch": options.batch,
             "segment_samples": length - config.latency,
             "lr": options.lr,

@@ -209,6 +209,30 @@ def test_fit_quantizer_sets_statistics_and_residual_codebooks() -> None:
         codec.fit_quantizer(torch.zeros(10, 3))
 
 
+def test_adopted_decoder_renders_the_same_audio_under_other_statistics() -> None:
+    source = _codec(seed=0)
+    target = MelCodec(TINY).eval()
+    t = torch.arange(60 * TINY.hop) / TINY.sample_rate
+    music = torch.stack([0.3 * torch.sin(2 * np.pi * 440 * t), 0.05 * torch.randn_like(t)])
+    frames = target.log_mel(music[:, None]).transpose(1, 2).reshape(-1, TINY.n_mels)
+    target.fit_quantizer(frames, iters=3, seed=1)
+    assert not torch.allclose(target.mel_mean, source.mel_mean)
+    target.adopt_decoder(source)
+    audio = 0.2 * torch.randn(2, 1, 30 * TINY.hop)
+    with torch.no_grad():
+        expected = source.decoder(source.features(audio))
+        got = target.decoder(target.features(audio))
+    skip = target.receptive_frames * TINY.hop + TINY.latency  # past the convs' zero padding
+    torch.testing.assert_close(got[..., skip:], expected[..., skip:], rtol=1e-4, atol=1e-4)
+    # the source is untouched and the decoders are independent copies
+    assert target.decoder.head.weight is not source.decoder.head.weight
+    wider = MelCodec(dataclasses.replace(TINY, dim=TINY.dim * 2))
+    with pytest.raises(ValueError, match="differ in dim"):
+        wider.adopt_decoder(source)
+    with pytest.raises(ValueError, match="fit the quantizer"):
+        MelCodec(TINY).adopt_decoder(source)
+
+
 def test_checkpoint_round_trip_and_loader(tmp_path: Path) -> None:
     codec = _codec()
     path = codec.save_pretrained(tmp_path / "mel.safetensors")

@@ -24,7 +24,7 @@ from audiogen_studio.audio.clip import Clip
 from audiogen_studio.cli.main import main
 from audiogen_studio.engine.api import GenerationRequest
 from audiogen_studio.engine.audiolm_pipeline import AudioLMEngine
-from audiogen_studio.engine.bundles import write_component
+from audiogen_studio.engine.bundles import read_bundle, write_component
 from audiogen_studio.engine.loader import load_engine
 from audiogen_studio.engine.takes import collect
 from audiogen_studio.models.acoustic_codec import load_acoustic_codec
@@ -175,6 +175,28 @@ def test_train_mel_codec_writes_a_bundle_and_resumes_exactly(
     torch.testing.assert_close(stage1["quantizer.layers.0.embed"], a["quantizer.layers.0.embed"])
     again = train_mel_codec(_options(riff_folder, out))
     assert again.start_step == 4 and again.step == 4
+
+
+def test_init_decoder_fine_tunes_from_another_bundle(riff_folder: Path, tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    train_mel_codec(_options(riff_folder, source, steps=3))
+    tuned = tmp_path / "tuned"
+    # lr ~ 0: after one step the decoder is still the source's (its input conv rescaled)
+    train_mel_codec(_options(riff_folder, tuned, steps=1, lr=1e-12, init_decoder=source))
+    before = _weights(source / "codec.safetensors")
+    after = _weights(tuned / "codec.safetensors")
+    head = "decoder.head.weight"
+    torch.testing.assert_close(after[head], before[head], rtol=0, atol=1e-6)
+    train_mel_codec(_options(riff_folder, tmp_path / "fresh", steps=1))
+    fresh = _weights(tmp_path / "fresh" / "codec.safetensors")
+    assert not torch.allclose(fresh[head], before[head])
+    info = read_bundle(tuned)
+    assert info.training["codec"]["init_decoder"] == str(source)
+    # applied before the first decoder step only: a resumed run keeps its own decoder
+    train_mel_codec(_options(riff_folder, tuned, steps=3, init_decoder=source))
+    assert read_bundle(tuned).training["codec"]["init_decoder"] == str(source)
+    with pytest.raises(TrainingError, match="init-decoder"):
+        train_mel_codec(_options(riff_folder, tmp_path / "x", init_decoder=tmp_path / "none"))
 
 
 def test_refuses_another_config_or_another_codec(riff_folder: Path, tmp_path: Path) -> None:
