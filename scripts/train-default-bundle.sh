@@ -1,21 +1,40 @@
 #!/usr/bin/env bash
-# The recipe of the shipped `speech` (and, later, `music`) AudioLM bundles, on a CPU: every stage
-# with a time limit, one torch thread per process; re-running resumes every stage from
-# OUT/checkpoint/. On a GPU add DEVICE=cuda (and longer limits).
-#   ./scripts/train-default-bundle.sh speech|music CORPUS OUT [PACKED]
+# The recipe of the shipped bundles, on a CPU: every stage with a time limit, one torch thread
+# per process; re-running resumes every stage from OUT/checkpoint/. On a GPU add DEVICE=cuda
+# (and longer limits).
+#   ./scripts/train-default-bundle.sh speech|music CORPUS OUT [PACKED]    AudioLM bundles
+#   ./scripts/train-default-bundle.sh wavenet|vocoder CORPUS OUT [PACKED] WaveNet continuation
+#                                                                         / mel vocoder
+# (shipped as: speech, music; wavenet-music (wavenet on the music corpus); wavenet-vocoder
+# (vocoder on the speech corpus))
+# INIT_DECODER=BUNDLE starts the mel codec's decoder from another bundle's (the music bundle
+# starts from the speech one: `train mel-codec --init-decoder`).
 # CORPUS: a corpus folder from `audiogen-studio corpus speech|music DIR` (its test split, with
 # held-out voices or instruments, is what the evaluation scores); OUT: the training bundle
 # folder (checkpoints and token caches live there); PACKED: where the shipped copy goes
 # (default models/KIND), float16 weights, with its model card and measured quality.
-# Stage times (seconds): SEMANTIC_SECONDS, CODEC_MINUTES, LM_SECONDS.
+# Stage times (seconds): SEMANTIC_SECONDS, CODEC_MINUTES, LM_SECONDS, WAVENET_SECONDS.
 set -euo pipefail
-KIND=${1:?usage: train-default-bundle.sh speech|music CORPUS OUT [PACKED]}
-DATA=${2:?usage: train-default-bundle.sh speech|music CORPUS OUT [PACKED]}
-OUT=${3:?usage: train-default-bundle.sh speech|music CORPUS OUT [PACKED]}
+usage="usage: train-default-bundle.sh speech|music|wavenet|vocoder CORPUS OUT [PACKED]"
+KIND=${1:?$usage}
+DATA=${2:?$usage}
+OUT=${3:?$usage}
 cd "$(dirname "$0")/.."
 PACKED=${4:-models/$KIND}
 AG=".venv/bin/audiogen-studio"
 DEVICE=${DEVICE:-cpu}
+
+if [ "$KIND" = wavenet ] || [ "$KIND" = vocoder ]; then
+  # the `default` WaveNet: 20 layers x 2 stacks, 48/96/48 channels (sized for sample-by-sample
+  # generation on a 2-core CPU; its speed is in benchmarks/ and the README)
+  mel=(); [ "$KIND" = vocoder ] && mel=(--mel)
+  $AG train wavenet --data "$DATA" --out "$OUT" --name "$(basename "$PACKED")" "${mel[@]}" --config default \
+    --batch 4 --crop 2000 --steps 200000 --time-limit "${WAVENET_SECONDS:-6600}" \
+    --val-every 500 --save-every 250 --threads 1 --device "$DEVICE" --no-progress
+  $AG models card "$OUT"
+  $AG models pack "$OUT" "$PACKED" --half
+  exit 0
+fi
 common=(--data "$DATA" --bundle "$OUT" --threads 1 --device "$DEVICE" --no-progress)
 # The LMs model 3 coarse + 5 fine of the codec's 12 codebooks (8 x 1024 at 50 Hz = 4 kbit/s):
 # the last 4 codebooks lowered validation mel L1 by 0.01 only, and fewer tokens per frame
@@ -26,20 +45,22 @@ layout=(--coarse-quantizers 3 --fine-quantizers 5)
 $AG train semantic "${common[@]}" --name "$KIND" --config default --steps 3000 --batch 8 \
   --crop-seconds 2 --kmeans-seconds 300 --time-limit "${SEMANTIC_SECONDS:-3000}" --save-every 250 &
 semantic=$!
+init=(); [ -n "${INIT_DECODER:-}" ] && init=(--init-decoder "$INIT_DECODER")
 $AG train mel-codec "${common[@]}" --name "$KIND" --config default --batch 16 --segment 0.64 \
-  --minutes "${CODEC_MINUTES:-100}" --val-every 500 --save-every 250
+  --minutes "${CODEC_MINUTES:-100}" --val-every 500 --save-every 250 "${init[@]}"
 wait $semantic
 
-# 2. the three LMs; the semantic stage first tokenises the corpus into OUT/work/ for the others
+# 2. the three LMs; the semantic stage first tokenises the corpus into OUT/work/ for the others.
+# Each keeps the weights of its best validation loss (--keep best: a small corpus is overfitted)
 $AG train lm-semantic "${common[@]}" "${layout[@]}" --size default --window 250 --steps 20000 \
-  --batch 16 --time-limit "${LM_SECONDS:-3600}" --save-every 200 &
+  --batch 16 --time-limit "${LM_SECONDS:-3600}" --save-every 200 --val-every 200 --patience 5 &
 lm_semantic=$!
 sleep 120  # let it write the token cache the other two read
 $AG train lm-coarse "${common[@]}" "${layout[@]}" --size small --window 100 --steps 20000 \
-  --batch 16 --time-limit "${LM_SECONDS:-3600}" --save-every 200 &
+  --batch 16 --time-limit "${LM_SECONDS:-3600}" --save-every 200 --val-every 200 &
 lm_coarse=$!
 $AG train lm-fine "${common[@]}" "${layout[@]}" --size small --window 50 --steps 20000 \
-  --batch 16 --time-limit "${LM_SECONDS:-3600}" --save-every 200
+  --batch 16 --time-limit "${LM_SECONDS:-3600}" --save-every 200 --val-every 200
 wait $lm_semantic $lm_coarse
 
 # 3. measure on held-out audio, record the figures in the bundle, pack it for shipping
