@@ -1,8 +1,9 @@
-"""Quality of an AudioLM bundle on held-out data, printed as ONE JSON object (issue 6 item 4).
+"""Quality of a bundle on held-out data, printed as ONE JSON object (issue 6 item 4).
 
-Needs the optional ``[eval]`` extra and opus-tools. For the bundle (default
-``speech``; any AudioLM bundle works) it runs, on the ``test`` split of the corpora
-(voices and instruments no model trained on):
+Needs the optional ``[eval]`` extra and opus-tools. For the bundle (default ``speech``; any
+AudioLM or WaveNet bundle works: a WaveNet has no codec, and a mel vocoder gets the
+``vocoder`` figures instead) it runs, on the ``test`` split of the corpora (voices and
+instruments no model trained on):
 
 - ``codec``: the bundle's codec on ``--codec-clips`` speech clips of ``--codec-seconds``:
   PESQ-wb, ESTOI, ViSQOL (speech mode), log-mel L1, next to Opus at the codec's bitrate (raised
@@ -14,6 +15,10 @@ Needs the optional ``[eval]`` extra and opus-tools. For the bundle (default
   seam's click and loudness percentiles among the prompt's own points (≤ 95); the real-time
   factor (≤ 0.5). Every figure is printed next to its target; ``real_continuation`` holds the
   same figures for the clips' real next seconds: the ceiling these metrics reach on that data.
+- ``vocoder`` (mel WaveNet vocoders only): ``--clips`` held-out speech clips of
+  ``--prompt-seconds`` + ``--seconds`` re-synthesized from their log-mel, with the codec
+  figures, beside Griffin-Lim from the same mel frames
+  (``evaluation/vocoder_quality.py``).
 
 Run::
 
@@ -54,9 +59,48 @@ def _met(summary: dict[str, Any]) -> dict[str, bool | None]:
     return {k: v["met"] for k, v in summary.items() if isinstance(v, dict) and "met" in v}
 
 
+def _bundle_kind(model: str) -> str | None:
+    from audiogen_studio.engine.bundles import BundleError, find_bundle
+
+    try:
+        return find_bundle(model).kind
+    except BundleError:
+        return None  # reported by the evaluations themselves
+
+
+def _finish(result: dict[str, Any], started: float, output: str | None) -> int:
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    result["machine"]["loadavg_1m_after"] = _loadavg()
+    text = report.dumps(result)
+    print(text)
+    if output:
+        report.write(result, output)
+    return 0
+
+
+def _vocoder(a: argparse.Namespace, result: dict[str, Any], started: float) -> int:
+    from audiogen_studio.evaluation.vocoder_quality import evaluate_vocoder_on_corpus
+
+    try:
+        rep = evaluate_vocoder_on_corpus(
+            a.model,
+            a.speech,
+            split=a.split,
+            clips=a.clips,
+            seconds=a.prompt_seconds + a.seconds,
+            temperature=a.temperature,
+            device=a.device,
+            with_visqol=not a.no_visqol,
+        )
+        result["vocoder"] = rep.summary()
+    except EvaluationError as exc:
+        result["vocoder"] = {"note": str(exc)}
+    return _finish(result, started, a.output)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
-    ap.add_argument("--model", default="speech", help="AudioLM bundle name or folder")
+    ap.add_argument("--model", default="speech", help="bundle name or folder")
     ap.add_argument("--speech", default="/tmp/corpus_speech", help="speech corpus ('' skips)")
     ap.add_argument("--music", default="/tmp/corpus_music", help="music corpus ('' skips)")
     ap.add_argument("--split", default="test")
@@ -99,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     targets: dict[str, Any] = {}
+    kind = _bundle_kind(a.model)
+    if kind == "wavenet-vocoder":
+        return _vocoder(a, result, started)
     if a.speech and Path(a.speech).is_dir():
         try:
             _, codec = load_bundle_codec(a.model, a.device)
@@ -146,13 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         targets.update({f"{kind}_{k}": v for k, v in _met(rep.summary).items()})
     result["targets_met"] = targets
-    result["seconds"] = round(time.perf_counter() - started, 1)
-    result["machine"]["loadavg_1m_after"] = _loadavg()
-    text = report.dumps(result)
-    print(text)
-    if a.output:
-        report.write(result, a.output)
-    return 0
+    return _finish(result, started, a.output)
 
 
 if __name__ == "__main__":

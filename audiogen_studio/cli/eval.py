@@ -22,7 +22,7 @@ from audiogen_studio.cli.errors import CliError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``eval codec``, ``eval continuation`` and ``eval bundle``."""
+    """Add ``eval codec``, ``eval vocoder``, ``eval continuation`` and ``eval bundle``."""
     p = sub.add_parser(
         "eval",
         help="quality figures of a codec, a take or a bundle (JSON)",
@@ -56,6 +56,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c.add_argument("--device", default="cpu", help="auto, cpu, cuda or mps (default cpu)")
     _common(c)
     c.set_defaults(func=run_codec)
+
+    v = esub.add_parser(
+        "vocoder",
+        help="a mel WaveNet vocoder on held-out speech, next to Griffin-Lim",
+        description="Re-synthesize held-out clips from their log-mel with the vocoder and with "
+        "Griffin-Lim from the same frames; PESQ-wb, ESTOI, ViSQOL, log-mel L1.",
+    )
+    v.add_argument("--model", required=True, help="mel vocoder bundle name or folder")
+    _corpus_args(v, clips=4)
+    v.add_argument(
+        "--seconds", type=positive_float, default=4.0, help="seconds of each clip (default 4)"
+    )
+    v.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    v.add_argument("--no-visqol", action="store_true", help="skip ViSQOL (the slowest metric)")
+    v.add_argument("--device", default="cpu", help="auto, cpu, cuda or mps (default cpu)")
+    _common(v)
+    v.set_defaults(func=run_vocoder)
 
     t = esub.add_parser(
         "continuation",
@@ -167,6 +184,33 @@ def run_codec(args: argparse.Namespace) -> int:
             "corpus": args.data,
             "split": args.split,
             "summary": codec_summary(result),
+            "report": result,
+        },
+        args.output,
+    )
+
+
+def run_vocoder(args: argparse.Namespace) -> int:
+    """``audiogen-studio eval vocoder --model BUNDLE --data CORPUS``."""
+    from audiogen_studio.evaluation.vocoder_quality import evaluate_vocoder_on_corpus
+
+    _setup(args)
+    result = evaluate_vocoder_on_corpus(
+        args.model,
+        args.data,
+        split=args.split,
+        clips=args.clips,
+        seconds=args.seconds,
+        temperature=args.temperature,
+        device=args.device,
+        with_visqol=not args.no_visqol,
+    )
+    return _write(
+        {
+            "evaluation": "vocoder",
+            "corpus": args.data,
+            "split": args.split,
+            "summary": result.summary(),
             "report": result,
         },
         args.output,

@@ -171,3 +171,34 @@ def test_eval_bundle_continues_held_out_prompts(
     assert report["clips"][0]["generated_seconds"] == pytest.approx(1.0, abs=0.05)
     assert report["reference_summary"]["key_score"]["value"] in (0.0, 0.2, 0.3, 0.5, 1.0)
     assert report["clips"][0]["model"]["seam"] is not None
+
+
+def test_eval_vocoder_scores_a_vocoder_bundle_next_to_griffin_lim(
+    tmp_path: Path, say: Say, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from audiogen_studio.engine.bundles import write_component
+    from audiogen_studio.models.wavenet import WaveNet, named_config
+
+    torch.manual_seed(0)
+    model = WaveNet(named_config("tiny", mel=True))
+    bundle = tmp_path / "vocoder"
+    model.save_pretrained(bundle / "wavenet.safetensors")
+    write_component(
+        bundle,
+        "wavenet",
+        file="wavenet.safetensors",
+        config=model.config.to_dict(),
+        sample_rate=model.config.sample_rate,
+        kind="wavenet-vocoder",
+        name="tiny-vocoder",
+    )
+    corpus = write_corpus(tmp_path / "corpus", {"s1": ("m3", say())})
+    argv = ["eval", "vocoder", "--model", str(bundle), "--data", str(corpus), "--clips", "1"]
+    assert main([*argv, "--seconds", "1", "--no-visqol"]) == 0
+    summary = json.loads(capsys.readouterr().out)["summary"]
+    assert summary["bundle"].startswith("tiny-vocoder") and summary["beats_griffin_lim"] is False
+    assert summary["vocoder"]["visqol"] is None and summary["griffin_lim"]["estoi"] > 0.5
+    # a continuation bundle is not a vocoder: one line on stderr, exit status 2
+    audiolm = _random_audiolm_bundle(tmp_path / "audiolm")
+    assert main(["eval", "vocoder", "--model", str(audiolm), "--data", str(corpus)]) == 2
+    assert "vocode" in capsys.readouterr().err
