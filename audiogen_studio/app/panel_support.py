@@ -2,7 +2,8 @@
 
 :class:`EditorWindow` is the contract the panels are written against (the main window implements
 it): the open clip, the selection and cursor, undoable edits, the session's takes and error
-reporting. Panels hold the window and call only these members.
+reporting. Panels hold the window and call only these members. :func:`conform` (the
+clipboard's: resample, up- or downmix) is re-exported for the panels.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from typing import Protocol, runtime_checkable
 from PySide6.QtCore import QEvent, QObject
 from PySide6.QtWidgets import QDockWidget, QScrollArea, QWidget
 
+from audiogen_studio.app.clipboard import conform
 from audiogen_studio.app.takes_model import TakeList
-from audiogen_studio.audio import io
 from audiogen_studio.audio.clip import Clip
+
+__all__ = ["CloseWatcher", "EditorWindow", "conform", "raise_dock", "reveal"]
 
 
 @runtime_checkable
@@ -42,15 +45,6 @@ class EditorWindow(Protocol):
     def insert_clip(self, frame: int, clip: Clip, label: str) -> None: ...
 
     def report_error(self, title: str, message: str) -> None: ...
-
-
-def conform(clip: Clip, rate: int, channels: int) -> Clip:
-    """``clip`` at ``rate`` with ``channels`` (resampled / up- or downmixed only when needed)."""
-    if clip.rate != rate:
-        clip = io.resample(clip, rate)
-    if clip.channels != channels:
-        clip = io.to_channels(clip, channels)
-    return clip
 
 
 def raise_dock(widget: QWidget) -> None:

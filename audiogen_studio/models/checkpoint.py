@@ -24,7 +24,7 @@ import os
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from safetensors import safe_open
@@ -33,8 +33,13 @@ from torch import nn
 
 from audiogen_studio.audio.errors import AudioError
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 CHECKPOINT_FORMAT = "audiogen-studio/checkpoint-1"
 TREE_FORMAT = "audiogen-studio/tree-1"
+
+_Config = TypeVar("_Config", bound="DataclassInstance")
 
 
 class CheckpointError(AudioError, ValueError):
@@ -59,6 +64,29 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     if isinstance(config, Mapping):
         return dict(config)
     raise TypeError(f"config must be a dataclass instance or a mapping, got {type(config)!r}")
+
+
+def config_from_dict(
+    cls: type[_Config], data: Mapping[str, Any], what: str, *, article: str = "a"
+) -> _Config:
+    """Rebuild the config dataclass ``cls`` from its ``to_dict()`` output (the body of every
+    model config's ``from_dict``); ``what`` names it in errors (``"codec config"``).
+
+    Raises:
+        ValueError: ``"a codec config must be a JSON object, got list"`` (``article`` as given),
+            ``"unknown codec config keys: a, b"``, ``"bad codec config: ..."`` when a field
+            is missing or the like (``TypeError``), or the dataclass's own ``ValueError``.
+    """
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{article} {what} must be a JSON object, got {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} keys: {', '.join(unknown)}")
+    try:
+        return cls(**dict(data))
+    except TypeError as exc:
+        raise ValueError(f"bad {what}: {exc}") from exc
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> Path:

@@ -53,6 +53,7 @@ from torch.nn.utils import parametrizations
 
 from audiogen_studio.models.checkpoint import (
     CheckpointError,
+    config_from_dict,
     load_configured,
     save_module,
 )
@@ -178,16 +179,7 @@ class CodecConfig:
         Raises:
             ValueError: not a mapping, unknown keys, or invalid values.
         """
-        if not isinstance(data, Mapping):
-            raise ValueError(f"a codec config must be a JSON object, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown codec config keys: {', '.join(unknown)}")
-        try:
-            return cls(**dict(data))
-        except TypeError as exc:
-            raise ValueError(f"bad codec config: {exc}") from exc
+        return config_from_dict(cls, data, "codec config")
 
 
 #: Named configurations for ``audiogen-studio train codec --config NAME``.

@@ -56,6 +56,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
+from audiogen_studio.models.checkpoint import config_from_dict
 from audiogen_studio.models.sampling import AllowedSpec, check_sampling, sample_next
 
 __all__ = [
@@ -157,16 +158,7 @@ class LMConfig:
         Raises:
             ValueError: not a mapping, unknown keys, or invalid values.
         """
-        if not isinstance(data, Mapping):
-            raise ValueError(f"an LM config must be a JSON object, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown LM config keys: {', '.join(unknown)}")
-        try:
-            return cls(**dict(data))
-        except TypeError as exc:
-            raise ValueError(f"bad LM config: {exc}") from exc
+        return config_from_dict(cls, data, "LM config", article="an")
 
 
 @dataclass(eq=False)

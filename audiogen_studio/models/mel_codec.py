@@ -77,7 +77,7 @@ import torch.nn.functional as F  # noqa: N812
 import torchaudio
 from torch import nn
 
-from audiogen_studio.models.checkpoint import load_configured, save_module
+from audiogen_studio.models.checkpoint import config_from_dict, load_configured, save_module
 from audiogen_studio.models.kmeans import assign, kmeans
 from audiogen_studio.models.quantize import ResidualVQ
 
@@ -205,16 +205,7 @@ class MelCodecConfig:
         Raises:
             ValueError: not a mapping, unknown keys, or invalid values.
         """
-        if not isinstance(data, Mapping):
-            raise ValueError(f"a mel codec config must be a JSON object, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown mel codec config keys: {', '.join(unknown)}")
-        try:
-            return cls(**dict(data))
-        except TypeError as exc:
-            raise ValueError(f"bad mel codec config: {exc}") from exc
+        return config_from_dict(cls, data, "mel codec config")
 
 
 #: Named configurations for ``audiogen-studio train mel-codec --config NAME``.

@@ -62,6 +62,7 @@ from audiogen_studio.audio.errors import AudioError
 from audiogen_studio.models.checkpoint import (
     CheckpointError,
     check_state_dict,
+    config_from_dict,
     load_state,
     save_module,
 )
@@ -287,16 +288,7 @@ class SemanticConfig:
         Raises:
             ValueError: unknown keys or invalid values.
         """
-        if not isinstance(data, Mapping):
-            raise ValueError(f"a semantic config must be a JSON object, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown semantic config keys: {', '.join(unknown)}")
-        try:
-            return cls(**dict(data))
-        except TypeError as exc:
-            raise ValueError(f"bad semantic config: {exc}") from exc
+        return config_from_dict(cls, data, "semantic config")
 
 
 #: Named configurations for ``audiogen-studio train semantic --config NAME``.
@@ -702,16 +694,7 @@ class TokenizerConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TokenizerConfig:
         """Rebuild from :meth:`to_dict` output (``ValueError`` on unknown or missing keys)."""
-        if not isinstance(data, Mapping):
-            raise ValueError("a tokenizer config must be a JSON object")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown tokenizer config keys: {', '.join(unknown)}")
-        try:
-            return cls(**dict(data))
-        except TypeError as exc:
-            raise ValueError(f"bad tokenizer config: {exc}") from exc
+        return config_from_dict(cls, data, "tokenizer config")
 
 
 def build_encoder(kind: str, config: Mapping[str, Any]) -> FeatureEncoder:

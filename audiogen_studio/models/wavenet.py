@@ -58,6 +58,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from audiogen_studio.models.checkpoint import (
+    config_from_dict,
     load_configured,
     save_module,
 )
@@ -199,16 +200,7 @@ class WaveNetConfig:
             ValueError: unknown keys (a config from another model or a newer version) or
                 invalid values.
         """
-        if not isinstance(data, Mapping):
-            raise ValueError(f"a WaveNet config must be a JSON object, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown WaveNet config keys: {', '.join(unknown)}")
-        try:
-            return cls(**dict(data))
-        except TypeError as exc:
-            raise ValueError(f"bad WaveNet config: {exc}") from exc
+        return config_from_dict(cls, data, "WaveNet config")
 
     def with_mel(self, mel_channels: int = 80) -> WaveNetConfig:
         """This config with local conditioning on ``mel_channels`` log-mel bins."""

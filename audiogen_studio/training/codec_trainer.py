@@ -71,14 +71,19 @@ from audiogen_studio.training.audio_dataset import TrainingError
 from audiogen_studio.training.common import (
     CheckpointDir,
     DistInfo,
-    amp_dtype_for,
     autocast,
+    check_fields,
+    check_valid_fraction,
     distributed_session,
     finite_or_none,
+    named_config_of,
+    open_checkpoint,
     progress_bar,
     require_same_config,
+    stored_config,
+    training_amp_dtype,
+    waveforms_on_ranks,
 )
-from audiogen_studio.training.waveform_dataset import WaveformDataset
 
 log = logging.getLogger(__name__)
 
@@ -177,27 +182,16 @@ class CodecTrainOptions:
 
     def check(self) -> None:
         """Raise :class:`TrainingError` on nonsensical values."""
-        for field in ("steps", "batch", "val_crops"):
-            if int(getattr(self, field)) < 1:
-                raise TrainingError(f"{field} must be at least 1, got {getattr(self, field)}")
-        for field in ("val_every", "save_every", "quantize_start", "adv_start"):
-            if int(getattr(self, field)) < 0:
-                raise TrainingError(f"{field} must be 0 or more, got {getattr(self, field)}")
-        for field in ("lr", "disc_lr", "segment"):
-            value = float(getattr(self, field))
-            if not (value > 0 and math.isfinite(value)):
-                raise TrainingError(f"{field} must be a positive number, got {value}")
         weights = ("wave", "stft", "mel", "commit", "adv", "feat")
-        for field in (f"{w}_weight" for w in weights):
-            value = float(getattr(self, field))
-            if not (value >= 0 and math.isfinite(value)):
-                raise TrainingError(f"{field} must be 0 or more, got {value}")
-        if self.threads is not None and self.threads < 1:
-            raise TrainingError(f"threads must be at least 1, got {self.threads}")
-        if not 0 <= self.valid_fraction < 0.5:
-            raise TrainingError(
-                f"valid_fraction must be within [0, 0.5), got {self.valid_fraction}"
-            )
+        check_fields(
+            self,
+            at_least_one=("steps", "batch", "val_crops"),
+            zero_or_more=("val_every", "save_every", "quantize_start", "adv_start"),
+            positive=("lr", "disc_lr", "segment"),
+            non_negative=tuple(f"{w}_weight" for w in weights),
+        )
+        check_fields(self, at_least_one=("threads",))
+        check_valid_fraction(self.valid_fraction)
 
 
 @dataclass(frozen=True)
@@ -664,55 +658,19 @@ def _train(
     on_step: Callable[[CodecStepReport], None] | None,
     stop: threading.Event | None,
 ) -> CodecTrainResult:
-    if out.exists() and not out.is_dir():
-        raise TrainingError(f"{out}: exists and is not a folder")
     ckpt = checkpoint_dir(out)
-    if dinfo.main:
-        out.mkdir(parents=True, exist_ok=True)
-        ckpt.recover()
-    dinfo.barrier()
-    resume = ckpt.read_state()
-    stored = None
-    if resume is not None:
-        try:
-            stored = CodecConfig.from_dict(resume["config"])
-        except (KeyError, ValueError) as exc:
-            raise TrainingError(f"{ckpt.folder}: bad codec config in trainer state") from exc
+    resume = open_checkpoint(out, ckpt, dinfo)
+    stored = stored_config(resume, CodecConfig.from_dict, ckpt.folder, "codec config")
     config = _resolve_config(options, stored)
     disc_config = _resolve_discriminator(
         options.discriminator,
         None if resume is None else resume.get("discriminator"),
         resume is not None,
     )
-    config_name = next(
-        (n for n, c in NAMED_CODEC_CONFIGS.items() if c == config),
-        str((resume or {}).get("config_name", "custom")),
-    )
-
+    config_name = named_config_of(config, NAMED_CODEC_CONFIGS, resume)
     cache_dir = out / WORK_DIR if options.cache else None
-    dataset: WaveformDataset | None = None
-    if dinfo.main:
-        dataset = WaveformDataset.prepare(
-            options.data,
-            sample_rate=config.sample_rate,
-            cache_dir=cache_dir,
-            valid_fraction=options.valid_fraction,
-        )
-    dinfo.barrier()
-    if dataset is None:
-        dataset = WaveformDataset.prepare(
-            options.data,
-            sample_rate=config.sample_rate,
-            cache_dir=cache_dir,
-            valid_fraction=options.valid_fraction,
-            write_cache=False,
-        )
-    if dataset.valid is None:
-        log.warning("no validation audio: metrics are computed on training crops")
-
-    if options.amp and device.type != "cuda":
-        log.warning("--amp needs a CUDA device; training in float32 on %s", device)
-    amp_dtype = amp_dtype_for(device, options.amp)
+    dataset = waveforms_on_ranks(dinfo, options, config.sample_rate, cache_dir, log)
+    amp_dtype = training_amp_dtype(device, options.amp, log)
 
     torch.manual_seed(options.seed)
     model = Codec(config).to(device)

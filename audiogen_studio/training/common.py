@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import shutil
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -37,8 +38,11 @@ from audiogen_studio.models.checkpoint import (
 )
 from audiogen_studio.models.device import resolve_device
 from audiogen_studio.training.audio_dataset import TrainingError
+from audiogen_studio.training.waveform_dataset import WaveformDataset
 
 STATE_FILE = "trainer_state.json"
+
+_C = TypeVar("_C")
 
 __all__ = [
     "STATE_FILE",
@@ -46,11 +50,20 @@ __all__ = [
     "DistInfo",
     "amp_dtype_for",
     "autocast",
+    "check_fields",
+    "check_valid_fraction",
     "distributed_session",
     "finite_or_none",
+    "named_config_of",
+    "open_checkpoint",
+    "prepare_on_ranks",
     "progress_bar",
+    "require_same_config",
     "setup_distributed",
+    "stored_config",
     "teardown_distributed",
+    "training_amp_dtype",
+    "waveforms_on_ranks",
     "write_json",
 ]
 
@@ -155,6 +168,13 @@ def amp_dtype_for(device: torch.device, amp: bool) -> torch.dtype | None:
     if not amp or device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def training_amp_dtype(device: torch.device, amp: bool, log: logging.Logger) -> torch.dtype | None:
+    """:func:`amp_dtype_for`, warning on ``log`` when AMP was asked for off CUDA (float32 then)."""
+    if amp and device.type != "cuda":
+        log.warning("--amp needs a CUDA device; training in float32 on %s", device)
+    return amp_dtype_for(device, amp)
 
 
 def autocast(
@@ -294,4 +314,151 @@ def require_same_config(stored: Any, config: Any, *, what: str, elsewhere: str) 
     )
     raise TrainingError(
         f"{what} has another config ({diff}); resume without --config, or train into {elsewhere}"
+    )
+
+
+# --- the first steps of every trainer's run -------------------------------------------------------
+
+
+def check_fields(
+    options: Any,
+    *,
+    at_least_one: Iterable[str] = (),
+    zero_or_more: Iterable[str] = (),
+    positive: Iterable[str] = (),
+    non_negative: Iterable[str] = (),
+) -> None:
+    """Validate the named fields of an options dataclass, in this order (a field that is
+    ``None`` is not set and passes):
+
+    - ``at_least_one``: whole numbers >= 1 (``"batch must be at least 1, got 0"``);
+    - ``zero_or_more``: whole numbers >= 0 (``"val_every must be 0 or more, got -1"``);
+    - ``positive``: finite numbers > 0 (``"lr must be a positive number, got 0.0"``);
+    - ``non_negative``: finite numbers >= 0 (``"mel_weight must be 0 or more, got -1.0"``).
+
+    Raises:
+        TrainingError: for the first field that fails, with the messages above.
+    """
+    for field in at_least_one:
+        value = getattr(options, field)
+        if value is not None and int(value) < 1:
+            raise TrainingError(f"{field} must be at least 1, got {value}")
+    for field in zero_or_more:
+        value = getattr(options, field)
+        if value is not None and int(value) < 0:
+            raise TrainingError(f"{field} must be 0 or more, got {value}")
+    for field in positive:
+        value = getattr(options, field)
+        if value is not None and not (float(value) > 0 and math.isfinite(float(value))):
+            raise TrainingError(f"{field} must be a positive number, got {float(value)}")
+    for field in non_negative:
+        value = getattr(options, field)
+        if value is not None and not (float(value) >= 0 and math.isfinite(float(value))):
+            raise TrainingError(f"{field} must be 0 or more, got {float(value)}")
+
+
+def check_valid_fraction(valid_fraction: float) -> None:
+    """Refuse a held-out tail of each file outside ``[0, 0.5)`` (:class:`TrainingError`)."""
+    if not 0 <= valid_fraction < 0.5:
+        raise TrainingError(f"valid_fraction must be within [0, 0.5), got {valid_fraction}")
+
+
+def open_checkpoint(out: Path, ckpt: CheckpointDir, dinfo: DistInfo) -> dict[str, Any] | None:
+    """Start a run into the folder ``out`` whose checkpoints live in ``ckpt``: rank 0 creates
+    ``out`` and :meth:`~CheckpointDir.recover` s ``ckpt``, every rank waits for it, then reads the
+    saved trainer state (``None`` on a fresh start; all ranks must call this).
+
+    Raises:
+        TrainingError: ``out`` is a file, or the state is unreadable or of another version.
+    """
+    if out.exists() and not out.is_dir():
+        raise TrainingError(f"{out}: exists and is not a folder")
+    if dinfo.main:
+        out.mkdir(parents=True, exist_ok=True)
+        ckpt.recover()
+    dinfo.barrier()
+    return ckpt.read_state()
+
+
+def stored_config(
+    resume: Mapping[str, Any] | None,
+    from_dict: Callable[[Any], _C],
+    folder: Path,
+    what: str = "config",
+) -> _C | None:
+    """The config a resumed trainer state was trained with (``from_dict(resume["config"])``),
+    ``None`` without a state.
+
+    Raises:
+        TrainingError: ``"<folder>: bad <what> in trainer state"`` when it is missing or invalid.
+    """
+    if resume is None:
+        return None
+    try:
+        return from_dict(resume["config"])
+    except (KeyError, ValueError) as exc:
+        raise TrainingError(f"{folder}: bad {what} in trainer state") from exc
+
+
+def named_config_of(config: Any, named: Mapping[str, Any], resume: Mapping[str, Any] | None) -> str:
+    """The name ``config`` has in ``named``; else the name the resumed state recorded; else
+    ``"custom"``."""
+    return next(
+        (n for n, c in named.items() if c == config),
+        str((resume or {}).get("config_name", "custom")),
+    )
+
+
+class _Dataset(Protocol):
+    @property
+    def valid(self) -> object: ...
+
+
+_D = TypeVar("_D", bound=_Dataset)
+
+
+def prepare_on_ranks(
+    dinfo: DistInfo, prepare: Callable[[bool], _D], log: logging.Logger, no_valid: str
+) -> _D:
+    """Load the training audio on every rank: rank 0 first with ``prepare(True)`` (decodes and
+    writes the cache), then, after a barrier, the others with ``prepare(False)`` (read it
+    only). Warns ``no_valid`` on ``log`` when the dataset has no validation split."""
+    dataset = prepare(True) if dinfo.main else None
+    dinfo.barrier()
+    if dataset is None:
+        dataset = prepare(False)
+    if dataset.valid is None:
+        log.warning(no_valid)
+    return dataset
+
+
+class _DataOptions(Protocol):
+    @property
+    def data(self) -> str | Path: ...
+
+    @property
+    def valid_fraction(self) -> float: ...
+
+
+def waveforms_on_ranks(
+    dinfo: DistInfo,
+    options: _DataOptions,
+    sample_rate: int,
+    cache_dir: Path | None,
+    log: logging.Logger,
+    no_valid: str = "no validation audio: metrics are computed on training crops",
+) -> WaveformDataset:
+    """:func:`prepare_on_ranks` for the :class:`WaveformDataset` of ``options.data`` at
+    ``sample_rate`` (cached in ``cache_dir`` unless ``None``)."""
+    return prepare_on_ranks(
+        dinfo,
+        lambda write: WaveformDataset.prepare(
+            options.data,
+            sample_rate=sample_rate,
+            cache_dir=cache_dir,
+            valid_fraction=options.valid_fraction,
+            write_cache=write,
+        ),
+        log,
+        no_valid,
     )

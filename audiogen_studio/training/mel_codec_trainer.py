@@ -65,14 +65,19 @@ from audiogen_studio.training.codec_trainer import ReconstructionLoss, _ArraySam
 from audiogen_studio.training.common import (
     CheckpointDir,
     DistInfo,
-    amp_dtype_for,
     autocast,
+    check_fields,
+    check_valid_fraction,
     distributed_session,
     finite_or_none,
+    named_config_of,
+    open_checkpoint,
     progress_bar,
     require_same_config,
+    stored_config,
+    training_amp_dtype,
+    waveforms_on_ranks,
 )
-from audiogen_studio.training.waveform_dataset import WaveformDataset
 
 log = logging.getLogger(__name__)
 
@@ -166,35 +171,18 @@ class MelCodecTrainOptions:
 
     def check(self) -> None:
         """Raise :class:`TrainingError` on nonsensical values."""
-        for field in ("steps", "batch", "val_crops", "min_n_q", "kmeans_iters"):
-            if int(getattr(self, field)) < 1:
-                raise TrainingError(f"{field} must be at least 1, got {getattr(self, field)}")
-        for field in ("val_every", "save_every", "warmup"):
-            if int(getattr(self, field)) < 0:
-                raise TrainingError(f"{field} must be 0 or more, got {getattr(self, field)}")
-        for field in ("lr", "segment", "kmeans_seconds"):
-            value = float(getattr(self, field))
-            if not (value > 0 and math.isfinite(value)):
-                raise TrainingError(f"{field} must be a positive number, got {value}")
-        for field in (
-            "stft_weight",
-            "mel_weight",
-            "wave_weight",
-            "input_noise",
-            "weight_decay",
-            "grad_clip",
-        ):
-            value = float(getattr(self, field))
-            if not (value >= 0 and math.isfinite(value)):
-                raise TrainingError(f"{field} must be 0 or more, got {value}")
+        weights = ("stft_weight", "mel_weight", "wave_weight")
+        check_fields(
+            self,
+            at_least_one=("steps", "batch", "val_crops", "min_n_q", "kmeans_iters"),
+            zero_or_more=("val_every", "save_every", "warmup"),
+            positive=("lr", "segment", "kmeans_seconds"),
+            non_negative=(*weights, "input_noise", "weight_decay", "grad_clip"),
+        )
         if not 0.0 <= self.nq_dropout <= 1.0:
             raise TrainingError(f"nq_dropout must be within [0, 1], got {self.nq_dropout}")
-        if self.threads is not None and self.threads < 1:
-            raise TrainingError(f"threads must be at least 1, got {self.threads}")
-        if not 0 <= self.valid_fraction < 0.5:
-            raise TrainingError(
-                f"valid_fraction must be within [0, 0.5), got {self.valid_fraction}"
-            )
+        check_fields(self, at_least_one=("threads",))
+        check_valid_fraction(self.valid_fraction)
 
 
 @dataclass(frozen=True)
@@ -545,51 +533,15 @@ def _train(
     on_step: Callable[[MelCodecStepReport], None] | None,
     stop: threading.Event | None,
 ) -> MelCodecTrainResult:
-    if out.exists() and not out.is_dir():
-        raise TrainingError(f"{out}: exists and is not a folder")
     ckpt = checkpoint_dir(out)
-    if dinfo.main:
-        out.mkdir(parents=True, exist_ok=True)
-        ckpt.recover()
-    dinfo.barrier()
-    resume = ckpt.read_state()
-    stored = None
-    if resume is not None:
-        try:
-            stored = MelCodecConfig.from_dict(resume["config"])
-        except (KeyError, ValueError) as exc:
-            raise TrainingError(f"{ckpt.folder}: bad mel codec config in trainer state") from exc
+    resume = open_checkpoint(out, ckpt, dinfo)
+    stored = stored_config(resume, MelCodecConfig.from_dict, ckpt.folder, "mel codec config")
     config = _resolve_config(options, stored)
     _check_bundle(out, config)
-    config_name = next(
-        (n for n, c in NAMED_MEL_CODEC_CONFIGS.items() if c == config),
-        str((resume or {}).get("config_name", "custom")),
-    )
-
+    config_name = named_config_of(config, NAMED_MEL_CODEC_CONFIGS, resume)
     cache_dir = out / WORK_DIR if options.cache else None
-    dataset: WaveformDataset | None = None
-    if dinfo.main:
-        dataset = WaveformDataset.prepare(
-            options.data,
-            sample_rate=config.sample_rate,
-            cache_dir=cache_dir,
-            valid_fraction=options.valid_fraction,
-        )
-    dinfo.barrier()
-    if dataset is None:
-        dataset = WaveformDataset.prepare(
-            options.data,
-            sample_rate=config.sample_rate,
-            cache_dir=cache_dir,
-            valid_fraction=options.valid_fraction,
-            write_cache=False,
-        )
-    if dataset.valid is None:
-        log.warning("no validation audio: metrics are computed on training crops")
-
-    if options.amp and device.type != "cuda":
-        log.warning("--amp needs a CUDA device; training in float32 on %s", device)
-    amp_dtype = amp_dtype_for(device, options.amp)
+    dataset = waveforms_on_ranks(dinfo, options, config.sample_rate, cache_dir, log)
+    amp_dtype = training_amp_dtype(device, options.amp, log)
 
     torch.manual_seed(options.seed)
     model = MelCodec(config).to(device)

@@ -90,12 +90,18 @@ from audiogen_studio.training.audio_dataset import AudioSources, TrainingError
 from audiogen_studio.training.common import (
     CheckpointDir,
     DistInfo,
-    amp_dtype_for,
     autocast,
+    check_fields,
+    check_valid_fraction,
     distributed_session,
     finite_or_none,
+    named_config_of,
+    open_checkpoint,
+    prepare_on_ranks,
     progress_bar,
     require_same_config,
+    stored_config,
+    training_amp_dtype,
 )
 from audiogen_studio.training.waveform_dataset import Split, WaveformDataset, WaveSplit
 
@@ -195,12 +201,11 @@ class SemanticTrainOptions:
 
     def check(self) -> None:
         """Raise :class:`TrainingError` on nonsensical values."""
-        for name in ("steps", "batch", "val_crops", "iterations", "kmeans_iters"):
-            if int(getattr(self, name)) < 1:
-                raise TrainingError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("val_every", "save_every", "warmup"):
-            if int(getattr(self, name)) < 0:
-                raise TrainingError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        check_fields(
+            self,
+            at_least_one=("steps", "batch", "val_crops", "iterations", "kmeans_iters"),
+            zero_or_more=("val_every", "save_every", "warmup"),
+        )
         if self.iterations > 4:
             raise TrainingError(f"iterations must be within 1..4, got {self.iterations}")
         if self.n_clusters is not None and self.n_clusters < 2:
@@ -210,10 +215,7 @@ class SemanticTrainOptions:
                 f"steps ({self.steps}) must be at least the number of iterations "
                 f"({self.iterations})"
             )
-        for name in ("lr", "crop_seconds", "kmeans_seconds"):
-            value = float(getattr(self, name))
-            if not (value > 0 and math.isfinite(value)):
-                raise TrainingError(f"{name} must be a positive number, got {value}")
+        check_fields(self, positive=("lr", "crop_seconds", "kmeans_seconds"))
         if not 0 < self.first_iteration_fraction < 1:
             raise TrainingError(
                 f"first_iteration_fraction must be within (0, 1), got "
@@ -221,12 +223,8 @@ class SemanticTrainOptions:
             )
         if self.weight_decay < 0 or self.grad_clip < 0:
             raise TrainingError("weight_decay and grad_clip must be 0 or more")
-        if not 0 <= self.valid_fraction < 0.5:
-            raise TrainingError(
-                f"valid_fraction must be within [0, 0.5), got {self.valid_fraction}"
-            )
-        if self.threads is not None and self.threads < 1:
-            raise TrainingError(f"threads must be at least 1, got {self.threads}")
+        check_valid_fraction(self.valid_fraction)
+        check_fields(self, at_least_one=("threads",))
 
 
 @dataclass(frozen=True)
@@ -824,40 +822,21 @@ def _train(
     on_step: Callable[[SemanticStepReport], None] | None,
     stop: threading.Event | None,
 ) -> SemanticTrainResult:
-    if out.exists() and not out.is_dir():
-        raise TrainingError(f"{out}: exists and is not a folder")
     ckpt = CheckpointDir(out.joinpath(*CHECKPOINT_SUBDIR), state_version=STATE_VERSION)
-    if dinfo.main:
-        out.mkdir(parents=True, exist_ok=True)
-        ckpt.recover()
-    dinfo.barrier()
-    resume = ckpt.read_state()
-    stored = None
-    if resume is not None:
-        try:
-            stored = SemanticConfig.from_dict(resume["config"])
-        except (KeyError, ValueError) as exc:
-            raise TrainingError(f"{ckpt.folder}: bad config in trainer state") from exc
+    resume = open_checkpoint(out, ckpt, dinfo)
+    stored = stored_config(resume, SemanticConfig.from_dict, ckpt.folder)
     config = _resolve_config(options, stored)
     _check_bundle(out, config)
-    config_name = next(
-        (n for n, c in NAMED_CONFIGS.items() if c == config),
-        str((resume or {}).get("config_name", "custom")),
-    )
+    config_name = named_config_of(config, NAMED_CONFIGS, resume)
 
     cache_dir = out / WORK_DIR if options.cache else None
-    dataset: WaveformDataset | None = None
-    if dinfo.main:
-        dataset = _prepare_data(options, config.sample_rate, cache_dir, write=True)
-    dinfo.barrier()
-    if dataset is None:
-        dataset = _prepare_data(options, config.sample_rate, cache_dir, write=False)
-    if dataset.valid is None:
-        log.warning("no validation audio: validation metrics use training crops")
-
-    amp_dtype = amp_dtype_for(device, options.amp)
-    if options.amp and amp_dtype is None:
-        log.warning("--amp needs a CUDA device; training in float32 on %s", device)
+    dataset = prepare_on_ranks(
+        dinfo,
+        lambda write: _prepare_data(options, config.sample_rate, cache_dir, write=write),
+        log,
+        "no validation audio: validation metrics use training crops",
+    )
+    amp_dtype = training_amp_dtype(device, options.amp, log)
     crop = max(config.hop, round(options.crop_seconds * config.sample_rate))
     core = _Core(
         config=config,

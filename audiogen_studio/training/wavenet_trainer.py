@@ -58,12 +58,18 @@ from audiogen_studio.training.audio_dataset import AudioDataset, Batch, Training
 from audiogen_studio.training.common import (
     CheckpointDir,
     DistInfo,
-    amp_dtype_for,
     autocast,
+    check_fields,
+    check_valid_fraction,
     distributed_session,
     finite_or_none,
+    named_config_of,
+    open_checkpoint,
+    prepare_on_ranks,
     progress_bar,
     require_same_config,
+    stored_config,
+    training_amp_dtype,
     write_json,
 )
 
@@ -140,20 +146,13 @@ class TrainOptions:
 
     def check(self) -> None:
         """Raise :class:`TrainingError` on nonsensical values."""
-        for field in ("steps", "batch", "crop", "val_crops"):
-            if int(getattr(self, field)) < 1:
-                raise TrainingError(f"{field} must be at least 1, got {getattr(self, field)}")
-        if self.threads is not None and self.threads < 1:
-            raise TrainingError(f"threads must be at least 1, got {self.threads}")
-        for field in ("val_every", "save_every"):
-            if int(getattr(self, field)) < 0:
-                raise TrainingError(f"{field} must be 0 or more, got {getattr(self, field)}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise TrainingError(f"lr must be a positive number, got {self.lr}")
-        if not 0 <= self.valid_fraction < 0.5:
-            raise TrainingError(
-                f"valid_fraction must be within [0, 0.5), got {self.valid_fraction}"
-            )
+        check_fields(
+            self,
+            at_least_one=("steps", "batch", "crop", "val_crops", "threads"),
+            zero_or_more=("val_every", "save_every"),
+            positive=("lr",),
+        )
+        check_valid_fraction(self.valid_fraction)
 
 
 @dataclass(frozen=True)
@@ -352,41 +351,21 @@ def _train(
     on_step: Callable[[StepReport], None] | None,
     stop: threading.Event | None,
 ) -> TrainResult:
-    if out.exists() and not out.is_dir():
-        raise TrainingError(f"{out}: exists and is not a folder")
-    if dinfo.main:
-        out.mkdir(parents=True, exist_ok=True)
-    dinfo.barrier()
-    if dinfo.main:
-        _checkpoints(out).recover()
-    dinfo.barrier()
-    resume = read_trainer_state(out)
-    stored = None
-    if resume is not None:
-        try:
-            stored = WaveNetConfig.from_dict(resume["config"])
-        except (KeyError, ValueError) as exc:
-            raise TrainingError(f"{out / CHECKPOINT_DIR}: bad config in trainer state") from exc
+    ckpt = _checkpoints(out)
+    resume = open_checkpoint(out, ckpt, dinfo)
+    stored = stored_config(resume, WaveNetConfig.from_dict, ckpt.folder)
     config = _resolve_config(options, stored)
-    config_name = next(
-        (n for n, c in NAMED_CONFIGS.items() if c == config),
-        str((resume or {}).get("config_name", "custom")),
-    )
+    config_name = named_config_of(config, NAMED_CONFIGS, resume)
 
     # data: rank 0 decodes and writes the cache, the others read it
     cache_dir = out / WORK_DIR if options.cache else None
-    dataset: AudioDataset | None = None
-    if dinfo.main:
-        dataset = _prepare_data(options, config, cache_dir, write=True)
-    dinfo.barrier()
-    if dataset is None:
-        dataset = _prepare_data(options, config, cache_dir, write=False)
-    if dataset.valid is None:
-        log.warning("no validation audio: validation loss is not computed")
-
-    amp_dtype = amp_dtype_for(device, options.amp)
-    if options.amp and amp_dtype is None:
-        log.warning("--amp needs a CUDA device; training in float32 on %s", device)
+    dataset = prepare_on_ranks(
+        dinfo,
+        lambda write: _prepare_data(options, config, cache_dir, write=write),
+        log,
+        "no validation audio: validation loss is not computed",
+    )
+    amp_dtype = training_amp_dtype(device, options.amp, log)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
     torch.manual_seed(options.seed)
@@ -402,14 +381,13 @@ def _train(
         "recent_losses": [],
     }
     if resume is not None:
-        ckpt = out / CHECKPOINT_DIR
-        _checkpoints(out).load({"model": model}, {"optimizer": optimizer}, device)
+        ckpt.load({"model": model}, {"optimizer": optimizer}, device)
         for group in optimizer.param_groups:
             group["lr"] = options.lr
         start_step = int(resume["step"])
         state.update({k: resume.get(k, state[k]) for k in state})
         if dinfo.main:
-            log.info("resuming from step %d of %s", start_step, ckpt)
+            log.info("resuming from step %d of %s", start_step, ckpt.folder)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 

@@ -4,9 +4,6 @@ exactly, refuses another config, and keeps codebooks identical across torchrun r
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -16,9 +13,8 @@ import pytest
 import torch
 from riff_signal import NOTE_FRAMES, RATE, four_note_riff, note_pitches, pitch_errors
 from safetensors.torch import load_file
+from trainer_runs import run_two_ranks, write_riff_folder
 
-from audiogen_studio.audio import io
-from audiogen_studio.audio.clip import Clip
 from audiogen_studio.models.codec import NAMED_CODEC_CONFIGS, Codec, load_codec
 from audiogen_studio.training.audio_dataset import TrainingError
 from audiogen_studio.training.codec_trainer import (
@@ -89,9 +85,7 @@ def test_reconstruction_loss_and_si_snr() -> None:
 
 @pytest.fixture(scope="module")
 def riff_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("riff")
-    io.save(Clip(four_note_riff(repeats=1), RATE), folder / "riff.wav")
-    return folder
+    return write_riff_folder(tmp_path_factory.mktemp("riff"))
 
 
 def _options(data: Path, out: Path, **changes: object) -> CodecTrainOptions:
@@ -211,28 +205,7 @@ save_file({"embed": torch.stack(seen)}, f"{dump}/rank{result.rank}.safetensors")
 
 @pytest.mark.slow
 def test_two_torchrun_ranks_keep_identical_codebooks(riff_folder: Path, tmp_path: Path) -> None:
-    script = tmp_path / "ddp.py"
-    script.write_text(_DDP_SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            str(script),
-            str(riff_folder),
-            str(tmp_path / "bundle"),
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env=env,
-        check=False,
-    )
+    proc = run_two_ranks(_DDP_SCRIPT, riff_folder, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rank0 = load_file(tmp_path / "rank0.safetensors")["embed"]
     rank1 = load_file(tmp_path / "rank1.safetensors")["embed"]

@@ -5,8 +5,6 @@ aligned; the AudioLM engine streams with it, its output aligned with the codec's
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -18,9 +16,9 @@ import pytest
 import torch
 from riff_signal import RATE, four_note_riff
 from safetensors.torch import load_file
+from trainer_runs import run_two_ranks, write_riff_folder
 
 from audiogen_studio.audio import io, synth
-from audiogen_studio.audio.clip import Clip
 from audiogen_studio.cli.main import main
 from audiogen_studio.engine.api import GenerationRequest
 from audiogen_studio.engine.audiolm_pipeline import AudioLMEngine
@@ -98,9 +96,7 @@ def test_tiny_recipe_learns_to_decode_its_codes() -> None:
 
 @pytest.fixture(scope="module")
 def riff_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("riff")
-    io.save(Clip(four_note_riff(repeats=1), RATE), folder / "riff.wav")
-    return folder
+    return write_riff_folder(tmp_path_factory.mktemp("riff"))
 
 
 def _options(data: Path, out: Path, **changes: object) -> MelCodecTrainOptions:
@@ -342,28 +338,7 @@ save_file({"params": torch.stack(seen)}, f"{dump}/rank{result.rank}.safetensors"
 
 @pytest.mark.slow
 def test_two_torchrun_ranks_train_one_decoder(riff_folder: Path, tmp_path: Path) -> None:
-    script = tmp_path / "ddp.py"
-    script.write_text(_DDP_SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            str(script),
-            str(riff_folder),
-            str(tmp_path / "bundle"),
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env=env,
-        check=False,
-    )
+    proc = run_two_ranks(_DDP_SCRIPT, riff_folder, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rank0 = load_file(tmp_path / "rank0.safetensors")["params"]
     rank1 = load_file(tmp_path / "rank1.safetensors")["params"]
