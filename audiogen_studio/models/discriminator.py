@@ -34,6 +34,8 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 from torch.nn.utils import parametrizations
 
+from audiogen_studio.models.checkpoint import config_from_dict
+
 __all__ = [
     "DiscriminatorConfig",
     "DiscriminatorOutput",
@@ -82,14 +84,7 @@ class DiscriminatorConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DiscriminatorConfig:
         """Rebuild from :meth:`to_dict` output (``ValueError`` on unknown keys or bad values)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown discriminator config keys: {', '.join(unknown)}")
-        try:
-            return cls(**dict(data))
-        except TypeError as exc:
-            raise ValueError(f"bad discriminator config: {exc}") from exc
+        return config_from_dict(cls, data, "discriminator config")
 
 
 @dataclass

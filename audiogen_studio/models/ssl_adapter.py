@@ -63,7 +63,12 @@ import torch.nn.functional as F  # noqa: N812
 import torchaudio
 from torch import nn
 
-from audiogen_studio.models.checkpoint import CheckpointError, load_state, save_module
+from audiogen_studio.models.checkpoint import (
+    CheckpointError,
+    config_from_dict,
+    load_state,
+    save_module,
+)
 from audiogen_studio.models.semantic import (
     FeatureEncoder,
     SemanticTokenizer,
@@ -196,16 +201,7 @@ class SSLConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SSLConfig:
         """Rebuild from :meth:`to_dict` output (``ValueError`` on unknown keys)."""
-        if not isinstance(data, Mapping):
-            raise ValueError("an SSL config must be a JSON object")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown SSL config keys: {', '.join(unknown)}")
-        try:
-            return cls(**dict(data))
-        except TypeError as exc:
-            raise ValueError(f"bad SSL config: {exc}") from exc
+        return config_from_dict(cls, data, "SSL config", article="an")
 
 
 class TorchaudioSSLEncoder(FeatureEncoder):
