@@ -37,11 +37,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Round-trip held-out clips through the bundle's codec and through Opus "
         "at the codec's bitrate and at double it; PESQ-wb, ESTOI, ViSQOL, log-mel L1.",
     )
-    c.add_argument("--model", required=True, help="bundle name or folder with a codec")
-    _corpus_args(c, clips=8)
-    c.add_argument(
-        "--seconds", type=positive_float, default=6.0, help="seconds of each clip (default 6)"
-    )
+    _reference_args(c, "bundle name or folder with a codec", clips=8, seconds=6)
     c.add_argument(
         "--n-q", type=positive_int, default=None, metavar="Q", help="codebooks (default: all)"
     )
@@ -63,11 +59,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Re-synthesize held-out clips from their log-mel with the vocoder and with "
         "Griffin-Lim from the same frames; PESQ-wb, ESTOI, ViSQOL, log-mel L1.",
     )
-    v.add_argument("--model", required=True, help="mel vocoder bundle name or folder")
-    _corpus_args(v, clips=4)
-    v.add_argument(
-        "--seconds", type=positive_float, default=4.0, help="seconds of each clip (default 4)"
-    )
+    _reference_args(v, "mel vocoder bundle name or folder", clips=4, seconds=4)
     v.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
     v.add_argument("--no-visqol", action="store_true", help="skip ViSQOL (the slowest metric)")
     v.add_argument("--device", default="cpu", help="auto, cpu, cuda or mps (default cpu)")
@@ -116,6 +108,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     _common(b)
     b.set_defaults(func=run_bundle)
+
+
+def _reference_args(p: argparse.ArgumentParser, model: str, *, clips: int, seconds: int) -> None:
+    """``--model``, the corpus and ``--seconds`` of a full-reference evaluation."""
+    p.add_argument("--model", required=True, help=model)
+    _corpus_args(p, clips=clips)
+    p.add_argument(
+        "--seconds",
+        type=positive_float,
+        default=float(seconds),
+        help=f"seconds of each clip (default {seconds})",
+    )
 
 
 def _corpus_args(p: argparse.ArgumentParser, *, clips: int) -> None:
