@@ -5,7 +5,8 @@ AudioLM or WaveNet bundle works: a WaveNet has no codec, and a mel vocoder gets 
 ``vocoder`` figures instead) it runs, on the ``test`` split of the corpora (voices and
 instruments no model trained on):
 
-- ``codec``: the bundle's codec on ``--codec-clips`` speech clips of ``--codec-seconds``:
+- ``codec``: the bundle's codec on ``--codec-clips`` speech clips of ``--codec-seconds``
+  (music clips when no speech corpus is given; ViSQOL then in its audio mode):
   PESQ-wb, ESTOI, ViSQOL (speech mode), log-mel L1, next to Opus at the codec's bitrate (raised
   to Opus' 6 kbit/s floor when lower) and at double it. Target: PESQ-wb above Opus at the same
   bitrate; moonshot: Opus at double.
@@ -146,20 +147,25 @@ def main(argv: list[str] | None = None) -> int:
     kind = _bundle_kind(a.model)
     if kind == "wavenet-vocoder":
         return _vocoder(a, result, started)
-    if a.speech and Path(a.speech).is_dir():
+    # the codec on speech when a speech corpus is given, else on music (ViSQOL's audio mode;
+    # PESQ and ESTOI are speech measures, so for music read log-mel L1 and ViSQOL)
+    codec_corpus, visqol_mode = (a.speech, "speech") if a.speech else (a.music, "audio")
+    if codec_corpus and Path(codec_corpus).is_dir():
         try:
             _, codec = load_bundle_codec(a.model, a.device)
             codec_report = evaluate_codec_on_corpus(
                 codec,
-                a.speech,
+                codec_corpus,
                 split=a.split,
                 clips=a.codec_clips,
                 seconds=a.codec_seconds,
                 opus=not a.no_opus,
                 with_visqol=not a.no_visqol,
+                visqol_mode=visqol_mode,
             )
             summary = codec_summary(codec_report)
             result["codec"] = summary
+            result["codec_corpus"] = "speech" if codec_corpus == a.speech else "music"
             result["codec_clips"] = codec_report.clip_ids
             targets.update({f"codec_{k}": v for k, v in _met(summary).items()})
         except EvaluationError as exc:

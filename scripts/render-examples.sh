@@ -15,13 +15,25 @@ sox "$SPEECH/audio/test/festival/festival_cmu_us_slt_arctic_hts/s000014.flac" \
   "$OUT/speech-prompt.ogg" trim 0 3
 $AG continue "$OUT/speech-prompt.ogg" --model speech --seconds 4 --takes 2 --seed 1 \
   --temperature 0.8 --top-k 50 --no-progress --no-library --overwrite -o "$OUT/speech-continued.ogg"
+shipped() { $AG models list | grep -q "^  $1 "; }
+if shipped wavenet-vocoder; then
+  # the same held-out prompt re-synthesized from its log-mel by the WaveNet vocoder
+  $AG vocode "$OUT/speech-prompt.ogg" --model wavenet-vocoder --seed 1 --no-progress \
+    --no-library --overwrite -o "$OUT/speech-vocoded.ogg"
+fi
 if [ -n "$MUSIC" ]; then
   # music: 4 s of a reel on the held-out clarinet
   sox "$MUSIC/audio/test/ryansMammoth/m000021.flac" "$OUT/music-prompt.ogg" trim 0 4
-  if .venv/bin/audiogen-studio models list | grep -q "^  music "; then
+  if shipped music; then
     $AG continue "$OUT/music-prompt.ogg" --model music --seconds 4 --takes 2 --seed 1 \
       --temperature 0.8 --top-k 50 --no-progress --no-library --overwrite \
       -o "$OUT/music-continued.ogg"
+  fi
+  if shipped wavenet-music; then
+    # sample by sample: 2 s
+    $AG continue "$OUT/music-prompt.ogg" --engine wavenet --model wavenet-music --seconds 2 \
+      --seed 1 --temperature 1.0 --no-progress --no-library --overwrite \
+      -o "$OUT/music-wavenet-continued.ogg"
   fi
 fi
 ls -l "$OUT"
