@@ -230,8 +230,22 @@ def _quality_lines(quality: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _per_component(table: Mapping[str, Any], components: Iterable[str]) -> dict[str, Any]:
+    """``training`` / ``metrics`` keyed by component. Single-component bundles (WaveNet) keep
+    them flat (``{"steps": ...}``): their plain values are filed under that component, and
+    nested tables (``metrics["quality"]``) stay where they are."""
+    names = list(components)
+    flat = {k: v for k, v in table.items() if not isinstance(v, Mapping)}
+    if not flat or len(names) != 1:
+        return dict(table)
+    nested = {k: v for k, v in table.items() if isinstance(v, Mapping)}
+    return {names[0]: {**flat, **nested.pop(names[0], {})}, **nested}
+
+
 def render_model_card(info: BundleInfo) -> str:
     """The Markdown card of a bundle: what it is, its data and training, its measured figures."""
+    training = _per_component(info.training, info.components)
+    metrics = _per_component(info.metrics, info.components)
     lines = [f"# {info.name} {info.version}", ""]
     lines += [
         f"Kind **{info.kind}**, {info.sample_rate} Hz, {shipped_bytes(info) / 1e6:.1f} MB of "
@@ -249,7 +263,7 @@ def render_model_card(info: BundleInfo) -> str:
         file = spec.get("file", "") if isinstance(spec, Mapping) else ""
         path = info.path / file if file else None
         size = path.stat().st_size / 1e6 if path is not None and path.is_file() else None
-        params = _component_parameters(info.metrics.get(component, {}) or {})
+        params = _component_parameters(metrics.get(component, {}) or {})
         rows.append(
             [
                 component,
@@ -260,18 +274,16 @@ def render_model_card(info: BundleInfo) -> str:
         )
     lines += _table(["component", "weights", "size", "parameters"], rows)
 
-    if info.training:
+    if training:
         lines += ["", "## Training", ""]
         present = [
             (keys, title)
             for keys, title in _TRAINING_COLUMNS
-            if any(
-                isinstance(t, Mapping) and any(k in t for k in keys) for t in info.training.values()
-            )
+            if any(isinstance(t, Mapping) and any(k in t for k in keys) for t in training.values())
         ]
         rows = []
         data_sources: dict[str, list[str]] = {}
-        for component, prov in info.training.items():
+        for component, prov in training.items():
             if not isinstance(prov, Mapping):
                 continue
             row = [component]
@@ -289,14 +301,14 @@ def render_model_card(info: BundleInfo) -> str:
                 for source, components in data_sources.items()
             ]
 
-    quality = info.metrics.get("quality")
+    quality = metrics.get("quality")
     if isinstance(quality, Mapping) and quality:
         lines += ["", "## Measured quality (held-out audio)", ""]
         lines += _quality_lines(quality)
 
     validation = {
         component: values
-        for component, values in info.metrics.items()
+        for component, values in metrics.items()
         if component != "quality" and isinstance(values, Mapping) and values
     }
     if validation:

@@ -172,3 +172,29 @@ def test_half_pack_halves_the_weights_and_still_generates(tmp_path: Path) -> Non
     (take,) = collect(load_engine(str(packed), device="cpu"), request, None)
     assert take.complete and take.generated.frames > 0
     assert np.isfinite(take.generated.samples).all()
+
+
+def test_card_files_a_single_component_bundles_flat_tables_under_it(tmp_path: Path) -> None:
+    # WaveNet bundles keep training and metrics flat, and `models card --quality` nests
+    # the figures beside them
+    bundles.write_component(
+        tmp_path / "wn",
+        "wavenet",
+        file="wavenet.safetensors",
+        config={"layers": 2},
+        sample_rate=16_000,
+        kind="wavenet",
+        name="wn",
+    )
+    (tmp_path / "wn" / "wavenet.safetensors").write_bytes(b"")  # the card only sizes it
+    manifest = tmp_path / "wn" / "bundle.json"
+    data = json.loads(manifest.read_text())
+    data["training"] = {"steps": 2511, "time_seconds": 600.0, "data": "/corpus/music"}
+    data["metrics"] = {"val_loss": 3.23, "parameters": 399_664, "quality": {"rtf": 0.4}}
+    manifest.write_text(json.dumps(data))
+    card = model_card.render_model_card(bundles.read_bundle(tmp_path / "wn"))
+    assert "| wavenet | 2,511 |" in card
+    assert "| wavenet | `wavenet.safetensors` | 0.0 MB | 399,664 |" in card
+    assert "- `/corpus/music`: wavenet" in card
+    assert "- **wavenet**: val_loss 3.23, parameters 399,664" in card
+    assert "| rtf | 0.4 |" in card
