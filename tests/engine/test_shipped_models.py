@@ -16,6 +16,8 @@ from audiogen_studio.engine.model_card import render_model_card
 from audiogen_studio.engine.takes import collect
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
+#: what the README promises works out of the box
+SHIPPED = {"speech", "music", "wavenet-music", "wavenet-vocoder"}
 
 
 @pytest.fixture(autouse=True)
@@ -29,7 +31,7 @@ def test_models_folder_is_found_and_within_its_budget() -> None:
     size = sum(p.stat().st_size for p in MODELS.rglob("*") if p.is_file())
     assert size <= 80 * 2**20, f"models/ holds {size / 2**20:.1f} MiB (budget 80)"
     names = {b.name for b in list_bundles([MODELS])}
-    assert "speech" in names
+    assert SHIPPED <= names, f"missing shipped bundles: {sorted(SHIPPED - names)}"
 
 
 @pytest.mark.parametrize("bundle", list_bundles([MODELS]), ids=lambda b: b.name)
@@ -42,9 +44,10 @@ def test_every_shipped_bundle_has_its_card_and_measured_quality(bundle: BundleIn
     assert quality.get("_measured_with")
 
 
-def test_speech_continues_a_prompt() -> None:
+@pytest.mark.parametrize("name", ["speech", "music"])
+def test_audiolm_bundles_continue_a_prompt(name: str) -> None:
     torch.set_num_threads(1)
-    engine = load_engine("speech", device="cpu")
+    engine = load_engine(name, device="cpu")
     prompt = synth.riff(repeats=1)
     (take,) = collect(engine, GenerationRequest(prompt=prompt, seconds=0.5, seed=0))
     assert take.complete and take.generated.frames == 8000
@@ -52,3 +55,23 @@ def test_speech_continues_a_prompt() -> None:
     np.testing.assert_array_equal(
         take.output.samples[:, : prompt.frames - 800], prompt.samples[:, : prompt.frames - 800]
     )
+
+
+def test_wavenet_music_continues_a_prompt_sample_by_sample() -> None:
+    torch.set_num_threads(1)
+    engine = load_engine("wavenet-music", device="cpu")
+    prompt = synth.riff(repeats=1)
+    (take,) = collect(engine, GenerationRequest(prompt=prompt, seconds=0.1, seed=0))
+    assert take.complete and take.generated.frames == 1600
+    assert np.isfinite(take.generated.samples).all() and np.abs(take.generated.samples).max() > 0
+    np.testing.assert_array_equal(take.output.samples[:, : prompt.frames], prompt.samples)
+
+
+def test_wavenet_vocoder_resynthesizes_its_input_length() -> None:
+    torch.set_num_threads(1)
+    engine = load_engine("wavenet-vocoder", mode="vocode", device="cpu")
+    clip = synth.riff(repeats=1)
+    clip = type(clip)(clip.samples[:, :4000], clip.rate)
+    (take,) = collect(engine, GenerationRequest(prompt=clip, mode="vocode", seed=0))
+    assert take.complete and take.generated.frames >= clip.frames
+    assert np.isfinite(take.generated.samples).all()
