@@ -52,8 +52,9 @@ wait $semantic
 
 # 2. the three LMs; the semantic stage first tokenises the corpus into OUT/work/ for the others.
 # Each keeps the weights of its best validation loss (--keep best: a small corpus is overfitted)
-$AG train lm-semantic "${common[@]}" "${layout[@]}" --size default --window 250 --steps 20000 \
-  --batch 16 --time-limit "${LM_SECONDS:-3600}" --save-every 200 --val-every 200 --patience 5 &
+sem_size=default; [ "$KIND" = music ] && sem_size=small  # 52 min of music: a smaller LM
+$AG train lm-semantic "${common[@]}" "${layout[@]}" --size "$sem_size" --window 250 --steps 20000 \
+  --batch 16 --time-limit "${LM_SECONDS:-3600}" --save-every 200 --val-every 200 --patience 6 &
 lm_semantic=$!
 sleep 120  # let it write the token cache the other two read
 $AG train lm-coarse "${common[@]}" "${layout[@]}" --size small --window 100 --steps 20000 \
