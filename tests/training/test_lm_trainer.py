@@ -76,20 +76,7 @@ def test_layout_round_trips_and_ranges() -> None:
 def test_stage_trains_resumes_and_registers(tmp_path: Path, data: Path) -> None:
     torch.set_num_threads(1)
     bundle = random_audiolm_bundle(tmp_path / "bundle", windows={})
-    common = {
-        "data": data,
-        "bundle": bundle,
-        "batch": 4,
-        "size": "tiny",
-        "window": 12,
-        "threads": 1,
-        "progress": False,
-        "val_every": 0,
-        "save_every": 0,
-        "warmup": 5,
-        "lr": 3e-3,
-    }
-    first = train_lm(LMTrainOptions(stage="coarse", steps=30, **common))  # type: ignore[arg-type]
+    first = train_lm(_lm_options(data, bundle, steps=30, val_every=0))
     assert first.step == 30 and first.completed
     assert (bundle / "work").is_dir() and list((bundle / "work").glob("tokens-*"))
     info = read_bundle(bundle)
@@ -100,7 +87,7 @@ def test_stage_trains_resumes_and_registers(tmp_path: Path, data: Path) -> None:
     assert np.isfinite(losses["train_loss"])
     # learning: the coarse codes of a riff are far from uniform over 2 x 64 ids
     assert losses["train_loss"] < np.log(64) - 0.5
-    again = train_lm(LMTrainOptions(stage="coarse", steps=40, **common))  # type: ignore[arg-type]
+    again = train_lm(_lm_options(data, bundle, steps=40, val_every=0))
     assert again.start_step == 30 and again.step == 40
 
 
