@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 
+from audiogen_studio.cli.argtypes import stage_temperatures
 from audiogen_studio.evaluation import report
 from audiogen_studio.evaluation.common import EvaluationError
 from audiogen_studio.evaluation.held_out import (
@@ -113,6 +114,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--top-k", type=int, default=None)
+    ap.add_argument(
+        "--stage-temperatures",
+        type=stage_temperatures,
+        default=None,
+        metavar="STAGE=F,...",
+        help="AudioLM per-stage factors on --temperature (default: the bundle's tuned ones)",
+    )
+    ap.add_argument("--no-codec", action="store_true", help="skip the codec figures")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-visqol", action="store_true")
@@ -140,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": a.seconds,
             "seed": a.seed,
             "temperature": a.temperature,
+            "stage_temperatures": a.stage_temperatures,
             "top_k": a.top_k,
         },
     }
@@ -150,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     # the codec on speech when a speech corpus is given, else on music (ViSQOL's audio mode;
     # PESQ and ESTOI are speech measures, so for music read log-mel L1 and ViSQOL)
     codec_corpus, visqol_mode = (a.speech, "speech") if a.speech else (a.music, "audio")
-    if codec_corpus and Path(codec_corpus).is_dir():
+    if codec_corpus and Path(codec_corpus).is_dir() and not a.no_codec:
         try:
             _, codec = load_bundle_codec(a.model, a.device)
             codec_report = evaluate_codec_on_corpus(
@@ -186,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                 seconds=a.seconds,
                 seed=a.seed,
                 temperature=a.temperature,
+                stage_temperatures=a.stage_temperatures,
                 top_k=a.top_k,
                 device=a.device,
             )

@@ -231,7 +231,10 @@ class GenerationPanel(QWidget):
         self.temperature_spin = QDoubleSpinBox(
             decimals=2, minimum=0.0, maximum=2.0, singleStep=0.05, value=1.0
         )
-        self.temperature_spin.setToolTip("Softmax temperature (0 = always the likeliest)")
+        self.temperature_spin.setToolTip(
+            "Softmax temperature (0 = always the likeliest). AudioLM models multiply it by "
+            "their tuned per-stage factors (see the model card)."
+        )
         self.top_k_spin = QSpinBox(minimum=0, maximum=4096, value=0)
         self.top_k_spin.setSpecialValueText("off")
         self.top_p_spin = QDoubleSpinBox(decimals=2, minimum=0.0, maximum=1.0, singleStep=0.05)

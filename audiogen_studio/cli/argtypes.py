@@ -44,3 +44,22 @@ def split_fraction(text: str) -> float:
     if not 0 <= value < 0.5:
         raise argparse.ArgumentTypeError(f"must be within [0, 0.5), got {text}")
     return value
+
+
+def stage_temperatures(text: str) -> dict[str, float]:
+    """``semantic=0.9,coarse=0.8,fine=0.5``: per-stage temperature factors of an AudioLM
+    bundle (stages not named keep factor 1)."""
+    from audiogen_studio.engine.api import GenerationError, check_stage_temperatures
+
+    factors: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        stage, sep, value = part.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"expected STAGE=FACTOR, got {part!r}")
+        factors[stage.strip()] = value.strip()
+    if not factors:
+        raise argparse.ArgumentTypeError("give at least one STAGE=FACTOR")
+    try:
+        return check_stage_temperatures(factors)
+    except GenerationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

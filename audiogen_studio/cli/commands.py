@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from audiogen_studio.cli.argtypes import stage_temperatures
 from audiogen_studio.cli.errors import CliError
 
 
@@ -46,6 +47,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--measured-with",
         metavar="COMMAND",
         help="the command that produced --quality, shown on the card",
+    )
+    cp.add_argument(
+        "--stage-temperatures",
+        type=stage_temperatures,
+        default=None,
+        metavar="STAGE=F,...",
+        help="AudioLM: record tuned per-stage temperature factors (e.g. fine=0) as the bundle's "
+        "sampling defaults",
     )
     cp.add_argument("--print", action="store_true", help="print the card instead of writing it")
     cp.set_defaults(func=run_models_card)
@@ -181,10 +190,18 @@ def run_models_card(args: argparse.Namespace) -> int:
         if args.measured_with:
             report["_measured_with"] = args.measured_with
         metrics = {"quality": model_card.quality_figures(report)}
-    if args.bundle_version is not None or args.description is not None or metrics:
-        info = model_card.update_bundle(
-            info.path, version=args.bundle_version, description=args.description, metrics=metrics
-        )
+    changes = (args.bundle_version, args.description, args.stage_temperatures)
+    if any(c is not None for c in changes) or metrics:
+        try:
+            info = model_card.update_bundle(
+                info.path,
+                version=args.bundle_version,
+                description=args.description,
+                metrics=metrics,
+                stage_temperatures=args.stage_temperatures,
+            )
+        except bundles.BundleError as exc:
+            raise CliError(str(exc)) from exc
     if args.print:
         print(model_card.render_model_card(info), end="")
     else:

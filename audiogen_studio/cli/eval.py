@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from audiogen_studio.cli.argtypes import positive_float, positive_int
+from audiogen_studio.cli.argtypes import positive_float, positive_int, stage_temperatures
 from audiogen_studio.cli.errors import CliError
 
 
@@ -99,6 +99,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     b.add_argument("--seconds", type=positive_float, default=4.0, help="continuation (default 4)")
     b.add_argument("--seed", type=int, default=0, help="seed of the first take")
     b.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    b.add_argument(
+        "--stage-temperatures",
+        type=stage_temperatures,
+        default=None,
+        metavar="STAGE=F,...",
+        help="AudioLM: per-stage factors on --temperature (default: the bundle's)",
+    )
     b.add_argument("--top-k", type=positive_int, default=None, help="sample from the k likeliest")
     b.add_argument("--device", default="cpu", help="auto, cpu, cuda or mps (default cpu)")
     b.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS (speech)")
@@ -268,6 +275,7 @@ def run_bundle(args: argparse.Namespace) -> int:
             seconds=args.seconds,
             seed=args.seed,
             temperature=args.temperature,
+            stage_temperatures=args.stage_temperatures,
             top_k=args.top_k,
             device=args.device,
             with_dnsmos=not args.no_dnsmos,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from audiogen_studio.audio.errors import AudioError
+from audiogen_studio.cli.argtypes import stage_temperatures
 from audiogen_studio.cli.errors import CliError
 
 
@@ -33,6 +34,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--takes", type=int, default=1, help="takes generated together (1-8)")
     p.add_argument("--seed", type=int, default=None, help="seed that reproduces the takes")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    p.add_argument(
+        "--stage-temperatures",
+        type=stage_temperatures,
+        default=None,
+        metavar="STAGE=F,...",
+        help="AudioLM: per-stage factors on --temperature, e.g. semantic=0.9,fine=0.5 "
+        "(default: the bundle's tuned ones; `models info` shows them)",
+    )
     p.add_argument("--top-k", type=int, default=None, help="sample from the k likeliest only")
     p.add_argument(
         "--top-p", type=float, default=None, help="nucleus sampling: keep this much mass"
@@ -93,6 +102,7 @@ def _run(args: argparse.Namespace, mode: str, source: str) -> int:
             temperature=args.temperature,
             top_k=getattr(args, "top_k", None),
             top_p=getattr(args, "top_p", None),
+            stage_temperatures=getattr(args, "stage_temperatures", None),
         )
         engine = load_engine(
             args.model, mode=mode, device=args.device, engine=getattr(args, "engine", "auto")
@@ -170,6 +180,9 @@ def _record_in_library(
             "seconds": getattr(args, "seconds", None),
             "takes": len(results),
             "temperature": args.temperature,
+            "stage_temperatures": getattr(args, "stage_temperatures", None)
+            or dict(bundle.generation.get("stage_temperatures", {}))
+            or None,
             "top_k": getattr(args, "top_k", None),
             "top_p": getattr(args, "top_p", None),
             "engine_choice": getattr(args, "engine", "auto"),

@@ -8,10 +8,11 @@ whatever was generated up to then has been yielded, so a partial take is never l
 
 from __future__ import annotations
 
+import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -20,10 +21,33 @@ from audiogen_studio.audio.clip import Clip
 
 Mode = Literal["continue", "vocode"]
 MAX_TAKES = 8
+#: The token stages of an AudioLM bundle, in generation order.
+STAGES = ("semantic", "coarse", "fine")
 
 
 class GenerationError(ValueError):
     """A request the engine cannot serve: silent or empty prompt, bad settings, wrong bundle."""
+
+
+def check_stage_temperatures(factors: Mapping[str, Any]) -> dict[str, float]:
+    """``factors`` as ``{stage: float}``, checked: stages among :data:`STAGES`, each a finite
+    number >= 0. Raises :class:`GenerationError` naming the bad entry."""
+    if not isinstance(factors, Mapping):
+        raise GenerationError(f"stage temperatures must be a mapping, got {factors!r}")
+    out: dict[str, float] = {}
+    for stage, value in factors.items():
+        if stage not in STAGES:
+            raise GenerationError(
+                f"unknown stage {stage!r} in stage temperatures: use {', '.join(STAGES)}"
+            )
+        try:
+            factor = float(value)
+        except (TypeError, ValueError):
+            raise GenerationError(f"stage temperature of {stage} must be a number") from None
+        if not (math.isfinite(factor) and factor >= 0):
+            raise GenerationError(f"stage temperature of {stage} must be >= 0, got {value!r}")
+        out[stage] = factor
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +62,11 @@ class GenerationRequest:
         takes: independent takes generated together (1–8).
         seed: makes takes reproducible: take ``i`` draws from ``numpy.random.default_rng([seed,
             i])``; ``None`` picks a fresh seed (reported in each chunk's take).
-        temperature: softmax temperature (0 = greedy).
+        temperature: softmax temperature (0 = greedy). Token models with several stages
+            (AudioLM) multiply it by each stage's factor: ``stage_temperatures`` if given, else
+            the bundle's tuned defaults (``bundle.json`` ``generation.stage_temperatures``), else 1.
+        stage_temperatures: per-stage factors (``semantic``, ``coarse``, ``fine``) overriding the
+            bundle's; stages not named keep factor 1. Engines with one stage ignore it.
         top_k, top_p: optional truncation of the sampling distribution.
         chunk_seconds: audio per yielded chunk (~0.05–0.1 s keeps playback responsive).
     """
@@ -52,6 +80,7 @@ class GenerationRequest:
     top_k: int | None = None
     top_p: float | None = None
     chunk_seconds: float = 0.1
+    stage_temperatures: Mapping[str, float] | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("continue", "vocode"):
@@ -62,6 +91,8 @@ class GenerationRequest:
             raise GenerationError(f"takes must be 1–{MAX_TAKES}, got {self.takes}")
         if not self.temperature >= 0:
             raise GenerationError(f"temperature must be >= 0, got {self.temperature}")
+        if self.stage_temperatures is not None:
+            check_stage_temperatures(self.stage_temperatures)
         if self.top_k is not None and self.top_k < 1:
             raise GenerationError(f"top_k must be >= 1, got {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:

@@ -29,14 +29,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from audiogen_studio.audio import io
-from audiogen_studio.engine.api import AudioChunk, GenerationError, GenerationRequest
+from audiogen_studio.engine.api import (
+    AudioChunk,
+    GenerationError,
+    GenerationRequest,
+    check_stage_temperatures,
+)
 from audiogen_studio.engine.bundles import BundleError, BundleInfo
 from audiogen_studio.models.acoustic_codec import (
     AcousticCodec,
@@ -79,6 +84,7 @@ class _Stage:
     model: TokenLM
     window: int
     group: int
+    name: str = "semantic"
 
 
 class _Stream:
@@ -90,6 +96,7 @@ class _Stream:
     """
 
     def __init__(self, stage: _Stage, tokens: torch.Tensor) -> None:
+        self.stage = stage.name
         self.model = stage.model
         self.group = stage.group
         self.tokens = tokens
@@ -130,6 +137,8 @@ class AudioLMEngine:
         layout: the token layout the LMs were trained with.
         windows: context of each LM in semantic tokens (``semantic``, ``coarse``, ``fine``).
         window_seconds: audio per window after the first.
+        stage_temperatures: the bundle's tuned per-stage temperature factors (stages not named:
+            1); a request's ``stage_temperatures`` replace them.
     """
 
     def __init__(
@@ -145,8 +154,10 @@ class AudioLMEngine:
         device: str = "auto",
         name: str = "audiolm",
         window_seconds: float = 1.0,
+        stage_temperatures: Mapping[str, float] | None = None,
     ) -> None:
         self.device = resolve_device(device)
+        self.stage_temperatures = check_stage_temperatures(stage_temperatures or {})
         self.codec = codec.eval().to(self.device)
         # decoded audio lags the codes by this many samples (the mel codec's overlap-add):
         # the stream skips them and generates that much more
@@ -165,14 +176,16 @@ class AudioLMEngine:
         if layout.fine_quantizers and lm_fine is None:
             raise BundleError(f"{name}: the layout has fine quantizers but no fine LM")
         self.stages = {
-            "semantic": _Stage(lm_semantic.eval().to(self.device), windows["semantic"], 1),
+            "semantic": _Stage(
+                lm_semantic.eval().to(self.device), windows["semantic"], 1, "semantic"
+            ),
             "coarse": _Stage(
-                lm_coarse.eval().to(self.device), windows["coarse"], layout.coarse_group
+                lm_coarse.eval().to(self.device), windows["coarse"], layout.coarse_group, "coarse"
             ),
         }
         if lm_fine is not None and layout.fine_quantizers:
             self.stages["fine"] = _Stage(
-                lm_fine.eval().to(self.device), windows["fine"], layout.fine_group
+                lm_fine.eval().to(self.device), windows["fine"], layout.fine_group, "fine"
             )
         if self.device.type == "cpu":  # fused numba decode step for one-token calls
             from audiogen_studio.engine.lm_fast import accelerate
@@ -209,6 +222,12 @@ class AudioLMEngine:
                 layout = this
         except (CheckpointError, KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"bundle '{bundle.name}': {exc}") from exc
+        try:
+            stage_temperatures = check_stage_temperatures(
+                bundle.generation.get("stage_temperatures", {})
+            )
+        except GenerationError as exc:
+            raise BundleError(f"bundle '{bundle.name}': generation defaults: {exc}") from exc
         missing = [c for c in ("lm_semantic", "lm_coarse") if c not in lms]
         if layout is not None and layout.fine_quantizers and "lm_fine" not in lms:
             missing.append("lm_fine")
@@ -238,6 +257,7 @@ class AudioLMEngine:
             windows=windows,
             device=device,
             name=f"{bundle.name} {bundle.version}",
+            stage_temperatures=stage_temperatures,
         )
 
     # -- request helpers -----------------------------------------------------------------------
@@ -271,17 +291,27 @@ class AudioLMEngine:
 
     # -- token generation ------------------------------------------------------------------------
 
+    def stage_temperature(self, request: GenerationRequest, stage: str) -> float:
+        """The temperature ``stage`` samples at: the request's times the stage's factor."""
+        if request.stage_temperatures is not None:
+            factors = check_stage_temperatures(request.stage_temperatures)
+        else:
+            factors = self.stage_temperatures
+        return request.temperature * factors.get(stage, 1.0)
+
     def _sample(
         self,
         logits: torch.Tensor,
         request: GenerationRequest,
         generators: list[torch.Generator],
         span: tuple[int, int] | None,
+        stage: str,
     ) -> torch.Tensor:
-        """One token per take ``[B]`` from ``logits [B, V]``, restricted to ``span`` ids."""
+        """One token per take ``[B]`` from ``logits [B, V]`` of ``stage``, restricted to
+        ``span`` ids."""
         ids = sample_next(
             logits.float().cpu(),
-            temperature=request.temperature,
+            temperature=self.stage_temperature(request, stage),
             top_k=request.top_k,
             top_p=request.top_p,
             generator=generators,
@@ -303,7 +333,7 @@ class AudioLMEngine:
         for i in range(count):
             if cancel is not None and cancel.is_set():
                 raise _CancelledError
-            token = self._sample(stream.next_logits(), request, generators, spans(i))
+            token = self._sample(stream.next_logits(), request, generators, spans(i), stream.stage)
             out[:, i] = token
             stream.push(token[:, None])
         return out

@@ -8,8 +8,12 @@ A bundle is a folder ``<name>/`` holding ``bundle.json`` and ``*.safetensors`` w
       "kind": "audiolm" | "wavenet" | "wavenet-vocoder" | ...,
       "sample_rate": 16000,
       "components": {"codec": {"file": "codec.safetensors", "config": {...}}, ...},
-      "training": {...}, "metrics": {...}, "description": "..."
+      "training": {...}, "metrics": {...}, "description": "...",
+      "generation": {"stage_temperatures": {"semantic": 0.9, "coarse": 0.8, "fine": 0.5}}
     }
+
+``generation`` (optional) holds the bundle's tuned sampling defaults: per-stage factors that
+multiply a request's temperature (:class:`~audiogen_studio.engine.api.GenerationRequest`).
 
 Search path, first match of a name wins: ``$AUDIOGEN_MODELS`` (``os.pathsep``-separated), the
 user data directory (platformdirs), then the shipped ``models/`` folder of a checkout or wheel.
@@ -54,6 +58,7 @@ class BundleInfo:
     description: str = ""
     metrics: Mapping[str, Any] = field(default_factory=dict)
     training: Mapping[str, Any] = field(default_factory=dict)
+    generation: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def size_bytes(self) -> int:
@@ -131,6 +136,8 @@ def read_bundle(path: str | Path) -> BundleInfo:
         raise BundleError(f"{manifest}: missing fields {', '.join(missing)}")
     if not isinstance(data["components"], dict):
         raise BundleError(f"{manifest}: 'components' must be an object")
+    if not isinstance(data.get("generation", {}) or {}, dict):
+        raise BundleError(f"{manifest}: 'generation' must be an object")
     try:
         rate = int(data["sample_rate"])
     except (TypeError, ValueError) as exc:
@@ -145,6 +152,7 @@ def read_bundle(path: str | Path) -> BundleInfo:
         description=str(data.get("description", "")),
         metrics=data.get("metrics", {}) or {},
         training=data.get("training", {}) or {},
+        generation=data.get("generation", {}) or {},
     )
 
 

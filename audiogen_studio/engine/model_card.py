@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from audiogen_studio.engine.api import GenerationError, check_stage_temperatures
 from audiogen_studio.engine.bundles import BUNDLE_FILE, BundleError, BundleInfo, read_bundle
 from audiogen_studio.models.checkpoint import half_copy
 
@@ -130,17 +131,21 @@ def update_bundle(
     version: str | None = None,
     description: str | None = None,
     metrics: Mapping[str, Mapping[str, Any]] | None = None,
+    stage_temperatures: Mapping[str, float] | None = None,
 ) -> BundleInfo:
     """Set ``version`` / ``description`` and merge ``metrics`` sections into ``bundle.json``.
 
     ``metrics`` maps a section name (e.g. ``"quality"``) to a mapping that *replaces* that
-    section. The manifest is rewritten atomically (temp file + ``os.replace``).
+    section. ``stage_temperatures`` replaces the AudioLM bundle's tuned sampling defaults
+    (``generation.stage_temperatures``; an empty mapping removes them). The manifest is
+    rewritten atomically (temp file + ``os.replace``).
 
     Raises:
-        BundleError: no readable bundle at ``bundle_dir``.
+        BundleError: no readable bundle at ``bundle_dir``, or stage temperatures for a bundle
+            that is not an AudioLM bundle or that are not valid factors.
     """
     folder = Path(bundle_dir)
-    read_bundle(folder)  # validates format, kind and components
+    info = read_bundle(folder)  # validates format, kind and components
     manifest = folder / BUNDLE_FILE
     data: dict[str, Any] = json.loads(manifest.read_text(encoding="utf-8"))
     if version is not None:
@@ -153,6 +158,20 @@ def update_bundle(
         section = data.setdefault("metrics", {})
         for name, values in metrics.items():
             section[name] = json.loads(json.dumps(dict(values)))  # JSON-clean copy
+    if stage_temperatures is not None:
+        if info.kind != "audiolm":
+            raise BundleError(f"bundle '{info.name}' is a {info.kind} bundle: no token stages")
+        try:
+            factors = check_stage_temperatures(stage_temperatures)
+        except GenerationError as exc:
+            raise BundleError(str(exc)) from exc
+        generation = data.setdefault("generation", {})
+        if factors:
+            generation["stage_temperatures"] = factors
+        else:
+            generation.pop("stage_temperatures", None)
+        if not generation:
+            del data["generation"]
     tmp = manifest.with_name(f".{BUNDLE_FILE}.{os.getpid()}.partial")
     try:
         tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
@@ -300,6 +319,17 @@ def render_model_card(info: BundleInfo) -> str:
                 f"- `{source}`: {', '.join(components)}"
                 for source, components in data_sources.items()
             ]
+
+    factors = info.generation.get("stage_temperatures")
+    if isinstance(factors, Mapping) and factors:
+        shown = ", ".join(f"{stage} × {_fmt(value)}" for stage, value in factors.items())
+        lines += [
+            "",
+            "## Sampling defaults",
+            "",
+            f"Per-stage temperature factors: {shown} (each multiplies the request's "
+            "temperature; `--stage-temperatures` overrides them).",
+        ]
 
     quality = metrics.get("quality")
     if isinstance(quality, Mapping) and quality:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -323,11 +323,14 @@ def evaluate_continuations(
     with_dnsmos: bool = True,
     with_reference: bool = True,
     engine: Any = None,
+    stage_temperatures: Mapping[str, float] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> ContinuationReport:
     """Continue held-out prompts of ``corpus`` with bundle ``model`` and score the takes.
 
     Args:
+        stage_temperatures: AudioLM per-stage factors on ``temperature`` (default: the
+            bundle's tuned ones).
         engine: an already loaded :class:`~audiogen_studio.engine.api.Engine` to use instead of
             loading ``model`` (tests, or several runs on one engine).
         progress: called as ``progress(done, total)`` after each prompt.
@@ -371,6 +374,7 @@ def evaluate_continuations(
             seed=seed + i,
             temperature=temperature,
             top_k=top_k,
+            stage_temperatures=stage_temperatures,
         )
         started = time.perf_counter()
         try:

@@ -125,6 +125,69 @@ def test_other_rates_and_stereo_are_accepted(engine: AudioLMEngine) -> None:
     assert take.generated.frames == pytest.approx(0.2 * 44100, abs=2)
 
 
+def test_stage_temperatures_scale_each_stage(engine: AudioLMEngine) -> None:
+    """Factors 0 on every stage sample like a greedy request; the bundle's defaults apply
+    unless the request names its own; factors multiply the request's temperature."""
+    greedy = GenerationRequest(prompt=_prompt(), seconds=0.3, seed=1, temperature=0.0)
+    zeroed = GenerationRequest(
+        prompt=_prompt(),
+        seconds=0.3,
+        seed=1,
+        temperature=1.0,
+        stage_temperatures={"semantic": 0, "coarse": 0, "fine": 0},
+    )
+    sampled = GenerationRequest(prompt=_prompt(), seconds=0.3, seed=1, temperature=1.0)
+    (a,) = collect(engine, greedy)
+    (b,) = collect(engine, zeroed)
+    (c,) = collect(engine, sampled)
+    np.testing.assert_array_equal(a.generated.samples, b.generated.samples)
+    assert not np.array_equal(a.generated.samples, c.generated.samples)
+    assert engine.stage_temperature(sampled, "fine") == 1.0
+    old = engine.stage_temperatures
+    try:
+        engine.stage_temperatures = {"semantic": 0.0, "coarse": 0.0, "fine": 0.0}
+        (d,) = collect(engine, sampled)
+        np.testing.assert_array_equal(a.generated.samples, d.generated.samples)
+        half = GenerationRequest(prompt=_prompt(), temperature=0.5)
+        assert engine.stage_temperature(half, "coarse") == 0.0
+        own = GenerationRequest(prompt=_prompt(), temperature=0.5, stage_temperatures={"fine": 3})
+        assert engine.stage_temperature(own, "fine") == 1.5
+        assert engine.stage_temperature(own, "coarse") == 0.5  # not named: factor 1
+    finally:
+        engine.stage_temperatures = old
+
+
+@pytest.mark.parametrize(
+    ("factors", "message"),
+    [
+        ({"fine": -0.5}, "stage temperature of fine must be >= 0"),
+        ({"fine": float("nan")}, "must be >= 0"),
+        ({"loud": 1.0}, "unknown stage 'loud'"),
+        ({"coarse": "hot"}, "must be a number"),
+    ],
+)
+def test_bad_stage_temperatures_are_clear_errors(factors: dict, message: str) -> None:
+    with pytest.raises(GenerationError, match=message):
+        GenerationRequest(prompt=_prompt(), stage_temperatures=factors)
+
+
+def test_bundle_sampling_defaults_are_loaded_and_checked(tmp_path: Path) -> None:
+    import json
+
+    folder = random_audiolm_bundle(tmp_path / "b")
+    manifest = folder / "bundle.json"
+    data = json.loads(manifest.read_text())
+    data["generation"] = {"stage_temperatures": {"fine": 0.25, "coarse": 0.5}}
+    manifest.write_text(json.dumps(data))
+    eng = AudioLMEngine.from_bundle(read_bundle(folder), device="cpu")
+    assert eng.stage_temperatures == {"fine": 0.25, "coarse": 0.5}
+    assert eng.stage_temperature(GenerationRequest(prompt=_prompt()), "fine") == 0.25
+    data["generation"] = {"stage_temperatures": {"fine": -1}}
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="generation defaults"):
+        AudioLMEngine.from_bundle(read_bundle(folder), device="cpu")
+
+
 def test_vocoding_is_refused(engine: AudioLMEngine) -> None:
     with pytest.raises(GenerationError, match="vocod"):
         list(engine.stream(GenerationRequest(prompt=_prompt(), mode="vocode")))

@@ -55,6 +55,7 @@ def test_pickled_weights_are_refused(tmp_path: Path) -> None:
         ({"format": 99}, "format 99 is not supported"),
         ({"sample_rate": "fast"}, "sample_rate"),
         ({"components": []}, "components"),
+        ({"generation": [0.5]}, "'generation' must be an object"),
     ],
 )
 def test_invalid_manifests(tmp_path: Path, overrides: dict[str, object], message: str) -> None:

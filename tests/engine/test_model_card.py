@@ -198,3 +198,37 @@ def test_card_files_a_single_component_bundles_flat_tables_under_it(tmp_path: Pa
     assert "- `/corpus/music`: wavenet" in card
     assert "- **wavenet**: val_loss 3.23, parameters 399,664" in card
     assert "| rtf | 0.4 |" in card
+
+
+def test_stage_temperatures_are_recorded_shown_and_removed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _trained_bundle(tmp_path)
+    assert main(["models", "card", str(folder), "--stage-temperatures", "fine=0,coarse=0.75"]) == 0
+    info = bundles.read_bundle(folder)
+    assert info.generation == {"stage_temperatures": {"fine": 0.0, "coarse": 0.75}}
+    card = (folder / "README.md").read_text()
+    assert "## Sampling defaults" in card and "fine × 0, coarse × 0.75" in card
+    # packing keeps them; an empty mapping removes them
+    packed = bundles.read_bundle(model_card.pack_bundle(folder, tmp_path / "packed"))
+    assert packed.generation == info.generation
+    info = model_card.update_bundle(folder, stage_temperatures={})
+    assert info.generation == {}
+    assert "generation" not in json.loads((folder / "bundle.json").read_text())
+    # bad factors are usage errors that name the problem; the manifest is untouched
+    before = (folder / "bundle.json").read_text()
+    with pytest.raises(SystemExit) as usage:
+        main(["models", "card", str(folder), "--stage-temperatures", "fine=-1"])
+    assert usage.value.code == 2
+    assert "stage temperature of fine must be >= 0" in capsys.readouterr().err
+    with pytest.raises(bundles.BundleError, match="unknown stage 'loud'"):
+        model_card.update_bundle(folder, stage_temperatures={"loud": 1.0})
+    assert (folder / "bundle.json").read_text() == before
+
+
+def test_stage_temperatures_need_an_audiolm_bundle(tmp_path: Path) -> None:
+    folder = _trained_bundle(tmp_path)
+    data = json.loads((folder / "bundle.json").read_text())
+    (folder / "bundle.json").write_text(json.dumps({**data, "kind": "wavenet"}))
+    with pytest.raises(bundles.BundleError, match="no token stages"):
+        model_card.update_bundle(folder, stage_temperatures={"fine": 0.5})
