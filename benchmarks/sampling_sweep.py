@@ -5,7 +5,9 @@ the same ``--clips`` prompts of the ``--split`` split (default ``valid``: tune o
 voices/instruments, report on ``test`` with ``benchmarks/quality.py``) with the same seeds, and
 is scored like ``quality.py`` scores continuations: speaker cosine, DNSMOS and pitch difference
 for speech; key score, tempo ratio and chroma correlation for music; the seam; the RTF. The
-engine is loaded once and reused, so each entry costs only its generation and scoring.
+engine is loaded once and reused, so each entry costs only its generation and scoring. The
+request temperature defaults to 1 and top-k to none, as in the app and the CLI, so the factors
+found are the temperatures a user samples at by default.
 
 ``score`` ranks the entries by the issue's targets: speech ``speaker_cosine + dnsmos_ovrl / 5``
 (both reach 1 at their best), music ``key_score + chroma_correlation``; ``best`` is
@@ -81,11 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompt-seconds", type=float, default=3.0)
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--temperature", type=float, default=0.8)
-    ap.add_argument("--top-k", type=int, default=50)
+    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--top-k", type=int, default=0, help="0 (default): no top-k truncation")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("-o", "--output", default=None, help="also write the JSON here")
     a = ap.parse_args(argv)
+    a.top_k = a.top_k or None
     torch.set_num_threads(a.threads)
 
     from audiogen_studio.engine.loader import load_engine

@@ -13,8 +13,9 @@ mkdir -p "$OUT"
 # speech: 3 s of the held-out festival cmu_us_slt_arctic_hts voice
 sox "$SPEECH/audio/test/festival/festival_cmu_us_slt_arctic_hts/s000014.flac" \
   "$OUT/speech-prompt.ogg" trim 0 3
+# (AudioLM takes sample at the bundles' tuned per-stage temperatures: the CLI's defaults)
 $AG continue "$OUT/speech-prompt.ogg" --model speech --seconds 4 --takes 2 --seed 1 \
-  --temperature 0.8 --top-k 50 --no-progress --no-library --overwrite -o "$OUT/speech-continued.ogg"
+  --no-progress --no-library --overwrite -o "$OUT/speech-continued.ogg"
 shipped() { $AG models list | grep -q "^  $1 "; }
 if shipped wavenet-vocoder; then
   # the same held-out prompt re-synthesized from its log-mel by the WaveNet vocoder
@@ -26,8 +27,7 @@ if [ -n "$MUSIC" ]; then
   sox "$MUSIC/audio/test/ryansMammoth/m000021.flac" "$OUT/music-prompt.ogg" trim 0 4
   if shipped music; then
     $AG continue "$OUT/music-prompt.ogg" --model music --seconds 4 --takes 2 --seed 1 \
-      --temperature 0.8 --top-k 50 --no-progress --no-library --overwrite \
-      -o "$OUT/music-continued.ogg"
+      --no-progress --no-library --overwrite -o "$OUT/music-continued.ogg"
   fi
   if shipped wavenet-music; then
     # sample by sample: 2 s

@@ -64,20 +64,20 @@ $AG train lm-fine "${common[@]}" "${layout[@]}" --size small --window 50 --steps
   --batch 16 --time-limit "${LM_SECONDS:-3600}" --save-every 200 --val-every 200
 wait $lm_semantic $lm_coarse
 
-# 3. tune the per-stage temperature factors on the validation split (greedy fine tokens and a
-# cooler coarse stage won for music; ranked by speaker cosine + DNSMOS / key + chroma)
+# 3. tune the per-stage temperatures on the validation split (at request temperature 1 and no
+# top-k, the app's and CLI's defaults; greedy fine tokens and a cooler coarse stage won for
+# music; ranked by speaker cosine + DNSMOS / key + chroma)
 sweep="$OUT/sampling-sweep.json"
 .venv/bin/python benchmarks/sampling_sweep.py --model "$OUT" --data "$DATA" --kind "$KIND" \
-  --clips 12 --grid - fine=0 fine=0,coarse=0.75 fine=0,coarse=0.6 fine=0,semantic=0.75 \
-  -o "$sweep" > /dev/null
+  --clips 12 --grid - fine=0 semantic=0.8,coarse=0.8,fine=0 semantic=0.8,coarse=0.6,fine=0 \
+  semantic=1,coarse=0.6,fine=0 semantic=0.7,coarse=0.6,fine=0 -o "$sweep" > /dev/null
 best=$(.venv/bin/python -c 'import json,sys; print(json.load(open(sys.argv[1]))["best_flag"] or "")' "$sweep")
 if [ -n "$best" ]; then $AG models card "$OUT" --stage-temperatures "$best"; fi
 
 # 4. measure on held-out audio, record the figures in the bundle, pack it for shipping
 report="$OUT/quality.json"
 if [ "$KIND" = speech ]; then corpora=(--speech "$DATA" --music ""); else corpora=(--music "$DATA" --speech ""); fi
-.venv/bin/python benchmarks/quality.py --model "$OUT" "${corpora[@]}" --temperature 0.8 --top-k 50 \
-  -o "$report"
+.venv/bin/python benchmarks/quality.py --model "$OUT" "${corpora[@]}" -o "$report"
 $AG models card "$OUT" --quality "$report" --measured-with \
-  "benchmarks/quality.py --model $KIND ${corpora[*]/$DATA/CORPUS} --temperature 0.8 --top-k 50"
+  "benchmarks/quality.py --model $KIND ${corpora[*]/$DATA/CORPUS}"
 $AG models pack "$OUT" "$PACKED" --half
