@@ -15,7 +15,9 @@ instruments no model trained on):
   (≥ 2.8), pitch difference; key score (≥ 0.7), tempo ratio (±5 %), chroma correlation; the
   seam's click and loudness percentiles among the prompt's own points (≤ 95); the real-time
   factor (≤ 0.5). Every figure is printed next to its target; ``real_continuation`` holds the
-  same figures for the clips' real next seconds: the ceiling these metrics reach on that data.
+  same figures for the clips' real next seconds: the ceiling these metrics reach on that data;
+  ``codec_continuation`` (AudioLM bundles) scores those real seconds after the bundle's codec
+  with the quantizers its LMs generate: the ceiling the codec leaves the LMs.
 - ``vocoder`` (mel WaveNet vocoders only): ``--clips`` held-out speech clips of
   ``--prompt-seconds`` + ``--seconds`` re-synthesized from their log-mel, with the codec
   figures, beside Griffin-Lim from the same mel frames
@@ -206,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         result[key] = {
             "model": rep.summary,
             "real_continuation": rep.reference_summary,
+            "codec_continuation": rep.codec_reference_summary,
             "clips": [f"{c.id} ({c.speaker_id})" for c in rep.clips],
         }
         targets.update({f"{kind}_{k}": v for k, v in _met(rep.summary).items()})

@@ -25,7 +25,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from audiogen_studio.evaluation.codec_quality import CodecLike, CodecReport, evaluate_codec
+from audiogen_studio.evaluation.codec_quality import (
+    CodecLike,
+    CodecReport,
+    codec_round_trip,
+    evaluate_codec,
+)
 from audiogen_studio.evaluation.common import (
     EvaluationError,
     as_mono,
@@ -224,6 +229,7 @@ class ClipContinuation:
     compute_seconds: float
     model: ContinuationScores
     reference: ContinuationScores | None
+    codec_reference: ContinuationScores | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +242,9 @@ class ContinuationReport:
         rtf: compute seconds per generated second over all prompts (after a warm-up).
         summary: each figure's mean over the takes, next to its target.
         reference_summary: the same figures of the real continuations (the ceiling).
+        codec_reference_summary: the same figures of the real continuations passed through the
+            bundle's codec with the quantizers its LMs generate (AudioLM bundles only): the
+            ceiling the codec leaves the LMs.
         clips: per-prompt results.
     """
 
@@ -252,6 +261,7 @@ class ContinuationReport:
     summary: dict[str, Any]
     reference_summary: dict[str, Any]
     clips: list[ClipContinuation] = field(default_factory=list)
+    codec_reference_summary: dict[str, Any] = field(default_factory=dict)
 
 
 def _fraction(values: Sequence[bool | None]) -> float | None:
@@ -305,6 +315,16 @@ def summarize(scores: Sequence[ContinuationScores], kind: Kind) -> dict[str, Any
         out["tempo_ratio_folded"] = figure(mean_or_none([m.tempo_ratio_folded for m in mu]))
         out["chroma_correlation"] = figure(mean_or_none([m.chroma_correlation for m in mu]))
     return out
+
+
+def _through_codec(engine: Any, audio: npt.NDArray[np.float32], rate: int) -> Any:
+    """``audio [T]`` through an AudioLM engine's codec with the quantizers its LMs generate
+    (coarse + fine), ``[T]``; ``None`` for engines without a codec (WaveNet)."""
+    codec, layout = getattr(engine, "codec", None), getattr(engine, "layout", None)
+    if codec is None or layout is None:
+        return None
+    n_q = int(layout.coarse_quantizers + layout.fine_quantizers)
+    return codec_round_trip(codec, audio, rate, n_q=n_q)
 
 
 def evaluate_continuations(
@@ -389,12 +409,19 @@ def evaluate_continuations(
         if take.output.rate != rate:
             out = resample_mono(out, take.output.rate, rate)
         scored = score_continuation(out, rate, p, kind, with_dnsmos=with_dnsmos, seed=seed + i)
-        reference = None
+        reference = coded = None
         if with_reference:
             real = clip.audio[: p + round(seconds * rate)]
             reference = score_continuation(
                 real, rate, p, kind, with_dnsmos=with_dnsmos, seed=seed + i
             )
+            resynthesized = _through_codec(engine, real, rate)
+            if resynthesized is not None:
+                # the prompt as the user gave it, then the codec's version of what followed
+                joined = np.concatenate([real[:p], resynthesized[p:]])
+                coded = score_continuation(
+                    joined, rate, p, kind, with_dnsmos=with_dnsmos, seed=seed + i
+                )
         results.append(
             ClipContinuation(
                 id=clip.id,
@@ -404,6 +431,7 @@ def evaluate_continuations(
                 compute_seconds=compute,
                 model=scored,
                 reference=reference,
+                codec_reference=coded,
             )
         )
         if progress is not None:
@@ -416,6 +444,7 @@ def evaluate_continuations(
         if with_reference
         else {}
     )
+    coded = [r.codec_reference for r in results if r.codec_reference is not None]
     return ContinuationReport(
         bundle=str(getattr(engine, "name", model)),
         kind=kind,
@@ -430,4 +459,5 @@ def evaluate_continuations(
         summary=summary,
         reference_summary=reference_summary,
         clips=results,
+        codec_reference_summary=summarize(coded, kind) if coded else {},
     )

@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -150,3 +152,57 @@ def test_music_continuations_are_scored_for_key_and_tempo(tmp_path: Path) -> Non
     assert "speaker_cosine" not in s
     assert report.clips[0].model.music is not None
     assert report.clips[0].model.music.key_prompt == "C major"
+
+
+class _HalfGainCodec:
+    """A stand-in codec: ``encode`` keeps the samples as "codes", ``decode`` halves them."""
+
+    config = SimpleNamespace(sample_rate=RATE)
+    latency = 0
+
+    def __init__(self) -> None:
+        self.n_q: list[int | None] = []
+
+    def parameters(self) -> Iterator[Any]:
+        return iter(())
+
+    def encode(self, audio: Any, n_q: int | None = None) -> Any:
+        self.n_q.append(n_q)
+        return audio
+
+    def decode(self, codes: Any) -> Any:
+        return 0.5 * codes
+
+
+def test_audiolm_engines_also_score_the_codec_bounded_reference(tmp_path: Path) -> None:
+    """The real continuation through the bundle's codec, with the LMs' quantizers, is scored
+    beside the real one; engines without a codec get none."""
+    from eval_signals import riff
+
+    x = riff(note_seconds=0.3, repeats=3)
+    corpus = write_corpus(tmp_path / "music", {"m1": ("pluck", x)})
+    engine = _StandIn([x], oracle=True)
+    engine.codec = _HalfGainCodec()  # type: ignore[attr-defined]
+    engine.layout = SimpleNamespace(coarse_quantizers=3, fine_quantizers=5)  # type: ignore[attr-defined]
+    report = evaluate_continuations(
+        "stand-in", corpus, "music", engine=engine, clips=1, prompt_seconds=3.0, seconds=3.0
+    )
+    assert engine.codec.n_q == [8]  # type: ignore[attr-defined]
+    coded, real = report.codec_reference_summary, report.reference_summary
+    assert coded["key_score"]["value"] == real["key_score"]["value"] == 1.0
+    # halving the continuation is a loudness jump at the seam that the real one lacks
+    coded_clip = report.clips[0].codec_reference
+    assert coded_clip is not None and coded_clip.seam is not None
+    assert report.clips[0].reference is not None and report.clips[0].reference.seam is not None
+    real_jump = report.clips[0].reference.seam.loudness_jump_db
+    assert abs(coded_clip.seam.loudness_jump_db - real_jump) == pytest.approx(6.02, abs=1.5)
+    plain = evaluate_continuations(
+        "stand-in",
+        corpus,
+        "music",
+        engine=_StandIn([x], oracle=True),
+        clips=1,
+        prompt_seconds=3.0,
+        seconds=3.0,
+    )
+    assert plain.codec_reference_summary == {} and plain.clips[0].codec_reference is None
