@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=None,
         metavar="STAGE=F,...",
         help="AudioLM: per-stage factors on --temperature, e.g. semantic=0.9,fine=0.5 "
-        "(default: the bundle's tuned ones; `models info` shows them)",
+        "(default: the bundle's tuned ones, shown on its model card: `models card B --print`)",
     )
     p.add_argument("--top-k", type=int, default=None, help="sample from the k likeliest only")
     p.add_argument(

@@ -232,3 +232,24 @@ def test_partial_encoding_and_priming_equal_the_whole_prompt(name: str) -> None:
         primed = codec.stream_decoder(1)
         primed.push(full[:, :, -PRIME_FRAMES:])
         torch.testing.assert_close(primed.push(more), whole.push(more), atol=1e-5, rtol=0)
+
+
+def test_cli_stage_temperatures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``continue --stage-temperatures`` reaches the engine: factors 0 sample like
+    ``--temperature 0``; a bad factor is a usage error."""
+    from audiogen_studio.audio import io
+    from audiogen_studio.cli.main import main
+
+    torch.set_num_threads(1)
+    folder = random_audiolm_bundle(tmp_path / "b")
+    prompt = io.save(_prompt(), tmp_path / "prompt.wav")
+    common = ["continue", str(prompt), "--model", str(folder), "--seconds", "0.2", "--seed", "2"]
+    common += ["--no-progress", "--no-library"]
+    greedy, zeroed = tmp_path / "greedy.wav", tmp_path / "zeroed.wav"
+    assert main([*common, "--temperature", "0", "-o", str(greedy)]) == 0
+    factors = "semantic=0,coarse=0,fine=0"
+    assert main([*common, "--stage-temperatures", factors, "-o", str(zeroed)]) == 0
+    np.testing.assert_array_equal(io.load(greedy).samples, io.load(zeroed).samples)
+    with pytest.raises(SystemExit):
+        main([*common, "--stage-temperatures", "fine", "-o", str(tmp_path / "x.wav")])
+    assert "expected STAGE=FACTOR" in capsys.readouterr().err
