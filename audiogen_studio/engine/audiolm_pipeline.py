@@ -78,13 +78,14 @@ def _take_seed(seed: int, take: int) -> int:
 
 @dataclass
 class _Stage:
-    """One token LM with its training window (semantic tokens) and the group size of its
-    sequence (ids per semantic token or codec frame)."""
+    """One token LM with its training window (semantic tokens), the group size of its
+    sequence (ids per semantic token or codec frame) and its name (``semantic``, ``coarse``,
+    ``fine``: which temperature factor it samples with)."""
 
     model: TokenLM
     window: int
     group: int
-    name: str = "semantic"
+    name: str
 
 
 class _Stream:
