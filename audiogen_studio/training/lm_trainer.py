@@ -72,6 +72,13 @@ LM_SIZES: dict[str, dict[str, int]] = {
 }
 
 
+def size_name(config: LMConfig) -> str:
+    """The :data:`LM_SIZES` name of ``config``'s width, depth and heads (``"custom"`` if none):
+    what a resumed run trains, whatever ``--size`` it was given."""
+    shape = {"dim": config.dim, "depth": config.depth, "heads": config.heads}
+    return next((name for name, size in LM_SIZES.items() if size == shape), "custom")
+
+
 @dataclass(frozen=True, kw_only=True)
 class LMTrainOptions:
     """What ``audiogen-studio train lm-<stage>`` asks for.
@@ -573,7 +580,7 @@ def _train(
                 "weights_step": selected_step,
                 "weights": "best validation loss" if selected_step != step else "last step",
                 "completed": step >= options.steps,
-                "size": options.size,
+                "size": size_name(config),
                 "batch": options.batch,
                 "lr": options.lr,
                 "train_hours": round(dataset.train_hours, 6),

@@ -87,8 +87,11 @@ def test_stage_trains_resumes_and_registers(tmp_path: Path, data: Path) -> None:
     assert np.isfinite(losses["train_loss"])
     # learning: the coarse codes of a riff are far from uniform over 2 x 64 ids
     assert losses["train_loss"] < np.log(64) - 0.5
-    again = train_lm(_lm_options(data, bundle, steps=40, val_every=0))
+    assert info.training["lm_coarse"]["size"] == "tiny"
+    # a resume trains the stored config, whatever --size says, and records that size
+    again = train_lm(_lm_options(data, bundle, steps=40, val_every=0, size="small"))
     assert again.start_step == 30 and again.step == 40
+    assert read_bundle(bundle).training["lm_coarse"]["size"] == "tiny"
 
 
 def test_missing_codec_or_tokenizer_is_a_clear_error(tmp_path: Path, data: Path) -> None:
