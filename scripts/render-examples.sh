@@ -16,7 +16,7 @@ sox "$SPEECH/audio/test/festival/festival_cmu_us_slt_arctic_hts/s000014.flac" \
 # (AudioLM takes sample at the bundles' tuned per-stage temperatures: the CLI's defaults)
 $AG continue "$OUT/speech-prompt.ogg" --model speech --seconds 4 --takes 2 --seed 1 \
   --no-progress --no-library --overwrite -o "$OUT/speech-continued.ogg"
-shipped() { $AG models list | grep -q "^  $1 "; }
+shipped() { grep -q "^  $1 " <<< "$($AG models list)"; }
 if shipped wavenet-vocoder; then
   # the same held-out prompt re-synthesized from its log-mel by the WaveNet vocoder
   $AG vocode "$OUT/speech-prompt.ogg" --model wavenet-vocoder --seed 1 --no-progress \

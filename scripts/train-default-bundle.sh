@@ -9,7 +9,9 @@
 # (vocoder on the speech corpus))
 # INIT_DECODER=BUNDLE starts the mel codec's decoder from another bundle's (the music bundle
 # starts from the speech one: `train mel-codec --init-decoder`).
-# CORPUS: a corpus folder from `audiogen-studio corpus speech|music DIR` (its test split, with
+# CORPUS: a corpus folder from `audiogen-studio corpus speech|music DIR` (the shipped speech
+# LMs trained on `corpus speech --minutes 150`: the same voices and splits as the default 35
+# minutes, and enough data that the coarse and fine LMs learn below chance; its test split, with
 # held-out voices or instruments, is what the evaluation scores); OUT: the training bundle
 # folder (checkpoints and token caches live there); PACKED: where the shipped copy goes
 # (default models/KIND), float16 weights, with its model card and measured quality.

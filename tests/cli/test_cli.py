@@ -139,3 +139,18 @@ def test_gui_without_display_is_a_clear_error(
     monkeypatch.setattr(sys, "platform", "linux")
     assert main(["gui"]) == 2
     assert "no display" in capsys.readouterr().err
+
+
+def test_a_reader_that_goes_away_is_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``audiogen-studio models list | grep -q x``: the closed pipe ends the command quietly
+    with the shell's SIGPIPE status."""
+    import audiogen_studio.cli.commands as commands
+
+    def closed_pipe(*args: object, **kwargs: object) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(commands, "_emit", closed_pipe)
+    assert main(["models", "list"]) == 141
+    assert "Traceback" not in capsys.readouterr().err
