@@ -63,9 +63,10 @@ def score(kind: str, figures: dict[str, float | None]) -> float | None:
     else:
         parts = (figures.get("key_score"), figures.get("chroma_correlation"))
         weights = (1.0, 1.0)
-    if any(p is None for p in parts):
+    known = [p for p in parts if p is not None]
+    if len(known) < len(parts):
         return None
-    return round(sum(w * float(p) for w, p in zip(weights, parts, strict=True)), 4)  # type: ignore[arg-type]
+    return round(sum(w * p for w, p in zip(weights, known, strict=True)), 4)
 
 
 def _grid_entry(text: str) -> dict[str, float]:

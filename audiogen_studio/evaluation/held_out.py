@@ -444,7 +444,7 @@ def evaluate_continuations(
         if with_reference
         else {}
     )
-    coded = [r.codec_reference for r in results if r.codec_reference is not None]
+    coded_scores = [r.codec_reference for r in results if r.codec_reference is not None]
     return ContinuationReport(
         bundle=str(getattr(engine, "name", model)),
         kind=kind,
@@ -459,5 +459,5 @@ def evaluate_continuations(
         summary=summary,
         reference_summary=reference_summary,
         clips=results,
-        codec_reference_summary=summarize(coded, kind) if coded else {},
+        codec_reference_summary=summarize(coded_scores, kind) if coded_scores else {},
     )
