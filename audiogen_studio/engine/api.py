@@ -92,7 +92,10 @@ class GenerationRequest:
         if not self.temperature >= 0:
             raise GenerationError(f"temperature must be >= 0, got {self.temperature}")
         if self.stage_temperatures is not None:
-            check_stage_temperatures(self.stage_temperatures)
+            # stored checked, as {stage: float}: engines read it per token without re-checking
+            object.__setattr__(
+                self, "stage_temperatures", check_stage_temperatures(self.stage_temperatures)
+            )
         if self.top_k is not None and self.top_k < 1:
             raise GenerationError(f"top_k must be >= 1, got {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:

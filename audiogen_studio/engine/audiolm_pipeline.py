@@ -294,11 +294,10 @@ class AudioLMEngine:
 
     def stage_temperature(self, request: GenerationRequest, stage: str) -> float:
         """The temperature ``stage`` samples at: the request's times the stage's factor."""
-        if request.stage_temperatures is not None:
-            factors = check_stage_temperatures(request.stage_temperatures)
-        else:
+        factors = request.stage_temperatures
+        if factors is None:
             factors = self.stage_temperatures
-        return request.temperature * factors.get(stage, 1.0)
+        return request.temperature * float(factors.get(stage, 1.0))
 
     def _sample(
         self,

@@ -317,7 +317,9 @@ def summarize(scores: Sequence[ContinuationScores], kind: Kind) -> dict[str, Any
     return out
 
 
-def _through_codec(engine: Any, audio: npt.NDArray[np.float32], rate: int) -> Any:
+def _through_codec(
+    engine: Any, audio: npt.NDArray[np.float32], rate: int
+) -> npt.NDArray[np.float32] | None:
     """``audio [T]`` through an AudioLM engine's codec with the quantizers its LMs generate
     (coarse + fine), ``[T]``; ``None`` for engines without a codec (WaveNet)."""
     codec, layout = getattr(engine, "codec", None), getattr(engine, "layout", None)
