@@ -148,6 +148,14 @@ def register(tsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             metavar="N",
             help="stop after N validations without a new best (default 0: never)",
         )
+        p.add_argument(
+            "--init-from",
+            default=None,
+            metavar="BUNDLE",
+            help=f"fine-tune: start a new run from the lm-{stage} of this bundle folder (or "
+            ".safetensors file), e.g. a shipped default, instead of random weights (its size "
+            "and window; it must use the same codec, tokenizer and layout)",
+        )
         p.set_defaults(func=run_lm, stage=stage)
 
 
@@ -176,6 +184,7 @@ def run_lm(args: argparse.Namespace) -> int:
         patience=args.patience,
         time_limit=args.time_limit,
         progress=not args.no_progress,
+        init_from=args.init_from,
     )
     try:
         result = train_lm(options)

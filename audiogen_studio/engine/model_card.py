@@ -302,6 +302,7 @@ def render_model_card(info: BundleInfo) -> str:
         ]
         rows = []
         data_sources: dict[str, list[str]] = {}
+        starts: dict[str, list[str]] = {}
         for component, prov in training.items():
             if not isinstance(prov, Mapping):
                 continue
@@ -312,6 +313,9 @@ def render_model_card(info: BundleInfo) -> str:
             rows.append(row)
             if prov.get("data"):
                 data_sources.setdefault(str(prov["data"]), []).append(component)
+            start = prov.get("init_from") or prov.get("init_decoder")
+            if start:
+                starts.setdefault(str(start), []).append(component)
         lines += _table(["component", *(title for _, title in present)], rows)
         if data_sources:
             lines += ["", "Training data:"]
@@ -319,6 +323,9 @@ def render_model_card(info: BundleInfo) -> str:
                 f"- `{source}`: {', '.join(components)}"
                 for source, components in data_sources.items()
             ]
+        if starts:
+            lines += ["", "Fine-tuned from (weights that started the run):"]
+            lines += [f"- `{source}`: {', '.join(names)}" for source, names in starts.items()]
 
     factors = info.generation.get("stage_temperatures")
     if isinstance(factors, Mapping) and factors:

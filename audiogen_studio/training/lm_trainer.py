@@ -12,13 +12,19 @@
   (conditioning interleaved frame by frame), and minimises next-token cross-entropy on the
   stage's own positions (semantic: all; coarse: the coarse ids; fine: the fine ids), AdamW with
   warm-up and cosine decay, gradient clipping;
-- resumable from ``BUNDLE/checkpoint/lm_<stage>/``; tqdm; CPU/CUDA/MPS; bf16 autocast on CUDA;
-  DDP under ``torchrun``; writes ``BUNDLE/lm_<stage>.safetensors`` and registers the component
-  (with its layout and window) in ``bundle.json``.
+- ``init_from`` fine-tunes: a new run starts from another bundle's ``lm_<stage>`` (e.g. a shipped
+  default, continued on your own material) instead of random weights;
+- resumable from ``BUNDLE/checkpoint/lm_<stage>/`` (a resume on other ``data`` restarts the
+  best-validation bookkeeping, since the old split's losses do not compare); tqdm;
+  CPU/CUDA/MPS; bf16 autocast on CUDA; DDP under ``torchrun``; writes
+  ``BUNDLE/lm_<stage>.safetensors`` and registers the component (with its layout and window)
+  in ``bundle.json``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import os
@@ -40,7 +46,12 @@ from torch import nn
 from audiogen_studio import __version__
 from audiogen_studio.engine.bundles import BundleError, read_bundle, write_component
 from audiogen_studio.models.audiolm_layout import TokenLayout
-from audiogen_studio.models.checkpoint import save_module
+from audiogen_studio.models.checkpoint import (
+    CheckpointError,
+    check_state_dict,
+    load_state,
+    save_module,
+)
 from audiogen_studio.models.lm import LMConfig, TokenLM
 from audiogen_studio.training.audio_dataset import TrainingError
 from audiogen_studio.training.common import (
@@ -97,6 +108,10 @@ class LMTrainOptions:
             every ``val_every`` steps: early stopping, which matters on a small corpus that the
             LM overfits) or ``last``.
         patience: stop after this many validations in a row without a new best (0: never).
+        init_from: fine-tune: a bundle folder (or an ``lm_<stage>.safetensors`` file) whose
+            ``lm_<stage>`` weights and config start a *new* run (``size`` is then ignored, and
+            the window defaults to that bundle's); it must model the same token layout. A
+            resumed run ignores it (the checkpoint wins).
     """
 
     stage: Stage
@@ -124,6 +139,7 @@ class LMTrainOptions:
     patience: int = 0
     time_limit: float | None = None
     progress: bool = True
+    init_from: str | Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
@@ -167,6 +183,77 @@ class LMTrainResult:
 
 
 DEFAULT_WINDOWS = {"semantic": 250, "coarse": 100, "fine": 50}
+
+
+@dataclass(frozen=True)
+class InitialWeights:
+    """The ``lm_<stage>`` a fine-tuning run starts from (``LMTrainOptions.init_from``)."""
+
+    source: str
+    config: LMConfig
+    window: int | None  # the source bundle's window; None for a bare file
+    state: dict[str, torch.Tensor]
+
+
+def load_initial_weights(source: str | Path, stage: str, layout: TokenLayout) -> InitialWeights:
+    """Read the ``lm_<stage>`` of a bundle folder or ``.safetensors`` file to fine-tune from.
+
+    Raises:
+        TrainingError: no such component, not an LM checkpoint, or an LM of another token
+            layout (another codec, tokenizer or quantizer split).
+    """
+    path = Path(source).expanduser()
+    window: int | None = None
+    component = f"lm_{stage}"
+    if path.is_dir():
+        try:
+            info = read_bundle(path)
+            file = info.component_path(component)
+        except BundleError as exc:
+            raise TrainingError(f"--init-from: {exc}") from exc
+        entry = info.components[component].get("config") or {}
+        stored = entry.get("layout")
+        if stored and TokenLayout.from_dict(stored) != layout:
+            raise TrainingError(
+                f"--init-from {source}: its {component} models another token layout "
+                f"({TokenLayout.from_dict(stored)}) than this bundle ({layout})"
+            )
+        if entry.get("window") is not None:
+            window = int(entry["window"])
+        path = file
+    try:
+        state, meta = load_state(path)
+    except CheckpointError as exc:
+        raise TrainingError(f"--init-from {source}: {exc}") from exc
+    if meta.get("module") not in (None, TokenLM.__name__) or not meta.get("config"):
+        raise TrainingError(f"--init-from {source}: {path} is not a token LM checkpoint")
+    try:
+        config = LMConfig.from_dict(meta["config"])
+    except ValueError as exc:
+        raise TrainingError(f"--init-from {source}: {exc}") from exc
+    want = stage_vocab(stage, layout)
+    if config.vocab_size != want:
+        raise TrainingError(
+            f"--init-from {source}: its LM has a vocabulary of {config.vocab_size} ids, the "
+            f"{stage} stage of this bundle needs {want} (another codec, tokenizer or layout)"
+        )
+    return InitialWeights(source=str(source), config=config, window=window, state=state)
+
+
+def validation_key(dataset: WaveformDataset) -> str:
+    """Identifies the validation split (its files and length): a resumed run on other data
+    must not compare its validation losses with the old split's."""
+    valid = dataset.valid
+    # a corpus names its validation files; otherwise the split is carved from the training files
+    files = dataset.sources.valid or dataset.sources.train
+    body = json.dumps(
+        {
+            "files": [str(p) for p in files],
+            "samples": 0 if valid is None else int(valid.samples.shape[0]),
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha1(body.encode()).hexdigest()[:16]
 
 
 def stage_sequence_length(stage: str, window: int, layout: TokenLayout) -> int:
@@ -377,9 +464,21 @@ def _train(
     del codec, tokenizer
 
     window = options.window or DEFAULT_WINDOWS[stage]
+    initial: InitialWeights | None = None
     if resume is not None:
         config = LMConfig.from_dict(resume["config"])
         window = int(resume["window"])
+        if options.init_from is not None and dinfo.main:
+            log.info("resuming from %s: --init-from is ignored", ckpt.folder)
+    elif options.init_from is not None:
+        initial = load_initial_weights(options.init_from, stage, layout)
+        config = initial.config
+        window = options.window or initial.window or window
+        if stage_sequence_length(stage, window, layout) > config.max_seq_len:
+            raise TrainingError(
+                f"--init-from {options.init_from}: its LM holds {config.max_seq_len} positions, "
+                f"fewer than a window of {window} semantic tokens needs; pass a smaller --window"
+            )
     else:
         config = LMConfig(
             vocab_size=stage_vocab(stage, layout),
@@ -390,7 +489,13 @@ def _train(
             heads=LM_SIZES[options.size]["heads"],
         )
     torch.manual_seed(options.seed)
-    model = TokenLM(config).to(device)
+    model = TokenLM(config)
+    if initial is not None:
+        check_state_dict(model, initial.state, Path(initial.source))
+        model.load_state_dict(initial.state)  # copies (and upcasts float16) into the params
+        if dinfo.main:
+            log.info("lm_%s initialised from %s", stage, initial.source)
+    model = model.to(device)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW(
@@ -409,6 +514,8 @@ def _train(
     best_file = bundle / "checkpoint" / f"{component}.best.safetensors"
     best: dict[str, Any] | None = None  # {"step", "val_loss"} of best_file
     stale = 0  # validations in a row without a new best
+    valid_key = validation_key(dataset)
+    init_from = initial.source if initial is not None else None
     if resume is not None:
         ckpt.load({"model": model}, {"optimizer": optimizer}, device)
         start_step = int(resume["step"])
@@ -416,6 +523,16 @@ def _train(
         base_seconds = float(resume.get("seconds", 0.0))
         val_loss = resume.get("val_loss")
         stored_best = resume.get("best")
+        init_from = resume.get("init_from")
+        stored_key = resume.get("valid_key")
+        if stored_key is not None and stored_key != valid_key:
+            # other data: its validation losses do not compare with the stored best
+            if dinfo.main:
+                log.warning(
+                    "the validation split differs from the checkpoint's (other --data): the "
+                    "best-validation weights start afresh at this run's validations"
+                )
+            stored_best = None
         if isinstance(stored_best, dict) and best_file.is_file():
             best = {"step": int(stored_best["step"]), "val_loss": float(stored_best["val_loss"])}
             stale = int(stored_best.get("stale", 0))
@@ -475,6 +592,8 @@ def _train(
             "train_loss": sum(recent) / len(recent) if recent else None,
             "val_loss": val_loss,
             "best": None if best is None else {**best, "stale": stale},
+            "valid_key": valid_key,
+            "init_from": init_from,
             "history": history,
             "seconds": base_seconds + time.perf_counter() - started,
             "seed": options.seed,
@@ -576,6 +695,7 @@ def _train(
             sample_rate=int(dataset.sample_rate),
             training={
                 "data": str(options.data),
+                "init_from": init_from,
                 "steps": step,
                 "weights_step": selected_step,
                 "weights": "best validation loss" if selected_step != step else "last step",

@@ -30,7 +30,12 @@ def _trained_bundle(root: Path) -> Path:
         },
         "training": {
             "codec": {"data": "/corpora/speech", "steps": 4200, "hours": 0.43, "device": "cpu"},
-            "lm_fine": {"data": "/corpora/speech", "steps": 900, "train_hours": 0.43},
+            "lm_fine": {
+                "data": "/corpora/speech",
+                "steps": 900,
+                "train_hours": 0.43,
+                "init_from": "models/speech",
+            },
         },
         "metrics": {"codec": {"val_mel_l1": 0.31, "parameters": 123456}},
     }
@@ -55,6 +60,7 @@ def test_card_shows_provenance_metrics_and_quality(tmp_path: Path) -> None:
     assert "| codec | 4,200 | 0.43 | cpu |" in card
     assert "| lm_fine | 900 | 0.43 | — |" in card  # train_hours fills the same column
     assert "`/corpora/speech`: codec, lm_fine" in card
+    assert "Fine-tuned from (weights that started the run):\n- `models/speech`: lm_fine" in card
     assert "| codec_pesq_wb | 1.93 | > Opus 6 kbps (1.71) | met |" in card
     assert "| speaker_cosine | 0.62 | >= 0.80 | not met | n=8 |" in card
     assert "Measured with `audiogen-studio eval bundle --model speech`." in card

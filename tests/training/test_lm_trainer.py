@@ -180,3 +180,70 @@ def test_patience_stops_when_validation_stops_improving(tmp_path: Path, data: Pa
     assert result.step == 15 and not result.completed and result.weights_step == 5
     with pytest.raises(TrainingError, match="patience needs validation"):
         train_lm(_lm_options(data, bundle, patience=2, val_every=0))
+
+
+def test_init_from_fine_tunes_another_bundles_lm(tmp_path: Path, data: Path) -> None:
+    from safetensors.torch import load_file
+
+    from audiogen_studio.models.checkpoint import save_module
+    from audiogen_studio.models.lm import LMConfig, TokenLM
+
+    torch.set_num_threads(1)
+    source = random_audiolm_bundle(tmp_path / "source", windows={})
+    train_lm(_lm_options(data, source, steps=20, val_every=0))
+    target = random_audiolm_bundle(tmp_path / "target", windows={})
+    before = load_file(target / "lm_coarse.safetensors")
+    # a learning rate this small leaves the started weights where they were
+    result = train_lm(
+        _lm_options(data, target, steps=1, val_every=0, lr=1e-12, size="small", init_from=source)
+    )
+    assert result.start_step == 0 and result.step == 1
+    started = load_file(source / "lm_coarse.safetensors")
+    tuned = load_file(target / "lm_coarse.safetensors")
+    assert tuned.keys() == started.keys()
+    assert all(torch.allclose(tuned[k], started[k], atol=1e-6) for k in tuned)
+    assert not all(torch.equal(tuned[k], before[k]) for k in tuned)
+    prov = read_bundle(target).training["lm_coarse"]
+    assert prov["init_from"] == str(source) and prov["size"] == "tiny"  # the source's size
+    # a resumed run keeps training its checkpoint (and its provenance)
+    again = train_lm(_lm_options(data, target, steps=3, val_every=0, init_from=tmp_path / "nope"))
+    assert again.start_step == 1
+    assert read_bundle(target).training["lm_coarse"]["init_from"] == str(source)
+    # bad sources are clear errors
+    fresh = random_audiolm_bundle(tmp_path / "fresh", windows={})
+    (fresh / "checkpoint").exists() and pytest.fail("a fresh bundle has no checkpoint")
+    with pytest.raises(TrainingError, match="init-from"):
+        train_lm(_lm_options(data, fresh, steps=1, init_from=tmp_path / "data"))
+    with pytest.raises(TrainingError, match="not a token LM"):
+        train_lm(_lm_options(data, fresh, steps=1, init_from=source / "codec.safetensors"))
+    other = LMConfig(vocab_size=7, max_seq_len=64, dim=16, depth=1, heads=2)
+    save_module(TokenLM(other), tmp_path / "other.safetensors", other)
+    with pytest.raises(TrainingError, match="vocabulary of 7"):
+        train_lm(_lm_options(data, fresh, steps=1, init_from=tmp_path / "other.safetensors"))
+    assert not (fresh / "checkpoint" / "lm_coarse").exists()
+
+
+def test_a_resume_on_other_data_restarts_the_best_weights(
+    tmp_path: Path, data: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    torch.set_num_threads(1)
+    bundle = random_audiolm_bundle(tmp_path / "bundle", windows={})
+    train_lm(_lm_options(data, bundle, steps=20, val_every=5))
+    first = json.loads((bundle / "checkpoint" / "lm_coarse" / "trainer_state.json").read_text())
+    assert first["best"]["step"] <= 20 and first["valid_key"]
+    other = tmp_path / "other"
+    other.mkdir()
+    for i in range(2):
+        io.save(synth.riff(repeats=2, seed=10 + i), other / f"riff{i}.wav")
+    with caplog.at_level("WARNING", logger="audiogen_studio.training.lm_trainer"):
+        result = train_lm(_lm_options(data=other, bundle=bundle, steps=25, val_every=5))
+    assert "validation split differs" in caplog.text
+    state = json.loads((bundle / "checkpoint" / "lm_coarse" / "trainer_state.json").read_text())
+    assert state["valid_key"] != first["valid_key"]
+    # the bundle's weights come from a validation on the new split, whatever the old losses were
+    assert state["best"]["step"] == result.weights_step == 25
+    caplog.clear()
+    # the same data again: the bookkeeping carries on
+    with caplog.at_level("WARNING", logger="audiogen_studio.training.lm_trainer"):
+        train_lm(_lm_options(data=other, bundle=bundle, steps=30, val_every=5))
+    assert "validation split differs" not in caplog.text
