@@ -22,7 +22,10 @@ import platform
 import resource
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -36,7 +39,14 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _timed(fn):  # type: ignore[no-untyped-def]
+T = TypeVar("T")
+
+
+def _pyramids(ints: np.ndarray) -> list[PeakPyramid]:
+    return [PeakPyramid(ints[c : c + 1]) for c in range(ints.shape[0])]
+
+
+def _timed(fn: Callable[[], T]) -> tuple[T, float]:
     t0 = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - t0
@@ -72,17 +82,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for ext in (".wav", ".flac"):
             path = Path(tmp) / f"long{ext}"
-            _, save_s = _timed(lambda p=path: io.save(clip, p, subtype="PCM_16"))
-            loaded, load_s = _timed(lambda p=path: io.load(p))
+            _, save_s = _timed(partial(io.save, clip, path, subtype="PCM_16"))
+            loaded, load_s = _timed(partial(io.load, path))
             result[f"save_{ext[1:]}_pcm16_s"] = round(save_s, 3)
             result[f"load_{ext[1:]}_s"] = round(load_s, 3)
             del loaded
             if ext == ".wav":
-                mapped, map_s = _timed(lambda p=path: io.map_pcm16(p))
+                mapped, map_s = _timed(partial(io.map_pcm16, path))
                 assert mapped is not None
                 ints = mapped.samples
-                _, pyr_s = _timed(lambda x=ints: [PeakPyramid(x[c : c + 1]) for c in range(2)])
-                converted, convert_s = _timed(lambda m=mapped: m.to_clip(workers=1))
+                _, pyr_s = _timed(partial(_pyramids, ints))
+                converted, convert_s = _timed(partial(mapped.to_clip, workers=1))
                 result["wav_map_ms"] = round(1e3 * map_s, 2)
                 result["pyramids_from_int16_map_s"] = round(pyr_s, 3)
                 result["convert_map_to_float32_clip_1_thread_s"] = round(convert_s, 3)

@@ -42,6 +42,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -83,15 +84,17 @@ def _cpu_name() -> str:
 # --- our paths ----------------------------------------------------------------------------------
 
 
-def _fast(model: WaveNet, dtype: Any, samples: int, reps: int, prompt: np.ndarray) -> dict:
+def _fast(
+    model: WaveNet, dtype: Any, samples: int, reps: int, prompt: np.ndarray
+) -> dict[str, Any]:
     fast = FastWaveNet.from_model(model, weight_dtype=dtype)
     out: dict[str, Any] = {"weight_bytes": fast.weight_bytes}
-    per_step = {}
+    per_step: dict[int, float] = {}
     for batch in (1, 4):
         fast.prime(np.repeat(prompt, batch, axis=0))
         fast.generate(200, uniforms=np.random.default_rng(0))  # warm caches and the JIT
         rng = np.random.default_rng(1)
-        dt = _median_time(lambda rng=rng: fast.generate(samples, uniforms=rng), reps)
+        dt = _median_time(partial(fast.generate, samples, uniforms=rng), reps)
         per_step[batch] = dt / samples
     out["fast_samples_per_s"] = round(1.0 / per_step[1], 1)
     out["fast_us_per_sample"] = round(per_step[1] * 1e6, 2)
@@ -149,7 +152,7 @@ def _cuda(model: WaveNet, prompt: np.ndarray, samples: int) -> dict[str, Any] | 
             fast.prime(np.repeat(prompt, batch, axis=0))
             fast.generate(100, uniforms=np.random.default_rng(0))  # captures the graph
             rng = np.random.default_rng(1)
-            dt = _median_time(lambda rng=rng: fast.generate(samples, uniforms=rng), 3)
+            dt = _median_time(partial(fast.generate, samples, uniforms=rng), 3)
             out[f"batch{batch}_samples_per_s"] = round(samples / dt, 1)
     except Exception as exc:  # report, do not hide, a failure of the untested path
         out["error"] = f"{type(exc).__name__}: {exc}"
@@ -224,7 +227,7 @@ def _compile_latency() -> dict[str, Any]:
 
 def _peer(
     cfg: WaveNetConfig, samples: int, threads: int
-) -> tuple[float | None, str | None, dict | None]:
+) -> tuple[float | None, str | None, dict[str, Any] | None]:
     script = os.environ.get("AUDIOGEN_PEER_SCRIPT")
     candidates = [script] if script else []
     candidates += [
@@ -287,7 +290,9 @@ def bench_config(name: str, cfg: WaveNetConfig, args: argparse.Namespace) -> dic
         _torch_incremental(model, prompt, args.torch_samples, 3), 1
     )
     res["naive_samples_per_s"] = round(_naive(model, prompt, args.naive_samples, 3), 3)
-    peer, err, info = (None, "skipped (--no-peer)", None)
+    peer: float | None = None
+    err: str | None = "skipped (--no-peer)"
+    info: dict[str, Any] | None = None
     if not args.no_peer:
         peer, err, info = _peer(cfg, args.peer_samples, args.torch_threads)
     res["peer_samples_per_s"] = peer
