@@ -48,8 +48,11 @@ $AG train semantic "${common[@]}" --name "$KIND" --config default --steps 3000 -
   --crop-seconds 2 --kmeans-seconds 300 --time-limit "${SEMANTIC_SECONDS:-3000}" --save-every 250 &
 semantic=$!
 init=(); [ -n "${INIT_DECODER:-}" ] && init=(--init-decoder "$INIT_DECODER")
-$AG train mel-codec "${common[@]}" --name "$KIND" --config default --batch 16 --segment 0.64 \
-  --minutes "${CODEC_MINUTES:-100}" --val-every 500 --save-every 250 "${init[@]}"
+# the decoder trains at a constant rate; re-runs at lower rates polish it (each resumes)
+codec=(--name "$KIND" --config default --batch 16 --segment 0.64 --val-every 500 --save-every 250)
+$AG train mel-codec "${common[@]}" "${codec[@]}" --minutes "${CODEC_MINUTES:-100}" "${init[@]}"
+$AG train mel-codec "${common[@]}" "${codec[@]}" --minutes 25 --lr 1.5e-4
+$AG train mel-codec "${common[@]}" "${codec[@]}" --minutes 20 --lr 5e-5
 wait $semantic
 
 # 2. the three LMs; the semantic stage first tokenises the corpus into OUT/work/ for the others.

@@ -22,11 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 from audiogen_studio.cli.argtypes import non_negative_int, positive_float, positive_int
 from audiogen_studio.cli.errors import CliError
+from audiogen_studio.cli.interrupt import interruptible
 
 TOKENS_FORMAT = "audiogen-studio/codec-tokens-1"
 
@@ -356,7 +358,8 @@ def register_train(tsub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=run_train_codec)
 
 
-def run_train_codec(args: argparse.Namespace) -> int:
+@interruptible
+def run_train_codec(args: argparse.Namespace, stop: threading.Event) -> int:
     """``audiogen-studio train codec --data ... --bundle ...``."""
     from audiogen_studio.training.codec_trainer import CodecTrainOptions, train_codec
 
@@ -383,7 +386,7 @@ def run_train_codec(args: argparse.Namespace) -> int:
         threads=args.threads,
     )
     try:
-        result = train_codec(options)
+        result = train_codec(options, stop=stop)
     except ValueError as exc:  # anything not already an AudioError with a clear message
         raise CliError(str(exc)) from exc
     if result.rank != 0:

@@ -8,10 +8,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 
 from audiogen_studio.cli import codec, train_audiolm
 from audiogen_studio.cli.argtypes import non_negative_int, positive_float, positive_int
 from audiogen_studio.cli.errors import CliError
+from audiogen_studio.cli.interrupt import interruptible
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -104,7 +106,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     wp.set_defaults(func=run_wavenet)
 
 
-def run_wavenet(args: argparse.Namespace) -> int:
+@interruptible
+def run_wavenet(args: argparse.Namespace, stop: threading.Event) -> int:
     """``audiogen-studio train wavenet --data ... --out ...``."""
     from audiogen_studio.training.wavenet_trainer import TrainOptions, train_wavenet
 
@@ -128,7 +131,7 @@ def run_wavenet(args: argparse.Namespace) -> int:
         threads=args.threads,
     )
     try:
-        result = train_wavenet(options)
+        result = train_wavenet(options, stop=stop)
     except ValueError as exc:  # anything not already an AudioError with a clear message
         raise CliError(str(exc)) from exc
     if result.rank != 0:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import threading
 
 from audiogen_studio.cli.argtypes import non_negative_int, positive_float, positive_int
 from audiogen_studio.cli.errors import CliError
+from audiogen_studio.cli.interrupt import interruptible
 
 
 def add_common(p: argparse.ArgumentParser, *, save_every: int = 500) -> None:
@@ -159,7 +161,8 @@ def register(tsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         p.set_defaults(func=run_lm, stage=stage)
 
 
-def run_lm(args: argparse.Namespace) -> int:
+@interruptible
+def run_lm(args: argparse.Namespace, stop: threading.Event) -> int:
     """Train one LM stage."""
     from audiogen_studio.training.lm_trainer import LMTrainOptions, train_lm
 
@@ -187,7 +190,7 @@ def run_lm(args: argparse.Namespace) -> int:
         init_from=args.init_from,
     )
     try:
-        result = train_lm(options)
+        result = train_lm(options, stop=stop)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     if result.rank != 0:
@@ -217,7 +220,8 @@ def run_lm(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_semantic(args: argparse.Namespace) -> int:
+@interruptible
+def run_semantic(args: argparse.Namespace, stop: threading.Event) -> int:
     """Train the semantic tokenizer."""
     from audiogen_studio.training.semantic_trainer import (
         SemanticTrainOptions,
@@ -246,7 +250,7 @@ def run_semantic(args: argparse.Namespace) -> int:
         threads=args.threads,
     )
     try:
-        result = train_semantic(options)
+        result = train_semantic(options, stop=stop)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     summary = result_dict(result)
@@ -333,7 +337,8 @@ def register_mel_codec(tsub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.set_defaults(func=run_mel_codec, steps=100_000)
 
 
-def run_mel_codec(args: argparse.Namespace) -> int:
+@interruptible
+def run_mel_codec(args: argparse.Namespace, stop: threading.Event) -> int:
     """Train the mel codec."""
     from audiogen_studio.training.mel_codec_trainer import (
         MelCodecTrainOptions,
@@ -368,7 +373,7 @@ def run_mel_codec(args: argparse.Namespace) -> int:
             threads=args.threads,
             init_decoder=args.init_decoder,
         )
-        result = train_mel_codec(options)
+        result = train_mel_codec(options, stop=stop)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     if result.rank != 0:
