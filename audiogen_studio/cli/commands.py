@@ -70,6 +70,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="store float32 weights as float16 (half the size; upcast to float32 on load)",
     )
     pp.set_defaults(func=run_models_pack)
+    ap = msub.add_parser(
+        "adopt",
+        help="copy trained components (weights, provenance, metrics) from another bundle",
+        description="Copy COMPONENTs (e.g. lm_coarse, or a codec whose decoder trained longer) "
+        "from SOURCE into BUNDLE, when stages were trained in separate folders. Both bundles "
+        "must tokenise a probe signal identically (same codec quantizer and semantic "
+        "tokenizer), or their LMs would not fit each other.",
+    )
+    ap.add_argument("bundle", help="bundle folder to update")
+    ap.add_argument("source", help="bundle folder to copy from")
+    ap.add_argument("components", nargs="+", metavar="COMPONENT", help="e.g. codec lm_coarse")
+    ap.set_defaults(func=run_models_adopt)
 
 
 def _emit(rows: dict[str, Any] | list[dict[str, Any]], as_json: bool, text: str) -> None:
@@ -217,4 +229,13 @@ def run_models_pack(args: argparse.Namespace) -> int:
     dest = model_card.pack_bundle(info.path, args.destination, half=args.half)
     packed = bundles.read_bundle(dest)
     print(f"{dest} ({model_card.shipped_bytes(packed) / 1e6:.1f} MB)")
+    return 0
+
+
+def run_models_adopt(args: argparse.Namespace) -> int:
+    """``audiogen-studio models adopt BUNDLE SOURCE COMPONENT...``."""
+    from audiogen_studio.engine.bundle_adopt import adopt_components
+
+    info = adopt_components(args.bundle, args.source, args.components)
+    print(f"{info.path}: adopted {', '.join(args.components)} from {args.source}")
     return 0

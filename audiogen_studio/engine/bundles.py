@@ -265,6 +265,12 @@ def write_component(
     data.setdefault("metrics", {})[component] = dict(metrics or {})
     if description is not None:
         data["description"] = description
+    return write_manifest(folder, data)
+
+
+def write_manifest(bundle_dir: str | Path, data: Mapping[str, Any]) -> Path:
+    """Write ``data`` as ``bundle_dir/bundle.json`` atomically (temp file + ``os.replace``)."""
+    manifest = Path(bundle_dir) / BUNDLE_FILE
     tmp = manifest.with_name(f".{BUNDLE_FILE}.{os.getpid()}.partial")
     try:
         tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

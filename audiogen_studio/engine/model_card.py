@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from audiogen_studio.engine.api import GenerationError, check_stage_temperatures
-from audiogen_studio.engine.bundles import BUNDLE_FILE, BundleError, BundleInfo, read_bundle
+from audiogen_studio.engine.bundles import (
+    BUNDLE_FILE,
+    BundleError,
+    BundleInfo,
+    read_bundle,
+    write_manifest,
+)
 from audiogen_studio.models.checkpoint import half_copy
 
 __all__ = [
@@ -172,12 +178,7 @@ def update_bundle(
             generation.pop("stage_temperatures", None)
         if not generation:
             del data["generation"]
-    tmp = manifest.with_name(f".{BUNDLE_FILE}.{os.getpid()}.partial")
-    try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, manifest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_manifest(folder, data)
     return read_bundle(folder)
 
 
