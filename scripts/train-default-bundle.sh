@@ -53,9 +53,13 @@ codec=(--name "$KIND" --config default --batch 16 --segment 0.64 --val-every 500
 $AG train mel-codec "${common[@]}" "${codec[@]}" --minutes "${CODEC_MINUTES:-100}" "${init[@]}"
 $AG train mel-codec "${common[@]}" "${codec[@]}" --minutes 25 --lr 1.5e-4
 $AG train mel-codec "${common[@]}" "${codec[@]}" --minutes 20 --lr 5e-5
+$AG train mel-codec "${common[@]}" "${codec[@]}" --minutes 12 --lr 2e-5
 wait $semantic
 
 # 2. the three LMs; the semantic stage first tokenises the corpus into OUT/work/ for the others.
+# (The shipped 0.3.0 LMs grew in steps instead: trained on the smaller corpus first, then
+# continued on the grown one with `train lm-coarse|lm-fine --init-from PREVIOUS_BUNDLE`; stages
+# trained in separate folders are joined with `models adopt`. Their cards list each step.)
 # Each keeps the weights of its best validation loss (--keep best: a small corpus is overfitted)
 # (all 192x4: the default-size semantic LM overfitted both corpora; the shipped ones stopped by
 # patience, music at step 800 and speech at step 1,700)
