@@ -100,15 +100,14 @@ def adopt_components(
     _check_tokenise_alike(dest, src)
     manifest = dest.path / BUNDLE_FILE
     data: dict[str, Any] = json.loads(manifest.read_text(encoding="utf-8"))
-    source_data: dict[str, Any] = json.loads((src.path / BUNDLE_FILE).read_text(encoding="utf-8"))
     for name, path in files.items():
         target = dest.path / path.name
         partial = target.with_name(f".{path.name}.partial")
         shutil.copyfile(path, partial)
         os.replace(partial, target)
-        data["components"][name] = source_data["components"][name]
-        for section in ("training", "metrics"):
-            value = source_data.get(section, {}).get(name)
+        data["components"][name] = src.components[name]
+        for section, source_table in (("training", src.training), ("metrics", src.metrics)):
+            value = source_table.get(name)
             table = data.setdefault(section, {})
             if value is None:
                 table.pop(name, None)
