@@ -63,7 +63,7 @@ from audiogen_studio.training.common import (
     finite_or_none,
     progress_bar,
 )
-from audiogen_studio.training.token_cache import TokenCorpus, file_digest
+from audiogen_studio.training.token_cache import TokenCorpus, encoder_digest, file_digest
 from audiogen_studio.training.waveform_dataset import WaveformDataset
 
 log = logging.getLogger(__name__)
@@ -348,7 +348,9 @@ def tokenize_corpus(
 ) -> TokenCorpus:
     """Tokens of ``dataset`` with the bundle's codec and tokenizer (cached in BUNDLE/work)."""
     info = read_bundle(bundle)
-    key = file_digest(info.component_path("codec")) + file_digest(info.component_path("semantic"))
+    key = encoder_digest(info.component_path("codec")) + file_digest(
+        info.component_path("semantic")
+    )
     hop = int(tokenizer.hop)
     n_q = layout.quantizers
 

@@ -9,9 +9,11 @@ tokenised with the bundle's semantic tokenizer (``S`` tokens at ``hop_s`` sample
     <folder>/<split>.acoustic.npy   [Q, N_s·ratio] int16/int32
     <folder>/<split>.segments.npy   [files, 2] int64 (start, end) in semantic tokens
 
-The folder name is a key of the audio cache, the codec and tokenizer weights (file hashes), so
-retraining a codec invalidates the tokens and a resumed LM run reuses them (Borsos et al. 2022
-train each stage on precomputed tokens too).
+The folder name is a key of the audio cache and of the weights that make the tokens: the
+codec's encoder side (:func:`encoder_digest`: everything but its decoder) and the semantic
+tokenizer's file, so re-fitting a codec's codebooks invalidates the tokens, while a resumed LM run
+and a codec whose decoder alone trained on reuse them (Borsos et al. 2022 train each stage on
+precomputed tokens too).
 """
 
 from __future__ import annotations
@@ -60,6 +62,36 @@ def file_digest(path: Path) -> str:
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
+    return h.hexdigest()
+
+
+ENCODER_METADATA = ("format", "module", "config")
+
+
+def encoder_digest(path: Path, *, skip_prefix: str = "decoder.") -> str:
+    """SHA-1 of what a codec checkpoint's tokens depend on: its format, module and config
+    metadata and every tensor (name, dtype, shape, bytes) not under ``skip_prefix``.
+
+    A codec whose decoder trained on (``train mel-codec`` re-runs, ``models adopt``) keeps this
+    digest, so a corpus tokenised with it is not tokenised again; a re-fitted quantizer, another
+    precision or another config changes it.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    h = hashlib.sha1()
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            for name in ENCODER_METADATA:
+                h.update(f"{name}={metadata.get(name)}\n".encode())
+            for name in sorted(f.keys()):
+                if name.startswith(skip_prefix):
+                    continue
+                t = f.get_tensor(name).contiguous()
+                h.update(f"{name}:{t.dtype}:{tuple(t.shape)}\n".encode())
+                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    except (SafetensorError, OSError) as exc:
+        raise TrainingError(f"cannot read codec weights {path}: {exc}") from exc
     return h.hexdigest()
 
 

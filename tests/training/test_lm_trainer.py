@@ -17,6 +17,7 @@ from audiogen_studio.engine.bundles import read_bundle
 from audiogen_studio.models.audiolm_layout import TokenLayout
 from audiogen_studio.training.audio_dataset import TrainingError
 from audiogen_studio.training.lm_trainer import LMTrainOptions, make_batch, train_lm
+from audiogen_studio.training.token_cache import encoder_digest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
 from audiolm_stack import random_audiolm_bundle
@@ -247,3 +248,47 @@ def test_a_resume_on_other_data_restarts_the_best_weights(
     with caplog.at_level("WARNING", logger="audiogen_studio.training.lm_trainer"):
         train_lm(_lm_options(data=other, bundle=bundle, steps=30, val_every=5))
     assert "validation split differs" not in caplog.text
+
+
+def _rewrite_codec(path: Path, prefix: str) -> None:
+    """Perturb every tensor of the codec checkpoint at ``path`` under ``prefix``, keeping its
+    metadata (what a decoder-only training run or a re-fitted quantizer does to the file)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata()
+    tensors = load_file(path)
+    changed = [n for n in tensors if n.startswith(prefix) and tensors[n].is_floating_point()]
+    assert changed
+    for name in changed:
+        tensors[name] = tensors[name] + 0.01
+    save_file(tensors, path, metadata=metadata)
+
+
+def test_the_token_cache_survives_decoder_training_not_a_new_quantizer(
+    tmp_path: Path, data: Path
+) -> None:
+    torch.set_num_threads(1)
+    bundle = random_audiolm_bundle(tmp_path / "bundle", windows={})
+    codec = bundle / "codec.safetensors"
+    train_lm(_lm_options(data, bundle, steps=5, val_every=0))
+    caches = sorted((bundle / "work").glob("tokens-*"))
+    assert len(caches) == 1
+    before = encoder_digest(codec)
+    _rewrite_codec(codec, "decoder.")
+    assert encoder_digest(codec) == before
+    train_lm(_lm_options(data, bundle, steps=8, val_every=0))
+    assert sorted((bundle / "work").glob("tokens-*")) == caches  # reused: tokens are unchanged
+    _rewrite_codec(codec, "quantizer.")
+    assert encoder_digest(codec) != before
+    train_lm(_lm_options(data, bundle, steps=10, val_every=0))
+    rebuilt = sorted((bundle / "work").glob("tokens-*"))
+    assert len(rebuilt) == 1 and rebuilt != caches  # re-tokenised (the stale cache removed)
+
+
+def test_an_unreadable_codec_file_is_a_clear_error(tmp_path: Path) -> None:
+    broken = tmp_path / "codec.safetensors"
+    broken.write_bytes(b"not a checkpoint")
+    with pytest.raises(TrainingError, match="cannot read codec weights"):
+        encoder_digest(broken)
