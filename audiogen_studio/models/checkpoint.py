@@ -14,6 +14,9 @@ everything else (ints, floats, strings, lists, dict keys of type int) into a JSO
 the metadata under ``"tree"``; :func:`load_tree` rebuilds the original structure exactly.
 
 Every failure is a :class:`CheckpointError` (a ``ValueError``) naming the file and the problem.
+Files are byte-reproducible: the same tensors and metadata always give the same bytes (the
+safetensors writer orders the header's metadata by a random hash, so :func:`canonical_bytes`
+rewrites that header with sorted keys).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import struct
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 
 from audiogen_studio.audio.errors import AudioError
@@ -89,14 +93,29 @@ def config_from_dict(
         raise ValueError(f"bad {what}: {exc}") from exc
 
 
+def canonical_bytes(data: bytes) -> bytes:
+    """The safetensors file ``data`` with its JSON header re-serialised with sorted keys.
+
+    The header is ``u64 length`` + JSON (``{"__metadata__": {...}, name: {dtype, shape,
+    data_offsets}}``) padded with spaces to a multiple of 8; the offsets count from the end of
+    the header, so the tensor bytes are kept as they are.
+    """
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + length])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + data[8 + length :]
+
+
 def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> Path:
     folder = path.parent if str(path.parent) else Path(".")
     folder.mkdir(parents=True, exist_ok=True)
     # a plain new file (honours the umask), unique per process and call
     tmp = folder / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial"
     try:
-        save_file(tensors, str(tmp), metadata=metadata)
-        with tmp.open("rb") as f:
+        with tmp.open("wb") as f:
+            f.write(canonical_bytes(save(tensors, metadata=metadata)))
+            f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
