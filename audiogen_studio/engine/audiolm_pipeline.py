@@ -140,6 +140,10 @@ class AudioLMEngine:
         window_seconds: audio per window after the first.
         stage_temperatures: the bundle's tuned per-stage temperature factors (stages not named:
             1); a request's ``stage_temperatures`` replace them.
+        decode_quantizers: how many of the codec's quantizers the generated audio is decoded
+            from (``None``: all the layout has). At most ``Q_c`` skips the fine LM: its codes
+            are not sampled, and the decoder renders the coarse ones alone (residual VQ decodes
+            any prefix of its codebooks). For a fine LM whose codes cost more than they add.
     """
 
     def __init__(
@@ -156,6 +160,7 @@ class AudioLMEngine:
         name: str = "audiolm",
         window_seconds: float = 1.0,
         stage_temperatures: Mapping[str, float] | None = None,
+        decode_quantizers: int | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.stage_temperatures = check_stage_temperatures(stage_temperatures or {})
@@ -174,7 +179,13 @@ class AudioLMEngine:
                 f"{name}: semantic hop {self.hop_s} is not {layout.ratio} codec hops of "
                 f"{self.hop_c} samples"
             )
-        if layout.fine_quantizers and lm_fine is None:
+        kq = layout.quantizers if decode_quantizers is None else int(decode_quantizers)
+        if not 1 <= kq <= layout.quantizers:
+            raise BundleError(
+                f"{name}: decode_quantizers must be within 1..{layout.quantizers}, got {kq}"
+            )
+        self.decode_quantizers = kq
+        if layout.fine_quantizers and kq > layout.coarse_quantizers and lm_fine is None:
             raise BundleError(f"{name}: the layout has fine quantizers but no fine LM")
         self.stages = {
             "semantic": _Stage(
@@ -229,8 +240,24 @@ class AudioLMEngine:
             )
         except GenerationError as exc:
             raise BundleError(f"bundle '{bundle.name}': generation defaults: {exc}") from exc
+        decode_quantizers = bundle.generation.get("decode_quantizers")
+        if decode_quantizers is not None and (
+            isinstance(decode_quantizers, bool)
+            or not isinstance(decode_quantizers, int)
+            or (layout is not None and not 1 <= decode_quantizers <= layout.quantizers)
+        ):
+            top = "" if layout is None else f" within 1..{layout.quantizers}"
+            raise BundleError(
+                f"bundle '{bundle.name}': generation.decode_quantizers must be an integer{top}, "
+                f"got {decode_quantizers!r}"
+            )
         missing = [c for c in ("lm_semantic", "lm_coarse") if c not in lms]
-        if layout is not None and layout.fine_quantizers and "lm_fine" not in lms:
+        if (
+            layout is not None
+            and layout.fine_quantizers
+            and "lm_fine" not in lms
+            and (decode_quantizers is None or decode_quantizers > layout.coarse_quantizers)
+        ):
             missing.append("lm_fine")
         if missing or layout is None:
             raise BundleError(
@@ -259,6 +286,7 @@ class AudioLMEngine:
             device=device,
             name=f"{bundle.name} {bundle.version}",
             stage_temperatures=stage_temperatures,
+            decode_quantizers=decode_quantizers,
         )
 
     # -- request helpers -----------------------------------------------------------------------
@@ -380,7 +408,8 @@ class AudioLMEngine:
             codes = self.codec.encode(cond[:, None, base * self.hop_c :], n_q=layout.quantizers)
             codes = codes[:, :, : f_p - base].expand(takes, -1, -1).clone()  # [B, Q, F_p - base]
             decoder = self.codec.stream_decoder(takes)
-            decoder.push(codes[:, :, -PRIME_FRAMES:])  # primes the state; its audio is not used
+            kq = self.decode_quantizers
+            decoder.push(codes[:, :kq, -PRIME_FRAMES:])  # primes the state; its audio is unused
             sem_stream = _Stream(self.stages["semantic"], semantic[:, s_p - s_keep :])
             coarse_stream = _Stream(
                 self.stages["coarse"],
@@ -389,7 +418,7 @@ class AudioLMEngine:
                 )[0],
             )
             fine_stream = None
-            if qf:
+            if qf and kq > qc and "fine" in self.stages:
                 fine_stream = _Stream(
                     self.stages["fine"],
                     layout.fine_sequence(codes[:, :qc, -f_keep:], codes[:, qc:, -f_keep:])[0]
@@ -438,7 +467,8 @@ class AudioLMEngine:
                         window_codes = coarse
                     done_tokens += n
                     # 4. streaming decode of the window
-                    wave = decoder.push(window_codes)[:, 0].float().cpu().numpy()  # [B, n·hop_s]
+                    decoded = decoder.push(window_codes[:, :kq])[:, 0]  # [B, n·hop_s]
+                    wave = decoded.float().cpu().numpy()
                     lead_in = None
                     if first_window:
                         lead_in, wave = wave[:, skip : skip + lead], wave[:, skip + lead :]
