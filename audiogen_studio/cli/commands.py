@@ -56,6 +56,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="AudioLM: record tuned per-stage temperature factors (e.g. fine=0) as the bundle's "
         "sampling defaults",
     )
+    cp.add_argument(
+        "--decode-quantizers",
+        type=int,
+        default=None,
+        metavar="Q",
+        help="AudioLM: decode generated audio from the codec's first Q quantizers (at most the "
+        "coarse ones: the fine LM is skipped); 0 restores all",
+    )
     cp.add_argument("--print", action="store_true", help="print the card instead of writing it")
     cp.set_defaults(func=run_models_card)
     pp = msub.add_parser(
@@ -202,7 +210,12 @@ def run_models_card(args: argparse.Namespace) -> int:
         if args.measured_with:
             report["_measured_with"] = args.measured_with
         metrics = {"quality": model_card.quality_figures(report)}
-    changes = (args.bundle_version, args.description, args.stage_temperatures)
+    changes = (
+        args.bundle_version,
+        args.description,
+        args.stage_temperatures,
+        args.decode_quantizers,
+    )
     if any(c is not None for c in changes) or metrics:
         try:
             info = model_card.update_bundle(
@@ -211,6 +224,7 @@ def run_models_card(args: argparse.Namespace) -> int:
                 description=args.description,
                 metrics=metrics,
                 stage_temperatures=args.stage_temperatures,
+                decode_quantizers=args.decode_quantizers,
             )
         except bundles.BundleError as exc:
             raise CliError(str(exc)) from exc

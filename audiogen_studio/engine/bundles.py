@@ -13,7 +13,9 @@ A bundle is a folder ``<name>/`` holding ``bundle.json`` and ``*.safetensors`` w
     }
 
 ``generation`` (optional) holds the bundle's tuned sampling defaults: per-stage factors that
-multiply a request's temperature (:class:`~audiogen_studio.engine.api.GenerationRequest`).
+multiply a request's temperature (:class:`~audiogen_studio.engine.api.GenerationRequest`), and
+for AudioLM bundles ``decode_quantizers``: how many codec quantizers generated audio is decoded
+from (:class:`~audiogen_studio.engine.audiolm_pipeline.AudioLMEngine`).
 
 Search path, first match of a name wins: ``$AUDIOGEN_MODELS`` (``os.pathsep``-separated), the
 user data directory (platformdirs), then the shipped ``models/`` folder of a checkout or wheel.

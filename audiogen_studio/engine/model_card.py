@@ -138,17 +138,20 @@ def update_bundle(
     description: str | None = None,
     metrics: Mapping[str, Mapping[str, Any]] | None = None,
     stage_temperatures: Mapping[str, float] | None = None,
+    decode_quantizers: int | None = None,
 ) -> BundleInfo:
     """Set ``version`` / ``description`` and merge ``metrics`` sections into ``bundle.json``.
 
     ``metrics`` maps a section name (e.g. ``"quality"``) to a mapping that *replaces* that
     section. ``stage_temperatures`` replaces the AudioLM bundle's tuned sampling defaults
-    (``generation.stage_temperatures``; an empty mapping removes them). The manifest is
-    rewritten atomically (temp file + ``os.replace``).
+    (``generation.stage_temperatures``; an empty mapping removes them).
+    ``decode_quantizers`` sets how many codec quantizers its generated audio is decoded from
+    (``generation.decode_quantizers``; 0 removes it: all of them). The manifest is rewritten
+    atomically (temp file + ``os.replace``).
 
     Raises:
-        BundleError: no readable bundle at ``bundle_dir``, or stage temperatures for a bundle
-            that is not an AudioLM bundle or that are not valid factors.
+        BundleError: no readable bundle at ``bundle_dir``, or stage temperatures or decode
+            quantizers for a bundle that is not an AudioLM bundle or that are out of range.
     """
     folder = Path(bundle_dir)
     info = read_bundle(folder)  # validates format, kind and components
@@ -176,10 +179,32 @@ def update_bundle(
             generation["stage_temperatures"] = factors
         else:
             generation.pop("stage_temperatures", None)
-        if not generation:
-            del data["generation"]
+    if decode_quantizers is not None:
+        if info.kind != "audiolm":
+            raise BundleError(f"bundle '{info.name}' is a {info.kind} bundle: no codec tokens")
+        top = _layout_quantizers(info)
+        if not 0 <= decode_quantizers <= top:
+            raise BundleError(
+                f"decode quantizers must be within 1..{top} (0: all), got {decode_quantizers}"
+            )
+        generation = data.setdefault("generation", {})
+        if decode_quantizers:
+            generation["decode_quantizers"] = int(decode_quantizers)
+        else:
+            generation.pop("decode_quantizers", None)
+    if not data.get("generation", True):
+        del data["generation"]
     write_manifest(folder, data)
     return read_bundle(folder)
+
+
+def _layout_quantizers(info: BundleInfo) -> int:
+    """Codec quantizers the AudioLM bundle's LMs model (coarse + fine), from their layout."""
+    for component in ("lm_coarse", "lm_fine", "lm_semantic"):
+        layout = info.components.get(component, {}).get("config", {}).get("layout")
+        if isinstance(layout, Mapping):
+            return int(layout["coarse_quantizers"]) + int(layout["fine_quantizers"])
+    raise BundleError(f"bundle '{info.name}' has no trained LM yet: no token layout")
 
 
 def _fmt(value: Any) -> str:
@@ -337,6 +362,15 @@ def render_model_card(info: BundleInfo) -> str:
             "",
             f"Per-stage temperature factors: {shown} (each multiplies the request's "
             "temperature; `--stage-temperatures` overrides them).",
+        ]
+    kq = info.generation.get("decode_quantizers")
+    if isinstance(kq, int) and not isinstance(kq, bool):
+        if not (isinstance(factors, Mapping) and factors):
+            lines += ["", "## Sampling defaults", ""]
+        lines += [
+            "",
+            f"Generated audio is decoded from the codec's first {kq} quantizers "
+            "(`generation.decode_quantizers`): the LMs' other codes are not used.",
         ]
 
     quality = metrics.get("quality")

@@ -238,3 +238,30 @@ def test_stage_temperatures_need_an_audiolm_bundle(tmp_path: Path) -> None:
     (folder / "bundle.json").write_text(json.dumps({**data, "kind": "wavenet"}))
     with pytest.raises(bundles.BundleError, match="no token stages"):
         model_card.update_bundle(folder, stage_temperatures={"fine": 0.5})
+
+
+def test_decode_quantizers_are_recorded_checked_shown_and_removed(tmp_path: Path) -> None:
+    folder = _trained_bundle(tmp_path)
+    with pytest.raises(bundles.BundleError, match="no token layout"):
+        model_card.update_bundle(folder, decode_quantizers=4)
+    data = json.loads((folder / "bundle.json").read_text())
+    layout = {"coarse_quantizers": 3, "fine_quantizers": 5, "semantic_vocab": 500}
+    data["components"]["lm_fine"]["config"] = {"layout": layout}
+    (folder / "bundle.json").write_text(json.dumps(data))
+    assert main(["models", "card", str(folder), "--decode-quantizers", "4"]) == 0
+    info = bundles.read_bundle(folder)
+    assert info.generation == {"decode_quantizers": 4}
+    assert "decoded from the codec's first 4 quantizers" in (folder / "README.md").read_text()
+    before = (folder / "bundle.json").read_text()
+    for bad in (9, -1):
+        with pytest.raises(bundles.BundleError, match=r"within 1\.\.8"):
+            model_card.update_bundle(folder, decode_quantizers=bad)
+    assert (folder / "bundle.json").read_text() == before
+    info = model_card.update_bundle(folder, stage_temperatures={"fine": 0.0})
+    assert info.generation == {"decode_quantizers": 4, "stage_temperatures": {"fine": 0.0}}
+    info = model_card.update_bundle(folder, decode_quantizers=0, stage_temperatures={})
+    assert "generation" not in json.loads((folder / "bundle.json").read_text())
+    data["kind"] = "wavenet"
+    (folder / "bundle.json").write_text(json.dumps(data))
+    with pytest.raises(bundles.BundleError, match="no codec tokens"):
+        model_card.update_bundle(folder, decode_quantizers=3)
