@@ -320,12 +320,16 @@ def summarize(scores: Sequence[ContinuationScores], kind: Kind) -> dict[str, Any
 def _through_codec(
     engine: Any, audio: npt.NDArray[np.float32], rate: int
 ) -> npt.NDArray[np.float32] | None:
-    """``audio [T]`` through an AudioLM engine's codec with the quantizers its LMs generate
-    (coarse + fine), ``[T]``; ``None`` for engines without a codec (WaveNet)."""
+    """``audio [T]`` through an AudioLM engine's codec with the quantizers its generated audio
+    is decoded from (``decode_quantizers``: by default coarse + fine), ``[T]``; ``None`` for
+    engines without a codec (WaveNet)."""
     codec, layout = getattr(engine, "codec", None), getattr(engine, "layout", None)
     if codec is None or layout is None:
         return None
-    n_q = int(layout.coarse_quantizers + layout.fine_quantizers)
+    n_q = int(
+        getattr(engine, "decode_quantizers", None)
+        or layout.coarse_quantizers + layout.fine_quantizers
+    )
     return codec_round_trip(codec, audio, rate, n_q=n_q)
 
 

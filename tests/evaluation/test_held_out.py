@@ -198,3 +198,9 @@ def test_audiolm_engines_also_score_the_codec_bounded_reference(tmp_path: Path) 
     assert report.clips[0].reference is not None and report.clips[0].reference.seam is not None
     real_jump = report.clips[0].reference.seam.loudness_jump_db
     assert abs(coded_clip.seam.loudness_jump_db - real_jump) == pytest.approx(6.02, abs=1.5)
+    # an engine that decodes fewer quantizers than its LMs model is bounded by those
+    engine.decode_quantizers = 4  # type: ignore[attr-defined]
+    evaluate_continuations(
+        "stand-in", corpus, "music", engine=engine, clips=1, prompt_seconds=3.0, seconds=3.0
+    )
+    assert engine.codec.n_q == [8, 4]  # type: ignore[attr-defined]
