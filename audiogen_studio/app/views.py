@@ -258,6 +258,12 @@ class TimeView(pg.PlotWidget):  # type: ignore[misc]
     def _schedule_redraw(self, *args: object) -> None:
         self._redraw_timer.start()
 
+    def _closed(self) -> bool:
+        """Whether the plot was closed (pyqtgraph drops its view box): nothing to draw into,
+        though a queued redraw or decode result may still arrive."""
+        item = getattr(self, "plotItem", None)
+        return item is None or getattr(item, "vb", None) is None
+
     # -- time axis --------------------------------------------------------------------------
 
     @property
@@ -487,7 +493,7 @@ class WaveformView(TimeView):
         """Draw one vertical min–max segment per pixel column of the visible range."""
         self._redraw_timer.stop()  # an explicit redraw replaces a pending one
         shown = self.shown
-        if shown is None or not self.pyramids:
+        if shown is None or not self.pyramids or self._closed():
             return
         start, end = self.visible_frames()
         if end <= start:
@@ -638,7 +644,7 @@ class SpectrogramView(TimeView):
         """Compute the visible frames at about one frame per pixel and show them."""
         self._redraw_timer.stop()  # an explicit redraw replaces a pending one
         shown = self.shown
-        if shown is None:
+        if shown is None or self._closed():
             return
         start, end = self.visible_frames()
         if end <= start:

@@ -179,6 +179,22 @@ def test_other_long_files_decode_in_the_background_and_report_failures(
     assert "non-finite" in failed.args[0] and job.error == failed.args[0]
 
 
+def test_a_redraw_that_arrives_after_the_views_closed_draws_nothing(
+    tmp_path: Path, qtbot: Any
+) -> None:
+    """A debounced redraw (or a decode result) may be queued when a view closes: pyqtgraph has
+    dropped the view box by then, so the redraw must return instead of raising in the event
+    loop."""
+    wave, spec = make_views(qtbot)
+    clip = io.load(write_wav(tmp_path / "short.wav", 1.0))
+    wave.set_clip(clip)
+    spec.set_clip(clip)
+    drawn(wave, spec)
+    for view in (wave, spec):
+        view.close()
+        view.redraw()  # would raise AttributeError on the closed plot
+
+
 # -- the window ------------------------------------------------------------------------------
 
 

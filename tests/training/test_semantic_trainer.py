@@ -310,7 +310,9 @@ def test_torchrun_trains_with_two_cpu_processes(riff_dir: Path, tmp_path: Path) 
         "kmeans_iters=5, val_every=3, save_every=3, val_crops=2, progress=False, device='cpu', "
         "threads=1)\n"
         "r = train_semantic(o)\n"
-        "print(json.dumps({'rank': r.rank, 'world': r.world_size, 'step': r.step}))\n"
+        # one file per rank: two processes printing to one pipe can interleave their lines
+        f"open({str(tmp_path)!r} + f'/rank{{r.rank}}.json', 'w').write("
+        "json.dumps({'rank': r.rank, 'world': r.world_size, 'step': r.step}))\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(
@@ -318,7 +320,7 @@ def test_torchrun_trains_with_two_cpu_processes(riff_dir: Path, tmp_path: Path) 
         capture_output=True, text=True, timeout=180, env=env, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    reports = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    reports = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("rank*.json"))]
     assert sorted(r["rank"] for r in reports) == [0, 1]
     assert all(r["world"] == 2 and r["step"] == 6 for r in reports)
     info = read_bundle(out)
