@@ -242,13 +242,10 @@ class AudioLMEngine:
             raise BundleError(f"bundle '{bundle.name}': generation defaults: {exc}") from exc
         decode_quantizers = bundle.generation.get("decode_quantizers")
         if decode_quantizers is not None and (
-            isinstance(decode_quantizers, bool)
-            or not isinstance(decode_quantizers, int)
-            or (layout is not None and not 1 <= decode_quantizers <= layout.quantizers)
-        ):
-            top = "" if layout is None else f" within 1..{layout.quantizers}"
+            isinstance(decode_quantizers, bool) or not isinstance(decode_quantizers, int)
+        ):  # its range is checked by the constructor
             raise BundleError(
-                f"bundle '{bundle.name}': generation.decode_quantizers must be an integer{top}, "
+                f"bundle '{bundle.name}': generation.decode_quantizers must be an integer, "
                 f"got {decode_quantizers!r}"
             )
         missing = [c for c in ("lm_semantic", "lm_coarse") if c not in lms]
@@ -418,7 +415,7 @@ class AudioLMEngine:
                 )[0],
             )
             fine_stream = None
-            if qf and kq > qc and "fine" in self.stages:
+            if qf and kq > qc:  # the constructor made sure the fine LM is there
                 fine_stream = _Stream(
                     self.stages["fine"],
                     layout.fine_sequence(codes[:, :qc, -f_keep:], codes[:, qc:, -f_keep:])[0]

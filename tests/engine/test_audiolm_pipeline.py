@@ -307,8 +307,10 @@ def test_decode_quantizers_skips_the_fine_lm_and_decodes_the_coarse_codes(
     (take,) = collect(coarse_only, request)
     assert take.generated.frames == round(0.4 * take.generated.rate)
     assert np.isfinite(take.generated.samples).all()
+    other = random_audiolm_bundle(tmp_path / "other")
+    data = json.loads((other / "bundle.json").read_text())
     for bad, message in ((0, "within 1"), (99, "within 1"), ("3", "must be an integer")):
         data["generation"] = {"decode_quantizers": bad}
-        manifest.write_text(json.dumps(data))
+        (other / "bundle.json").write_text(json.dumps(data))
         with pytest.raises(BundleError, match=message):
-            AudioLMEngine.from_bundle(read_bundle(folder), device="cpu")
+            AudioLMEngine.from_bundle(read_bundle(other), device="cpu")
