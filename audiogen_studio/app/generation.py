@@ -372,7 +372,7 @@ class GenerationController(QObject):
         self._poll.timeout.connect(self._poll_playback)
         self.worker_thread.start()
         if warm_up:  # once the event loop runs and the window had time to appear
-            QTimer.singleShot(WARM_UP_DELAY_MS, self._start_warm_up)
+            QTimer.singleShot(WARM_UP_DELAY_MS, self, self._start_warm_up)
 
     def generate(self, request: GenerationRequest, model: str, device: str = "auto") -> bool:
         """Queue ``request`` on the worker; False when one is already running or shut down."""

@@ -285,7 +285,7 @@ class MainWindow(QMainWindow):
         self._autosave_timer.start()
         self._recovery_checked = False
         if interactive or recovery_prompt is not None:
-            QTimer.singleShot(0, self.check_recovery)
+            QTimer.singleShot(0, self, self.check_recovery)
         self._show_selection()
         self._update_title()
 
@@ -1357,7 +1357,7 @@ class MainWindow(QMainWindow):
         if uids:
             event.acceptProposedAction()
             frame = self._drop_frame(event)
-            QTimer.singleShot(0, lambda: self._insert_library_takes(uids, frame))
+            QTimer.singleShot(0, self, lambda: self._insert_library_takes(uids, frame))
             return
         path = self._dropped_file(event)
         if path is None:
@@ -1366,7 +1366,7 @@ class MainWindow(QMainWindow):
         event.acceptProposedAction()
         # open after the drop returns: the source application is not kept waiting for a load
         # (and a modal "unsaved changes" prompt does not run inside the drag-and-drop loop)
-        QTimer.singleShot(0, lambda: self.open_file(path))
+        QTimer.singleShot(0, self, lambda: self.open_file(path))
 
     # -- playback ----------------------------------------------------------------------------
 

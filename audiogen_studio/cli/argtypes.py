@@ -38,6 +38,14 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0."""
+    value = _number(text, float)
+    if not value >= 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive number, got {text}")
+    return value
+
+
 def split_fraction(text: str) -> float:
     """A share of the data held out for a split: within [0, 0.5)."""
     value = _number(text, float)

@@ -11,7 +11,12 @@ import argparse
 import json
 import threading
 
-from audiogen_studio.cli.argtypes import non_negative_int, positive_float, positive_int
+from audiogen_studio.cli.argtypes import (
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from audiogen_studio.cli.errors import CliError
 from audiogen_studio.cli.interrupt import interruptible
 
@@ -333,6 +338,28 @@ def register_mel_codec(tsub: argparse._SubParsersAction[argparse.ArgumentParser]
         help="start the decoder from the mel codec of this bundle (fine-tuning: e.g. "
         "models/speech on your own material); stage 1 is still fitted on --data",
     )
+    p.add_argument(
+        "--discriminator",
+        default=None,
+        metavar="NAME",
+        help="GAN phase: a multi-scale STFT discriminator (default, small or tiny) joins from "
+        "the step the run is at; none trains without (default: the checkpoint's, else none)",
+    )
+    p.add_argument(
+        "--disc-lr", type=positive_float, default=2e-4, help="discriminator learning rate"
+    )
+    p.add_argument(
+        "--adv-weight",
+        type=non_negative_float,
+        default=0.1,
+        help="weight of the adversarial (hinge) loss in the GAN phase (default 0.1)",
+    )
+    p.add_argument(
+        "--feat-weight",
+        type=non_negative_float,
+        default=0.2,
+        help="weight of the feature-matching loss in the GAN phase (default 0.2)",
+    )
     p.add_argument("--name", default=None, help="bundle name when the bundle is created")
     p.set_defaults(func=run_mel_codec, steps=100_000)
 
@@ -372,6 +399,10 @@ def run_mel_codec(args: argparse.Namespace, stop: threading.Event) -> int:
             time_limit=limit,
             threads=args.threads,
             init_decoder=args.init_decoder,
+            discriminator=args.discriminator,
+            disc_lr=args.disc_lr,
+            adv_weight=args.adv_weight,
+            feat_weight=args.feat_weight,
         )
         result = train_mel_codec(options, stop=stop)
     except ValueError as exc:

@@ -60,12 +60,11 @@ from audiogen_studio.models.codec import (
     CodecConfig,
     named_codec_config,
 )
-from audiogen_studio.models.discriminator import (
-    DiscriminatorConfig,
-    MultiScaleSTFTDiscriminator,
-    discriminator_hinge_loss,
-    feature_matching_loss,
-    generator_hinge_loss,
+from audiogen_studio.models.discriminator import DiscriminatorConfig, MultiScaleSTFTDiscriminator
+from audiogen_studio.training.adversarial import (
+    NAMED_DISCRIMINATORS,
+    Adversary,
+    resolve_discriminator,
 )
 from audiogen_studio.training.audio_dataset import TrainingError
 from audiogen_studio.training.common import (
@@ -91,14 +90,6 @@ WEIGHTS_FILE = "codec.safetensors"
 CHECKPOINT_SUBDIR = ("checkpoint", "codec")
 WORK_DIR = "work"
 STATE_VERSION = 1
-
-#: Named discriminator sizes (``--discriminator``); ``none`` trains without adversarial losses.
-NAMED_DISCRIMINATORS: dict[str, DiscriminatorConfig | None] = {
-    "default": DiscriminatorConfig(),
-    "small": DiscriminatorConfig(n_ffts=(1024, 512, 256), filters=16),
-    "tiny": DiscriminatorConfig(n_ffts=(512, 256), filters=4, dilations=(1, 2)),
-    "none": None,
-}
 
 __all__ = [
     "NAMED_DISCRIMINATORS",
@@ -327,10 +318,8 @@ class _Stepper:
         *,
         model: Codec,
         train_model: nn.Module,
-        disc: MultiScaleSTFTDiscriminator | None,
-        train_disc: nn.Module | None,
+        adversary: Adversary | None,
         opt_g: torch.optim.Optimizer,
-        opt_d: torch.optim.Optimizer | None,
         recon: ReconstructionLoss,
         weights: _Weights,
         grad_clip: float,
@@ -339,10 +328,8 @@ class _Stepper:
     ) -> None:
         self.model = model
         self.train_model = train_model
-        self.disc = disc
-        self.train_disc = train_disc
+        self.adversary = adversary
         self.opt_g = opt_g
-        self.opt_d = opt_d
         self.recon = recon
         self.w = weights
         self.grad_clip = grad_clip
@@ -351,7 +338,6 @@ class _Stepper:
         # loss scaling only for float16 autocast (GPUs without bf16); a no-op otherwise
         fp16 = amp_dtype == torch.float16
         self.scaler_g = torch.amp.GradScaler("cuda", enabled=fp16)
-        self.scaler_d = torch.amp.GradScaler("cuda", enabled=fp16)
 
     def step(self, audio: torch.Tensor, n_q: int, adversarial: bool) -> dict[str, float]:
         """One update of the codec (and discriminator); ``audio [B, 1, T]`` on the device."""
@@ -370,37 +356,12 @@ class _Stepper:
             "mel": float(losses["mel"].detach()),
             "commit": float(result.commit_loss.detach()),
         }
-        if adversarial and self.disc is not None and self.train_disc is not None:
-            assert self.opt_d is not None
-            # discriminator: real and generated audio in one batch
-            with autocast(self.device, self.amp_dtype):
-                both = self.train_disc(torch.cat((audio, output.detach().to(audio.dtype))))
-            batch = audio.shape[0]
-            d_loss = discriminator_hinge_loss(
-                [o[:batch] for o in both.logits], [o[batch:] for o in both.logits]
-            )
-            self.opt_d.zero_grad(set_to_none=True)
-            self.scaler_d.scale(d_loss).backward()  # type: ignore[no-untyped-call]
-            if self.grad_clip > 0:
-                self.scaler_d.unscale_(self.opt_d)
-                nn.utils.clip_grad_norm_(self.disc.parameters(), self.grad_clip)
-            self.scaler_d.step(self.opt_d)
-            self.scaler_d.update()
-            # generator: adversarial + feature matching through the updated discriminator
-            self.disc.requires_grad_(False)
-            try:
-                with autocast(self.device, self.amp_dtype):
-                    fake = self.disc(output)
-                    with torch.no_grad():
-                        real = self.disc(audio)
-                adv = generator_hinge_loss(fake.logits)
-                feat = feature_matching_loss(real.features, fake.features)
-            finally:
-                self.disc.requires_grad_(True)
-            total = total + self.w.adv * adv + self.w.feat * feat
-            out["disc"] = float(d_loss.detach())
-            out["adv"] = float(adv.detach())
-            out["feat"] = float(feat.detach())
+        if adversarial and self.adversary is not None:
+            gan = self.adversary.generator_losses(audio, output)
+            total = total + self.w.adv * gan.adv + self.w.feat * gan.feat
+            out["disc"] = gan.disc
+            out["adv"] = float(gan.adv.detach())
+            out["feat"] = float(gan.feat.detach())
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler_g.scale(total).backward()
         if self.grad_clip > 0:
@@ -548,10 +509,8 @@ def fit_tiny_codec(
     stepper = _Stepper(
         model=model,
         train_model=model,
-        disc=None,
-        train_disc=None,
+        adversary=None,
         opt_g=opt,
-        opt_d=None,
         recon=ReconstructionLoss(cfg.sample_rate),
         weights=_Weights(1.0, 0.0, mel_weight, commit_weight, 0.0, 0.0),
         grad_clip=10.0,
@@ -603,28 +562,6 @@ def _resolve_config(options: CodecTrainOptions, stored: CodecConfig | None) -> C
     return config
 
 
-def _resolve_discriminator(
-    choice: str | DiscriminatorConfig | None, stored: dict[str, Any] | None, resuming: bool
-) -> DiscriminatorConfig | None:
-    if isinstance(choice, DiscriminatorConfig):
-        config: DiscriminatorConfig | None = choice
-    elif choice is None:
-        config = None
-    else:
-        if choice not in NAMED_DISCRIMINATORS:
-            names = ", ".join(NAMED_DISCRIMINATORS)
-            raise TrainingError(f"unknown discriminator {choice!r} (use {names})")
-        config = NAMED_DISCRIMINATORS[choice]
-    if resuming:
-        before = None if stored is None else DiscriminatorConfig.from_dict(stored)
-        if before != config:
-            raise TrainingError(
-                "the codec checkpoint in the output folder was trained with another "
-                f"discriminator ({before}); pass the same --discriminator or use another --out"
-            )
-    return config
-
-
 def train_codec(
     options: CodecTrainOptions,
     *,
@@ -662,10 +599,11 @@ def _train(
     resume = open_checkpoint(out, ckpt, dinfo)
     stored = stored_config(resume, CodecConfig.from_dict, ckpt.folder, "codec config")
     config = _resolve_config(options, stored)
-    disc_config = _resolve_discriminator(
+    disc_config = resolve_discriminator(
         options.discriminator,
         None if resume is None else resume.get("discriminator"),
-        resume is not None,
+        resuming=resume is not None,
+        what="the codec checkpoint in the output folder",
     )
     config_name = named_config_of(config, NAMED_CODEC_CONFIGS, resume)
     cache_dir = out / WORK_DIR if options.cache else None
@@ -724,10 +662,19 @@ def _train(
     stepper = _Stepper(
         model=model,
         train_model=train_model,
-        disc=disc,
-        train_disc=train_disc,
+        adversary=(
+            Adversary(
+                disc=disc,
+                train_disc=train_disc,
+                opt=opt_d,
+                grad_clip=options.grad_clip,
+                device=device,
+                amp_dtype=amp_dtype,
+            )
+            if disc is not None and train_disc is not None and opt_d is not None
+            else None
+        ),
         opt_g=opt_g,
-        opt_d=opt_d,
         recon=recon,
         weights=_Weights(
             options.wave_weight,

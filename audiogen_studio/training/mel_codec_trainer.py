@@ -16,9 +16,17 @@
   :class:`~audiogen_studio.training.codec_trainer.ReconstructionLoss` (the SoundStream codec's,
   so their validation numbers compare), on the samples whose overlap-add is complete (the
   decoder lags by ``latency``; its first ``latency`` output samples lack the windows before the
-  crop). No discriminator. AdamW (β = 0.8, 0.9 as Vocos), linear warm-up, gradient clipping;
+  crop). AdamW (β = 0.8, 0.9 as Vocos), linear warm-up, gradient clipping;
+- **GAN phase** (optional, ``discriminator``; Vocos §3 / SoundStream §3.4): a multi-scale STFT
+  discriminator (:mod:`~audiogen_studio.training.adversarial`) joins, from the step the run is
+  at (a run of reconstruction training resumed with ``--discriminator small`` takes one on);
+  the decoder then also gets ``adv_weight`` × the generator hinge loss and ``feat_weight`` ×
+  feature matching. The defaults 0.1 / 0.2 keep Vocos' balance of ``45 · L1(ln mel)`` against
+  ``L_adv + 2 L_fm`` for this trainer's loss scale (its STFT + log10-mel terms sum to ~1.5 on
+  a trained decoder, where Vocos' mel term is ~17);
 - ``BUNDLE/checkpoint/mel_codec/`` (:class:`~audiogen_studio.training.common.CheckpointDir`):
-  weights (with statistics and codebooks), optimizer, ``trainer_state.json``;
+  weights (with statistics and codebooks), optimizer, the discriminator and its optimizer once
+  one has joined, ``trainer_state.json``;
 - at the end (or when stopped by ``stop``/``time_limit``): validation on fixed crops of the
   valid split with all codebooks (log-mel L1 and STFT loss as the codec trainer reports them,
   plus the log-mel L1 at ``n_q`` 8 when the codec has more), then ``BUNDLE/codec.safetensors``
@@ -53,6 +61,7 @@ from audiogen_studio import __version__
 from audiogen_studio.engine.bundles import BUNDLE_FILE, BundleError, read_bundle, write_component
 from audiogen_studio.models.acoustic_codec import CODEC_COMPONENT, component_kind
 from audiogen_studio.models.checkpoint import CheckpointError
+from audiogen_studio.models.discriminator import DiscriminatorConfig, MultiScaleSTFTDiscriminator
 from audiogen_studio.models.mel_codec import (
     MEL_CODEC_KIND,
     NAMED_MEL_CODEC_CONFIGS,
@@ -60,6 +69,7 @@ from audiogen_studio.models.mel_codec import (
     MelCodecConfig,
     named_mel_codec_config,
 )
+from audiogen_studio.training.adversarial import Adversary, resolve_discriminator
 from audiogen_studio.training.audio_dataset import TrainingError
 from audiogen_studio.training.codec_trainer import ReconstructionLoss, _ArraySampler, _Sampler
 from audiogen_studio.training.common import (
@@ -84,6 +94,7 @@ log = logging.getLogger(__name__)
 WEIGHTS_FILE = "codec.safetensors"
 CHECKPOINT_SUBDIR = ("checkpoint", "mel_codec")
 MODULE_NAME = "mel_codec"
+DISC_NAME = "discriminator"
 WORK_DIR = "work"
 STATE_VERSION = 1
 
@@ -135,6 +146,12 @@ class MelCodecTrainOptions:
         init_decoder: a bundle (or ``codec.safetensors``) with a trained mel codec of the same
             decoder shape whose decoder stage 2 starts from (:meth:`MelCodec.adopt_decoder`):
             fine-tuning on new material; applied once, before the first decoder step.
+        discriminator: a name of :data:`~audiogen_studio.training.adversarial
+            .NAMED_DISCRIMINATORS` or a config: the GAN phase (module doc) from the step the run
+            is at; ``"none"`` trains without; ``None`` = the checkpoint's when resuming, else
+            none.
+        disc_lr: AdamW learning rate of the discriminator.
+        adv_weight, feat_weight: weights of the generator hinge and feature-matching losses.
     """
 
     data: str | Path
@@ -168,15 +185,19 @@ class MelCodecTrainOptions:
     cache: bool = True
     threads: int | None = None
     init_decoder: str | Path | None = None
+    discriminator: str | DiscriminatorConfig | None = None
+    disc_lr: float = 2e-4
+    adv_weight: float = 0.1
+    feat_weight: float = 0.2
 
     def check(self) -> None:
         """Raise :class:`TrainingError` on nonsensical values."""
-        weights = ("stft_weight", "mel_weight", "wave_weight")
+        weights = ("stft_weight", "mel_weight", "wave_weight", "adv_weight", "feat_weight")
         check_fields(
             self,
             at_least_one=("steps", "batch", "val_crops", "min_n_q", "kmeans_iters"),
             zero_or_more=("val_every", "save_every", "warmup"),
-            positive=("lr", "segment", "kmeans_seconds"),
+            positive=("lr", "disc_lr", "segment", "kmeans_seconds"),
             non_negative=(*weights, "input_noise", "weight_decay", "grad_clip"),
         )
         if not 0.0 <= self.nq_dropout <= 1.0:
@@ -198,6 +219,7 @@ class MelCodecStepReport:
     val_mel: float | None
     seconds_per_step: float
     seconds: float
+    disc: float | None = None
 
 
 @dataclass(frozen=True)
@@ -297,6 +319,8 @@ class _MelStepper:
         input_noise: float,
         device: torch.device,
         amp_dtype: torch.dtype | None,
+        adversary: Adversary | None = None,
+        adv_weights: tuple[float, float] = (0.0, 0.0),
     ) -> None:
         self.model = model
         self.train_model = train_model
@@ -308,6 +332,8 @@ class _MelStepper:
         self.device = device
         self.amp_dtype = amp_dtype
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+        self.adversary = adversary
+        self.adv_w, self.feat_w = adv_weights
 
     def step(self, crops: torch.Tensor, n_q: npt.NDArray[np.int64]) -> dict[str, float]:
         """One update from ``crops [B, latency + F hop]`` (on the device)."""
@@ -322,6 +348,15 @@ class _MelStepper:
         total = self.stft_w * losses["stft"] + self.mel_w * losses["mel"]
         if self.wave_w > 0:
             total = total + self.wave_w * losses["wave"]
+        extra: dict[str, float] = {}
+        if self.adversary is not None:
+            gan = self.adversary.generator_losses(target, out[..., lat:])
+            total = total + self.adv_w * gan.adv + self.feat_w * gan.feat
+            extra = {
+                "disc": gan.disc,
+                "adv": float(gan.adv.detach()),
+                "feat": float(gan.feat.detach()),
+            }
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         if self.grad_clip > 0:
@@ -333,6 +368,7 @@ class _MelStepper:
             "loss": float(total.detach()),
             "stft": float(losses["stft"].detach()),
             "mel": float(losses["mel"].detach()),
+            **extra,
         }
 
 
@@ -539,6 +575,18 @@ def _train(
     config = _resolve_config(options, stored)
     _check_bundle(out, config)
     config_name = named_config_of(config, NAMED_MEL_CODEC_CONFIGS, resume)
+    stored_disc = None if resume is None else resume.get("discriminator")
+    disc_config = resolve_discriminator(
+        (
+            DiscriminatorConfig.from_dict(stored_disc)
+            if options.discriminator is None and stored_disc is not None
+            else options.discriminator
+        ),
+        stored_disc,
+        resuming=resume is not None,
+        what="the mel codec checkpoint in the output folder",
+        may_join=True,
+    )
     cache_dir = out / WORK_DIR if options.cache else None
     dataset = waveforms_on_ranks(dinfo, options, config.sample_rate, cache_dir, log)
     amp_dtype = training_amp_dtype(device, options.amp, log)
@@ -559,6 +607,8 @@ def _train(
         "last_val": None,
         "stage1": None,
         "init_decoder": None,
+        "discriminator": None,  # its config once one has joined (weights in the checkpoint)
+        "adversarial_from": None,  # the step it joined at
     }
     base_seconds = 0.0
 
@@ -574,6 +624,8 @@ def _train(
             "last_val": state["last_val"],
             "stage1": state["stage1"],
             "init_decoder": state["init_decoder"],
+            "discriminator": state["discriminator"],
+            "adversarial_from": state["adversarial_from"],
             "seconds": seconds,
             "history": state["history"],
             "options": {
@@ -585,6 +637,9 @@ def _train(
                 "nq_dropout": options.nq_dropout,
                 "min_n_q": options.min_n_q,
                 "input_noise": options.input_noise,
+                "disc_lr": options.disc_lr,
+                "adv_weight": options.adv_weight,
+                "feat_weight": options.feat_weight,
                 "world_size": dinfo.world,
                 "device": str(device),
                 "amp": str(amp_dtype).removeprefix("torch.") if amp_dtype else None,
@@ -630,13 +685,35 @@ def _train(
     base_seconds = float(state["seconds"])
     if dinfo.main and start_step:
         log.info("resuming mel codec training from step %d of %s", start_step, ckpt.folder)
+    disc: MultiScaleSTFTDiscriminator | None = None
+    opt_d: torch.optim.Optimizer | None = None
+    if disc_config is not None:
+        disc = MultiScaleSTFTDiscriminator(disc_config).to(device)
+        opt_d = torch.optim.AdamW(
+            disc.parameters(), lr=options.disc_lr, betas=(0.8, 0.9), weight_decay=0.01
+        )
+        if state["discriminator"] is not None:  # trained on in this checkpoint before
+            ckpt.load({DISC_NAME: disc}, {DISC_NAME: opt_d}, device)
+            for group in opt_d.param_groups:
+                group["lr"] = options.disc_lr
+        else:
+            state["discriminator"] = disc_config.to_dict()
+            state["adversarial_from"] = start_step
+            if dinfo.main:
+                log.info("the discriminator joins at step %d", start_step)
+        modules[DISC_NAME] = disc
+        optimizers[DISC_NAME] = opt_d
+        configs[DISC_NAME] = disc_config.to_dict()
 
     train_model: nn.Module = model
+    train_disc: nn.Module | None = disc
     if dinfo.world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [device.index] if device.type == "cuda" else None
         train_model = DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+        if disc is not None:
+            train_disc = DistributedDataParallel(disc, device_ids=ids, broadcast_buffers=False)
 
     recon = ReconstructionLoss(config.sample_rate).to(device)
     stepper = _MelStepper(
@@ -649,6 +726,19 @@ def _train(
         input_noise=options.input_noise,
         device=device,
         amp_dtype=amp_dtype,
+        adversary=(
+            Adversary(
+                disc=disc,
+                train_disc=train_disc,
+                opt=opt_d,
+                grad_clip=options.grad_clip,
+                device=device,
+                amp_dtype=amp_dtype,
+            )
+            if disc is not None and train_disc is not None and opt_d is not None
+            else None
+        ),
+        adv_weights=(options.adv_weight, options.feat_weight),
     )
     length = _crop_length(config, options.segment)
     val_crops: torch.Tensor | None = None
@@ -719,6 +809,7 @@ def _train(
                             val_mel=None if val is None else val["mel"],
                             seconds_per_step=per_step,
                             seconds=base_seconds + time.perf_counter() - started,
+                            disc=values.get("disc"),
                         )
                     )
             want_stop = (stop is not None and stop.is_set()) or (
@@ -772,6 +863,8 @@ def _train(
             "config_name": config_name,
             "stage1": state["stage1"],
             "init_decoder": state["init_decoder"],
+            "discriminator": state["discriminator"],
+            "adversarial_from": state["adversarial_from"],
             "batch": options.batch,
             "segment_samples": length - config.latency,
             "lr": options.lr,

@@ -28,6 +28,7 @@ from audiogen_studio.engine.takes import collect
 from audiogen_studio.models.acoustic_codec import load_acoustic_codec
 from audiogen_studio.models.codec import NAMED_CODEC_CONFIGS, Codec
 from audiogen_studio.models.mel_codec import NAMED_MEL_CODEC_CONFIGS, MelCodec
+from audiogen_studio.training.adversarial import NAMED_DISCRIMINATORS
 from audiogen_studio.training.audio_dataset import TrainingError
 from audiogen_studio.training.codec_trainer import ReconstructionLoss
 from audiogen_studio.training.mel_codec_trainer import (
@@ -223,6 +224,60 @@ def test_refuses_another_config_or_another_codec(riff_folder: Path, tmp_path: Pa
     assert not (wavenet / "checkpoint").exists()
 
 
+def test_a_discriminator_joins_a_resumed_run_and_resumes_exactly(
+    riff_folder: Path, tmp_path: Path
+) -> None:
+    """The GAN phase: a run of reconstruction training takes a discriminator on when resumed
+    with one; its losses reach the decoder; its weights and optimizer resume exactly."""
+    plain, straight, resumed = (tmp_path / n for n in ("plain", "straight", "resumed"))
+    for out in (plain, straight, resumed):
+        train_mel_codec(_options(riff_folder, out, steps=2))
+    train_mel_codec(_options(riff_folder, plain, steps=4))
+    reports: list[MelCodecStepReport] = []
+    train_mel_codec(
+        _options(riff_folder, straight, discriminator="tiny", val_every=1, save_every=1),
+        on_step=reports.append,
+    )
+    assert [r.step for r in reports] == [3, 4]
+    assert all(r.disc is not None and np.isfinite(r.disc) for r in reports)
+    state = checkpoint_dir(straight).read_state()
+    assert state is not None and state["adversarial_from"] == 2
+    assert state["discriminator"] == NAMED_DISCRIMINATORS["tiny"].to_dict()  # type: ignore[union-attr]
+    assert (checkpoint_dir(straight).folder / "discriminator.safetensors").is_file()
+    training = read_bundle(straight).training["codec"]
+    assert training["adversarial_from"] == 2 and training["discriminator"] == state["discriminator"]
+    # stopped after one GAN step, then resumed without naming it: the checkpoint's discriminator
+    stop = threading.Event()
+    train_mel_codec(
+        _options(riff_folder, resumed, discriminator="tiny"),
+        on_step=lambda r: stop.set(),
+        stop=stop,
+    )
+    again = train_mel_codec(_options(riff_folder, resumed))
+    assert again.start_step == 3 and again.step == 4
+    a = _weights(straight / "codec.safetensors")
+    b = _weights(resumed / "codec.safetensors")
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-5), key
+    head = "decoder.head.weight"
+    assert not torch.allclose(a[head], _weights(plain / "codec.safetensors")[head], atol=1e-5)
+    # the same two steps with the adversarial weights at 0: the reconstruction run's decoder
+    zero = tmp_path / "zero"
+    train_mel_codec(_options(riff_folder, zero, steps=2))
+    train_mel_codec(
+        _options(riff_folder, zero, discriminator="tiny", adv_weight=0.0, feat_weight=0.0)
+    )
+    torch.testing.assert_close(
+        _weights(zero / "codec.safetensors")[head], _weights(plain / "codec.safetensors")[head]
+    )
+    # another discriminator, or none, is refused once one has trained
+    for other in ("small", "none"):
+        with pytest.raises(TrainingError, match="another discriminator"):
+            train_mel_codec(_options(riff_folder, straight, steps=5, discriminator=other))
+    with pytest.raises(TrainingError, match="unknown discriminator"):
+        train_mel_codec(_options(riff_folder, tmp_path / "x", discriminator="huge"))
+
+
 def test_cli_trains_and_round_trips_audio_aligned(
     riff_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -233,6 +288,12 @@ def test_cli_trains_and_round_trips_audio_aligned(
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["step"] == 2 and summary["metrics"]["n_q"] == TINY.n_q
+    # resumed with a discriminator (the GAN phase's flags)
+    gan = [*args, "--discriminator", "tiny", "--disc-lr", "1e-4", "--adv-weight", "0.5"]
+    gan[gan.index("--steps") + 1] = "3"
+    assert main([*gan, "--feat-weight", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == 3
+    assert read_bundle(bundle).training["codec"]["adversarial_from"] == 2
     # codec encode | decode: same length, and exactly the codec's aligned decode
     wav = riff_folder / "riff.wav"
     tokens = tmp_path / "riff.safetensors"
