@@ -33,6 +33,7 @@ __all__ = [
     "AdversarialLosses",
     "Adversary",
     "named_discriminator",
+    "optional_adversary",
     "resolve_discriminator",
 ]
 
@@ -153,3 +154,25 @@ class Adversary:
         finally:
             self.disc.requires_grad_(True)
         return AdversarialLosses(adv=adv, feat=feat, disc=float(d_loss.detach()))
+
+
+def optional_adversary(
+    disc: MultiScaleSTFTDiscriminator | None,
+    train_disc: nn.Module | None,
+    opt: torch.optim.Optimizer | None,
+    *,
+    grad_clip: float,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+) -> Adversary | None:
+    """An :class:`Adversary` when a discriminator trains (all three given), else ``None``."""
+    if disc is None or train_disc is None or opt is None:
+        return None
+    return Adversary(
+        disc=disc,
+        train_disc=train_disc,
+        opt=opt,
+        grad_clip=grad_clip,
+        device=device,
+        amp_dtype=amp_dtype,
+    )

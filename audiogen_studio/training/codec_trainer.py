@@ -64,6 +64,7 @@ from audiogen_studio.models.discriminator import DiscriminatorConfig, MultiScale
 from audiogen_studio.training.adversarial import (
     NAMED_DISCRIMINATORS,
     Adversary,
+    optional_adversary,
     resolve_discriminator,
 )
 from audiogen_studio.training.audio_dataset import TrainingError
@@ -662,17 +663,13 @@ def _train(
     stepper = _Stepper(
         model=model,
         train_model=train_model,
-        adversary=(
-            Adversary(
-                disc=disc,
-                train_disc=train_disc,
-                opt=opt_d,
-                grad_clip=options.grad_clip,
-                device=device,
-                amp_dtype=amp_dtype,
-            )
-            if disc is not None and train_disc is not None and opt_d is not None
-            else None
+        adversary=optional_adversary(
+            disc,
+            train_disc,
+            opt_d,
+            grad_clip=options.grad_clip,
+            device=device,
+            amp_dtype=amp_dtype,
         ),
         opt_g=opt_g,
         recon=recon,

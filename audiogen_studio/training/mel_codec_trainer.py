@@ -69,7 +69,11 @@ from audiogen_studio.models.mel_codec import (
     MelCodecConfig,
     named_mel_codec_config,
 )
-from audiogen_studio.training.adversarial import Adversary, resolve_discriminator
+from audiogen_studio.training.adversarial import (
+    Adversary,
+    optional_adversary,
+    resolve_discriminator,
+)
 from audiogen_studio.training.audio_dataset import TrainingError
 from audiogen_studio.training.codec_trainer import ReconstructionLoss, _ArraySampler, _Sampler
 from audiogen_studio.training.common import (
@@ -726,17 +730,13 @@ def _train(
         input_noise=options.input_noise,
         device=device,
         amp_dtype=amp_dtype,
-        adversary=(
-            Adversary(
-                disc=disc,
-                train_disc=train_disc,
-                opt=opt_d,
-                grad_clip=options.grad_clip,
-                device=device,
-                amp_dtype=amp_dtype,
-            )
-            if disc is not None and train_disc is not None and opt_d is not None
-            else None
+        adversary=optional_adversary(
+            disc,
+            train_disc,
+            opt_d,
+            grad_clip=options.grad_clip,
+            device=device,
+            amp_dtype=amp_dtype,
         ),
         adv_weights=(options.adv_weight, options.feat_weight),
     )
