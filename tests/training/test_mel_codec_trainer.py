@@ -1,6 +1,7 @@
 """Mel codec training: the tiny recipe learns; train_mel_codec fits, trains, resumes exactly and
-writes a ``kind: mel`` codec component; the CLI trains it and round-trips audio through it
-aligned; the AudioLM engine streams with it, its output aligned with the codec's decode."""
+writes a ``kind: mel`` codec component; a discriminator joins a resumed run (GAN phase); the
+CLI trains it and round-trips audio through it aligned; the AudioLM engine streams with it, its
+output aligned with the codec's decode."""
 
 from __future__ import annotations
 
@@ -385,13 +386,15 @@ seen = []
 original = mt._MelStepper.step
 def step(self, crops, n_q):
     out = original(self, crops, n_q)
-    seen.append(torch.cat([p.detach().flatten() for p in self.model.parameters()]))
+    params = [*self.model.parameters(), *self.adversary.disc.parameters()]
+    seen.append(torch.cat([p.detach().flatten() for p in params]))
     return out
 mt._MelStepper.step = step
 data, out, dump = sys.argv[1:4]
 result = train_mel_codec(MelCodecTrainOptions(
     data=data, out=out, config="tiny", steps=2, batch=2, segment=0.2, kmeans_iters=2,
-    val_every=0, save_every=0, val_crops=2, progress=False, threads=1, device="cpu"))
+    val_every=0, save_every=0, val_crops=2, progress=False, threads=1, device="cpu",
+    discriminator="tiny"))
 from safetensors.torch import save_file
 save_file({"params": torch.stack(seen)}, f"{dump}/rank{result.rank}.safetensors")
 """
@@ -403,7 +406,9 @@ def test_two_torchrun_ranks_train_one_decoder(riff_folder: Path, tmp_path: Path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rank0 = load_file(tmp_path / "rank0.safetensors")["params"]
     rank1 = load_file(tmp_path / "rank1.safetensors")["params"]
-    assert rank0.shape[0] == 2 and torch.equal(rank0, rank1)  # one model, different crops
+    # one decoder and one discriminator (GAN phase from step 0), different crops
+    assert rank0.shape[0] == 2 and torch.equal(rank0, rank1)
     manifest = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
     assert manifest["training"]["codec"]["world_size"] == 2
+    assert manifest["training"]["codec"]["adversarial_from"] == 0
     assert manifest["components"]["codec"]["kind"] == "mel"
