@@ -580,12 +580,11 @@ def _train(
     _check_bundle(out, config)
     config_name = named_config_of(config, NAMED_MEL_CODEC_CONFIGS, resume)
     stored_disc = None if resume is None else resume.get("discriminator")
+    disc_choice = options.discriminator
+    if disc_choice is None and stored_disc is not None:  # not named: the checkpoint's
+        disc_choice = DiscriminatorConfig.from_dict(stored_disc)
     disc_config = resolve_discriminator(
-        (
-            DiscriminatorConfig.from_dict(stored_disc)
-            if options.discriminator is None and stored_disc is not None
-            else options.discriminator
-        ),
+        disc_choice,
         stored_disc,
         resuming=resume is not None,
         what="the mel codec checkpoint in the output folder",
