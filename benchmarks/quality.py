@@ -7,8 +7,9 @@ instruments no model trained on):
 
 - ``codec``: the bundle's codec on ``--codec-clips`` speech clips of ``--codec-seconds``
   (music clips when no speech corpus is given; ViSQOL then in its audio mode):
-  PESQ-wb, ESTOI, ViSQOL (speech mode), log-mel L1, next to Opus at the codec's bitrate (raised
-  to Opus' 6 kbit/s floor when lower) and at double it. Target: PESQ-wb above Opus at the same
+  PESQ-wb, ESTOI, ViSQOL (speech mode), log-mel L1 and, for speech, DNSMOS (with the input's),
+  next to Opus at the codec's bitrate (raised to Opus' 6 kbit/s floor when lower) and at double
+  it. Target: PESQ-wb above Opus at the same
   bitrate; moonshot: Opus at double.
 - ``speech_continuation`` / ``music_continuation``: the first ``--prompt-seconds`` of
   ``--clips`` held-out clips continued by ``--seconds``; speaker cosine (≥ 0.80), DNSMOS OVRL
@@ -174,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                 opus=not a.no_opus,
                 with_visqol=not a.no_visqol,
                 visqol_mode=visqol_mode,
+                with_dnsmos=visqol_mode == "speech",
             )
             summary = codec_summary(codec_report)
             result["codec"] = summary

@@ -49,6 +49,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default="speech",
         help="ViSQOL speech mode (16 kHz, default) or audio mode (48 kHz, full-band codecs)",
     )
+    c.add_argument(
+        "--dnsmos",
+        action="store_true",
+        help="speech: also DNSMOS OVRL of each re-synthesis and of the input (naturalness)",
+    )
     c.add_argument("--device", default="cpu", help="auto, cpu, cuda or mps (default cpu)")
     _common(c)
     c.set_defaults(func=run_codec)
@@ -187,6 +192,7 @@ def run_codec(args: argparse.Namespace) -> int:
         opus=not args.no_opus,
         with_visqol=not args.no_visqol,
         visqol_mode=args.visqol_mode,
+        with_dnsmos=args.dnsmos,
     )
     return _write(
         {

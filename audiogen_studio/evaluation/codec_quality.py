@@ -15,6 +15,11 @@ Four full-reference figures, each of a degraded signal against the clean input:
 - **log-mel L1**: mean absolute difference of natural-log mel spectrograms (80 Slaney mels,
   1024-point FFT, hop 256 at 16 kHz, floor 1e-5), the "mel distance" of EnCodec/HiFi-GAN.
 
+With ``with_dnsmos`` (speech) each decoded clip, and the input, also gets DNSMOS OVRL
+(:func:`~audiogen_studio.evaluation.speech_quality.dnsmos`, no reference): how natural the
+re-synthesis sounds, next to the input's own score (the ceiling) — what a GAN-trained decoder
+should raise where PESQ, which rewards waveform fidelity, need not.
+
 :func:`evaluate_codec` runs a codec (anything with ``encode(audio [B, 1, T]) -> codes [B, Q, F]``,
 ``decode(codes) -> audio [B, 1, T']``, ``config.sample_rate`` and ``config.bits_per_second``:
 :class:`~audiogen_studio.models.codec.Codec` or the mel codec) and Opus (``opusenc``/``opusdec``
@@ -191,6 +196,7 @@ class CodecScores:
     estoi: float | None = None
     visqol: float | None = None
     log_mel_l1: float | None = None
+    dnsmos: float | None = None
 
     @staticmethod
     def mean(scores: Sequence[CodecScores]) -> CodecScores:
@@ -200,6 +206,7 @@ class CodecScores:
             estoi=mean_or_none([s.estoi for s in scores]),
             visqol=mean_or_none([s.visqol for s in scores]),
             log_mel_l1=mean_or_none([s.log_mel_l1 for s in scores]),
+            dnsmos=mean_or_none([s.dnsmos for s in scores]),
         )
 
 
@@ -210,8 +217,10 @@ def score_pair(
     *,
     with_visqol: bool = True,
     visqol_mode: str = "speech",
+    with_dnsmos: bool = False,
 ) -> CodecScores:
-    """PESQ-wb, ESTOI, ViSQOL (unless ``with_visqol`` is false) and log-mel L1 of a pair."""
+    """PESQ-wb, ESTOI, ViSQOL (unless ``with_visqol`` is false), log-mel L1 and, with
+    ``with_dnsmos``, the degraded clip's DNSMOS OVRL."""
     ref, deg = as_mono(reference), as_mono(degraded)
     n = min(ref.shape[0], deg.shape[0])
     ref, deg = ref[:n], deg[:n]
@@ -220,7 +229,17 @@ def score_pair(
         estoi=estoi(ref, deg, rate),
         visqol=visqol(ref, deg, rate, mode=visqol_mode) if with_visqol else None,
         log_mel_l1=log_mel_l1(ref, deg, rate),
+        dnsmos=_dnsmos_or_none(deg, rate) if with_dnsmos else None,
     )
+
+
+def _dnsmos_or_none(audio: npt.NDArray[np.float32], rate: int) -> float | None:
+    """DNSMOS OVRL of ``audio``; ``None`` for a silent clip (DNSMOS cannot score silence)."""
+    from audiogen_studio.evaluation.speech_quality import dnsmos
+
+    if not np.any(np.abs(audio) >= 1e-6):
+        return None
+    return dnsmos(audio, rate).ovrl
 
 
 # --- round trips ----------------------------------------------------------------------------
@@ -397,6 +416,7 @@ class CodecReport:
     n_q: int | None
     systems: dict[str, SystemResult]
     visqol_mode: str | None
+    input_dnsmos: float | None = None
 
 
 def evaluate_codec(
@@ -409,9 +429,11 @@ def evaluate_codec(
     opus: bool = True,
     with_visqol: bool = True,
     visqol_mode: str = "speech",
+    with_dnsmos: bool = False,
 ) -> CodecReport:
     """Score ``codec`` on ``clips`` (each ``[T]`` at ``rate``) and, with ``opus``, Opus at the
-    codec's bitrate (raised to 6 kbit/s when lower) and at double it.
+    codec's bitrate (raised to 6 kbit/s when lower) and at double it; ``with_dnsmos`` adds each
+    system's DNSMOS and the input's (:attr:`CodecReport.input_dnsmos`).
 
     Raises:
         EvaluationError: no clips.
@@ -427,7 +449,14 @@ def evaluate_codec(
     systems: dict[str, SystemResult] = {}
 
     def score(deg: npt.NDArray[np.float32], ref: npt.NDArray[np.float32]) -> CodecScores:
-        return score_pair(ref, deg, rate, with_visqol=with_visqol, visqol_mode=visqol_mode)
+        return score_pair(
+            ref,
+            deg,
+            rate,
+            with_visqol=with_visqol,
+            visqol_mode=visqol_mode,
+            with_dnsmos=with_dnsmos,
+        )
 
     codec_scores = [score(codec_round_trip(codec, r, rate, n_q=n_q), r) for r in refs]
     systems["codec"] = SystemResult(
@@ -458,4 +487,7 @@ def evaluate_codec(
         n_q=n_q,
         systems=systems,
         visqol_mode=visqol_mode if with_visqol else None,
+        input_dnsmos=(
+            mean_or_none([_dnsmos_or_none(r, rate) for r in refs]) if with_dnsmos else None
+        ),
     )

@@ -164,6 +164,7 @@ def evaluate_codec_on_corpus(
     opus: bool = True,
     with_visqol: bool = True,
     visqol_mode: str = "speech",
+    with_dnsmos: bool = False,
 ) -> CodecReport:
     """:func:`~audiogen_studio.evaluation.codec_quality.evaluate_codec` on held-out clips of
     ``corpus`` (each cut to ``seconds``), at the codec's rate."""
@@ -178,6 +179,7 @@ def evaluate_codec_on_corpus(
         opus=opus,
         with_visqol=with_visqol,
         visqol_mode=visqol_mode,
+        with_dnsmos=with_dnsmos,
     )
 
 
@@ -200,6 +202,9 @@ def codec_summary(report: CodecReport) -> dict[str, Any]:
         "visqol": figure(codec.visqol),
         "log_mel_l1": figure(codec.log_mel_l1),
     }
+    if report.input_dnsmos is not None:
+        out["dnsmos"] = figure(codec.dnsmos)
+        out["dnsmos_input"] = figure(report.input_dnsmos)
     for name, sys_ in systems.items():
         if name == "codec":
             continue
@@ -210,6 +215,7 @@ def codec_summary(report: CodecReport) -> dict[str, Any]:
             "estoi": sys_.mean.estoi,
             "visqol": sys_.mean.visqol,
             "log_mel_l1": sys_.mean.log_mel_l1,
+            **({"dnsmos": sys_.mean.dnsmos} if report.input_dnsmos is not None else {}),
             "note": sys_.note,
         }
     return out

@@ -194,6 +194,31 @@ def test_evaluate_codec_ranks_codecs_and_reports_opus(say: Say) -> None:
         assert same.mean.pesq_wb < double.mean.pesq_wb  # type: ignore[operator]
 
 
+def test_dnsmos_scores_each_re_synthesis_next_to_the_input(say: Say) -> None:
+    pytest.importorskip("speechmos", reason="needs the [eval] extra (speechmos)")
+    from audiogen_studio.evaluation.held_out import codec_summary
+
+    clips = [say()[: 3 * RATE]]
+    plain = cq.evaluate_codec(_DecimatingCodec(1), clips, RATE, opus=False, with_visqol=False)
+    assert plain.input_dnsmos is None and plain.systems["codec"].mean.dnsmos is None
+    assert "dnsmos" not in codec_summary(plain)
+    kept, muffled = (
+        cq.evaluate_codec(
+            _DecimatingCodec(f), clips, RATE, opus=False, with_visqol=False, with_dnsmos=True
+        )
+        for f in (1, 8)
+    )
+    assert kept.input_dnsmos is not None and 1.0 < kept.input_dnsmos < 5.0
+    # the identity codec sounds exactly like its input; a 1 kHz band does not
+    assert kept.systems["codec"].mean.dnsmos == pytest.approx(kept.input_dnsmos, abs=1e-6)
+    assert muffled.systems["codec"].mean.dnsmos < kept.input_dnsmos - 0.2  # type: ignore[operator]
+    summary = codec_summary(muffled)
+    assert summary["dnsmos_input"]["value"] == pytest.approx(kept.input_dnsmos, abs=1e-3)
+    assert summary["dnsmos"]["value"] == pytest.approx(
+        muffled.systems["codec"].mean.dnsmos, abs=1e-3
+    )
+
+
 def test_low_bitrate_codecs_get_opus_at_its_floor(say: Say) -> None:
     if not cq.opus_available():
         pytest.skip("opus-tools is not installed")

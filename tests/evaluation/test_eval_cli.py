@@ -145,6 +145,12 @@ def test_eval_codec_scores_a_bundle_next_to_opus(
         assert summary["opus_same"]["pesq_wb"] > summary["pesq_wb"]["value"]
     assert main([*argv[:-2], "--n-q", "99"]) == 2
     assert "codebooks" in capsys.readouterr().err
+    if importlib.util.find_spec("speechmos") is not None:  # DNSMOS next to the input's
+        assert main([*argv, "--dnsmos"]) == 0
+        summary = json.loads(capsys.readouterr().out)["summary"]
+        assert 1.0 < summary["dnsmos_input"]["value"] < 5.0 and "dnsmos" in summary
+        if opus:
+            assert 1.0 < summary["opus_same"]["dnsmos"] < 5.0
 
 
 def _random_audiolm_bundle(folder: Path) -> Path:
