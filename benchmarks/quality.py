@@ -15,7 +15,8 @@ instruments no model trained on):
   ``--clips`` held-out clips continued by ``--seconds``; speaker cosine (≥ 0.80), DNSMOS OVRL
   (≥ 2.8), pitch difference; key score (≥ 0.7), tempo ratio (±5 %), chroma correlation; the
   seam's click and loudness percentiles among the prompt's own points (≤ 95); the real-time
-  factor (≤ 0.5). Every figure is printed next to its target; ``real_continuation`` holds the
+  factor (≤ 0.5). Every figure is printed next to its target, each mean over the takes with its
+  standard error (``stderr``); ``real_continuation`` holds the
   same figures for the clips' real next seconds: the ceiling these metrics reach on that data;
   ``codec_continuation`` (AudioLM bundles) scores those real seconds after the bundle's codec
   with the quantizers its LMs generate: the ceiling the codec leaves the LMs.

@@ -100,7 +100,8 @@ def quality_figures(report: Mapping[str, Any]) -> dict[str, Any]:
     """Flatten a quality report (``benchmarks/quality.py`` or ``audiogen-studio eval ... -o``)
     into the ``metrics["quality"]`` section a card shows.
 
-    Figures are the report's ``{"value", "target", "met", "note"}`` mappings, named by their
+    Figures are the report's ``{"value", "stderr", "target", "met", "note"}`` mappings (the
+    standard error over the takes where the report has one), named by their
     path (``codec.pesq_wb``, ``speech_continuation.model.speaker_cosine``, ...); plain numbers
     under a figure group (e.g. ``codec.opus_same.pesq_wb``) are kept as reference values. Lists
     (per-clip details) and run settings are left out; ``_measured_with`` and ``_machine`` are
@@ -114,7 +115,9 @@ def quality_figures(report: Mapping[str, Any]) -> dict[str, Any]:
             if isinstance(value, Mapping):
                 if "value" in value and not isinstance(value["value"], Mapping):
                     figures[name] = {
-                        k: value[k] for k in ("value", "target", "met", "note") if k in value
+                        k: value[k]
+                        for k in ("value", "stderr", "target", "met", "note")
+                        if k in value
                     }
                 else:
                     walk(value, f"{name}.")
@@ -257,10 +260,13 @@ def _quality_lines(quality: Mapping[str, Any]) -> list[str]:
         if isinstance(entry, Mapping):
             met = entry.get("met")
             verdict = "met" if met is True else "not met" if met is False else "—"
+            measured = _fmt(entry.get("value"))
+            if entry.get("stderr") is not None and entry.get("value") is not None:
+                measured += f" ± {_fmt(entry['stderr'])}"
             rows.append(
                 [
                     name,
-                    _fmt(entry.get("value")),
+                    measured,
                     _fmt(entry.get("target", "")),
                     verdict,
                     _fmt(entry.get("note", "")),

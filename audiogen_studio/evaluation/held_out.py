@@ -38,7 +38,7 @@ from audiogen_studio.evaluation.common import (
     resample_mono,
 )
 from audiogen_studio.evaluation.continuation import ContinuationScores, Kind, score_continuation
-from audiogen_studio.evaluation.report import TARGETS, Target, figure
+from audiogen_studio.evaluation.report import DECIMALS, TARGETS, Target, figure
 
 log = logging.getLogger(__name__)
 
@@ -275,11 +275,24 @@ def _fraction(values: Sequence[bool | None]) -> float | None:
     return float(np.mean(known)) if known else None
 
 
-def summarize(scores: Sequence[ContinuationScores], kind: Kind) -> dict[str, Any]:
-    """Mean figures over takes, each next to its target (and the share of takes that meet it)."""
+def _stderr(values: Sequence[float | None]) -> float | None:
+    """Standard error of the mean of the finite values (``None`` below two of them)."""
+    good = [float(v) for v in values if v is not None and np.isfinite(v)]
+    if len(good) < 2:
+        return None
+    return float(np.std(good, ddof=1) / np.sqrt(len(good)))
 
-    def fig(values: list[float | None], target: Target | None) -> dict[str, Any]:
+
+def summarize(scores: Sequence[ContinuationScores], kind: Kind) -> dict[str, Any]:
+    """Mean figures over takes, each with its standard error over the takes (``stderr``: how
+    far another set of prompts may move it), next to its target (and the share of takes that
+    meet it)."""
+
+    def fig(values: list[float | None], target: Target | None = None) -> dict[str, Any]:
         out = figure(mean_or_none(values), target)
+        spread = _stderr(values)
+        if spread is not None:
+            out["stderr"] = round(spread, DECIMALS)
         if target is not None:
             out["takes_meeting"] = _fraction([target.met(v) for v in values])
         return out
@@ -295,10 +308,8 @@ def summarize(scores: Sequence[ContinuationScores], kind: Kind) -> dict[str, Any
             [s.loudness_percentile if s else None for s in seams],
             TARGETS["seam_loudness_percentile"],
         ),
-        "seam_click_db": figure(mean_or_none([s.click_db if s else None for s in seams])),
-        "seam_loudness_jump_db": figure(
-            mean_or_none([s.loudness_jump_db if s else None for s in seams])
-        ),
+        "seam_click_db": fig([s.click_db if s else None for s in seams]),
+        "seam_loudness_jump_db": fig([s.loudness_jump_db if s else None for s in seams]),
     }
     if kind == "speech":
         sp = [s.speech for s in scores if s.speech is not None]
@@ -306,20 +317,18 @@ def summarize(scores: Sequence[ContinuationScores], kind: Kind) -> dict[str, Any
         out["dnsmos_ovrl"] = fig(
             [s.dnsmos.ovrl if s.dnsmos else None for s in sp], TARGETS["dnsmos_ovrl"]
         )
-        out["dnsmos_ovrl_prompt"] = figure(
-            mean_or_none([s.dnsmos_prompt.ovrl if s.dnsmos_prompt else None for s in sp])
+        out["dnsmos_ovrl_prompt"] = fig(
+            [s.dnsmos_prompt.ovrl if s.dnsmos_prompt else None for s in sp]
         )
-        out["dnsmos_sig"] = figure(mean_or_none([s.dnsmos.sig if s.dnsmos else None for s in sp]))
-        out["dnsmos_bak"] = figure(mean_or_none([s.dnsmos.bak if s.dnsmos else None for s in sp]))
-        out["pitch_difference_semitones"] = figure(
-            mean_or_none([s.pitch_difference_semitones for s in sp])
-        )
+        out["dnsmos_sig"] = fig([s.dnsmos.sig if s.dnsmos else None for s in sp])
+        out["dnsmos_bak"] = fig([s.dnsmos.bak if s.dnsmos else None for s in sp])
+        out["pitch_difference_semitones"] = fig([s.pitch_difference_semitones for s in sp])
     else:
         mu = [s.music for s in scores if s.music is not None]
         out["key_score"] = fig([m.key_score for m in mu], TARGETS["key_score"])
         out["tempo_ratio"] = fig([m.tempo_ratio for m in mu], TARGETS["tempo_ratio"])
-        out["tempo_ratio_folded"] = figure(mean_or_none([m.tempo_ratio_folded for m in mu]))
-        out["chroma_correlation"] = figure(mean_or_none([m.chroma_correlation for m in mu]))
+        out["tempo_ratio_folded"] = fig([m.tempo_ratio_folded for m in mu])
+        out["chroma_correlation"] = fig([m.chroma_correlation for m in mu])
     return out
 
 

@@ -116,6 +116,12 @@ def test_oracle_continuations_beat_noise(tmp_path: Path, say: Say) -> None:
     assert g["speaker_cosine"]["value"] > 0.8 and g["speaker_cosine"]["met"] is True
     assert b["speaker_cosine"]["value"] < 0.7 and b["speaker_cosine"]["met"] is False
     assert g["speaker_cosine"]["value"] > b["speaker_cosine"]["value"] + 0.2
+    # each mean carries its standard error over the takes (none from a single take)
+    cosines = [float(c.model.speech.speaker_cosine or 0.0) for c in good.clips if c.model.speech]
+    assert g["speaker_cosine"]["stderr"] == pytest.approx(
+        np.std(cosines, ddof=1) / np.sqrt(2), abs=1e-4
+    )
+    assert "stderr" not in b["speaker_cosine"]
     assert g["seam_click_percentile"]["value"] < 95
     assert (
         b["seam_loudness_percentile"]["takes_meeting"] < 1.0
