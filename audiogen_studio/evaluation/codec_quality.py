@@ -44,6 +44,7 @@ import numpy.typing as npt
 import torch
 
 from audiogen_studio.evaluation.common import (
+    SILENT_PEAK,
     EvaluationError,
     MissingExtraError,
     as_mono,
@@ -88,7 +89,7 @@ def pesq_wb(reference: npt.ArrayLike, degraded: npt.ArrayLike, rate: int) -> flo
     ref = resample_mono(reference, rate, PESQ_RATE)
     deg = resample_mono(degraded, rate, PESQ_RATE)
     n = min(ref.shape[0], deg.shape[0])
-    if float(np.max(np.abs(ref))) < 1e-6:
+    if float(np.max(np.abs(ref))) < SILENT_PEAK:
         return None  # nothing to compare (PESQ would divide by zero)
     if not np.any(deg):  # digital silence out: score it as -100 dBFS dither, not "no score"
         dither = np.asarray(np.random.default_rng(0).standard_normal(deg.shape[0]))
@@ -237,7 +238,7 @@ def _dnsmos_or_none(audio: npt.NDArray[np.float32], rate: int) -> float | None:
     """DNSMOS OVRL of ``audio``; ``None`` for a silent clip (DNSMOS cannot score silence)."""
     from audiogen_studio.evaluation.speech_quality import dnsmos
 
-    if not np.any(np.abs(audio) >= 1e-6):
+    if not np.any(np.abs(audio) >= SILENT_PEAK):
         return None
     return dnsmos(audio, rate).ovrl
 

@@ -19,6 +19,8 @@ import numpy.typing as npt
 from audiogen_studio.audio.errors import AudioError
 
 EXTRA_HINT = "pip install 'audiogen_studio[eval]'"
+#: Peak below which a clip counts as silent (no metric can score it).
+SILENT_PEAK = 1e-6
 
 
 class EvaluationError(AudioError):

@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from audiogen_studio.evaluation.common import (
+    SILENT_PEAK,
     EvaluationError,
     as_mono,
     finite,
@@ -55,7 +56,7 @@ def speaker_embedding(audio: npt.ArrayLike, rate: int) -> npt.NDArray[np.float32
     hparams = require("resemblyzer.hparams", "resemblyzer")
     wav = resample_mono(audio, rate, int(hparams.sampling_rate))
     peak = float(np.max(np.abs(wav)))
-    if peak < 1e-6:
+    if peak < SILENT_PEAK:
         raise EvaluationError("cannot embed a silent clip")
     wav = np.clip(wav, -1.0, 1.0)
     processed = resemblyzer.preprocess_wav(wav)
@@ -91,7 +92,7 @@ def dnsmos(audio: npt.ArrayLike, rate: int) -> DnsmosScores:
     require("onnxruntime")
     dnsmos_mod = require("speechmos.dnsmos", "speechmos")
     x = np.clip(resample_mono(audio, rate, SPEECH_RATE), -1.0, 1.0).astype(np.float64)
-    if float(np.max(np.abs(x))) < 1e-6:
+    if float(np.max(np.abs(x))) < SILENT_PEAK:
         raise EvaluationError("DNSMOS of a silent clip")
     window = int(dnsmos_mod.INPUT_LENGTH * SPEECH_RATE)
     if x.shape[0] < window:  # repeat to exactly one window (speechmos would double it
