@@ -125,6 +125,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="STAGE=F,...",
         help="AudioLM per-stage factors on --temperature (default: the bundle's tuned ones)",
     )
+    ap.add_argument(
+        "--adapt-steps",
+        type=int,
+        default=None,
+        help="AudioLM prompt adaptation steps (default: the bundle's; 0: none)",
+    )
     ap.add_argument("--no-codec", action="store_true", help="skip the codec figures")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
@@ -155,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             "temperature": a.temperature,
             "stage_temperatures": a.stage_temperatures,
             "top_k": a.top_k,
+            "adapt_steps": a.adapt_steps,
         },
     }
     targets: dict[str, Any] = {}
@@ -203,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
                 temperature=a.temperature,
                 stage_temperatures=a.stage_temperatures,
                 top_k=a.top_k,
+                adapt_steps=a.adapt_steps,
                 device=a.device,
             )
         except EvaluationError as exc:

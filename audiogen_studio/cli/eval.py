@@ -112,6 +112,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="AudioLM: per-stage factors on --temperature (default: the bundle's)",
     )
     b.add_argument("--top-k", type=positive_int, default=None, help="sample from the k likeliest")
+    b.add_argument(
+        "--adapt-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="AudioLM: steps that adapt the LMs to each prompt (default: the bundle's; 0: none)",
+    )
     b.add_argument("--device", default="cpu", help="auto, cpu, cuda or mps (default cpu)")
     b.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS (speech)")
     b.add_argument(
@@ -283,6 +290,7 @@ def run_bundle(args: argparse.Namespace) -> int:
             temperature=args.temperature,
             stage_temperatures=args.stage_temperatures,
             top_k=args.top_k,
+            adapt_steps=args.adapt_steps,
             device=args.device,
             with_dnsmos=not args.no_dnsmos,
             with_reference=not args.no_reference,

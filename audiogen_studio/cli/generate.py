@@ -46,6 +46,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--top-p", type=float, default=None, help="nucleus sampling: keep this much mass"
     )
+    p.add_argument(
+        "--adapt-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="AudioLM: gradient steps that adapt the coarse LM to the prompt's voice or "
+        "instrument before generating (default: the bundle's, see its model card; 0: none)",
+    )
     _common(p)
     p.set_defaults(func=run_continue)
 
@@ -103,6 +111,7 @@ def _run(args: argparse.Namespace, mode: str, source: str) -> int:
             top_k=getattr(args, "top_k", None),
             top_p=getattr(args, "top_p", None),
             stage_temperatures=getattr(args, "stage_temperatures", None),
+            adapt_steps=getattr(args, "adapt_steps", None),
         )
         engine = load_engine(
             args.model, mode=mode, device=args.device, engine=getattr(args, "engine", "auto")
@@ -185,6 +194,9 @@ def _record_in_library(
             or None,
             "top_k": getattr(args, "top_k", None),
             "top_p": getattr(args, "top_p", None),
+            "adapt_steps": getattr(args, "adapt_steps", None)
+            if getattr(args, "adapt_steps", None) is not None
+            else bundle.generation.get("adaptation", {}).get("steps"),
             "engine_choice": getattr(args, "engine", "auto"),
             "source": "cli",
         }

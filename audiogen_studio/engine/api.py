@@ -21,6 +21,7 @@ from audiogen_studio.audio.clip import Clip
 
 Mode = Literal["continue", "vocode"]
 MAX_TAKES = 8
+MAX_ADAPT_STEPS = 1000
 #: The token stages of an AudioLM bundle, in generation order.
 STAGES = ("semantic", "coarse", "fine")
 
@@ -69,6 +70,9 @@ class GenerationRequest:
             bundle's; stages not named keep factor 1. Engines with one stage ignore it.
         top_k, top_p: optional truncation of the sampling distribution.
         chunk_seconds: audio per yielded chunk (~0.05–0.1 s keeps playback responsive).
+        adapt_steps: AudioLM: gradient steps that adapt the LMs to the prompt before generating
+            (``engine/prompt_adaptation.py``); ``None``: the bundle's default
+            (``generation.adaptation``), ``0``: none. Engines without LMs ignore it.
     """
 
     prompt: Clip
@@ -81,6 +85,7 @@ class GenerationRequest:
     top_p: float | None = None
     chunk_seconds: float = 0.1
     stage_temperatures: Mapping[str, float] | None = None
+    adapt_steps: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("continue", "vocode"):
@@ -104,6 +109,14 @@ class GenerationRequest:
             raise GenerationError(f"chunk_seconds must be 0.005–2, got {self.chunk_seconds}")
         if self.prompt.frames == 0:
             raise GenerationError("the prompt is empty")
+        if self.adapt_steps is not None and (
+            isinstance(self.adapt_steps, bool)
+            or not isinstance(self.adapt_steps, int)
+            or not 0 <= self.adapt_steps <= MAX_ADAPT_STEPS
+        ):
+            raise GenerationError(
+                f"adapt_steps must be an integer 0–{MAX_ADAPT_STEPS}, got {self.adapt_steps!r}"
+            )
 
     def resolved_seed(self) -> int:
         """The seed to use: the given one, or a fresh random one."""

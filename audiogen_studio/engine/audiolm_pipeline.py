@@ -14,6 +14,10 @@ Then, window after window (a short first window so that audio starts early, then
 4. the codec's **streaming decoder** (primed with the prompt's codes) turns the window's frames
    into audio, which is yielded at once.
 
+Before step 1, when the request or the bundle asks for it, the LMs named by the adaptation
+settings (the coarse one by default) are replaced, for this request, by copies fine-tuned for a
+few steps on the prompt's own tokens (:mod:`~audiogen_studio.engine.prompt_adaptation`).
+
 So audio is out after one short window, not after the whole semantic sequence. When a stream's
 cache is full its context slides: the cache is reset and re-filled with the last half of its
 capacity (whole groups, so positions keep the structure the LM was trained on), which serves
@@ -27,6 +31,7 @@ alone or batched.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -43,6 +48,13 @@ from audiogen_studio.engine.api import (
     check_stage_temperatures,
 )
 from audiogen_studio.engine.bundles import BundleError, BundleInfo
+from audiogen_studio.engine.prompt_adaptation import (
+    AdaptationCache,
+    AdaptationCancelledError,
+    AdaptationSettings,
+    adapt_copy,
+    last_windows,
+)
 from audiogen_studio.models.acoustic_codec import (
     AcousticCodec,
     decoder_latency,
@@ -144,6 +156,8 @@ class AudioLMEngine:
             from (``None``: all the layout has). At most ``Q_c`` skips the fine LM: its codes
             are not sampled, and the decoder renders the coarse ones alone (residual VQ decodes
             any prefix of its codebooks). For a fine LM whose codes cost more than they add.
+        adaptation: how the LMs adapt to each prompt (default: not at all; a request's
+            ``adapt_steps`` overrides the steps).
     """
 
     def __init__(
@@ -161,8 +175,11 @@ class AudioLMEngine:
         window_seconds: float = 1.0,
         stage_temperatures: Mapping[str, float] | None = None,
         decode_quantizers: int | None = None,
+        adaptation: AdaptationSettings | None = None,
     ) -> None:
         self.device = resolve_device(device)
+        self.adaptation = adaptation or AdaptationSettings()
+        self._adapted = AdaptationCache()
         self.stage_temperatures = check_stage_temperatures(stage_temperatures or {})
         self.codec = codec.eval().to(self.device)
         # decoded audio lags the codes by this many samples (the mel codec's overlap-add):
@@ -199,12 +216,15 @@ class AudioLMEngine:
             self.stages["fine"] = _Stage(
                 lm_fine.eval().to(self.device), windows["fine"], layout.fine_group, "fine"
             )
+        for stage in self.stages.values():
+            self._accelerate(stage.model)
+        self.window_tokens = max(1, round(window_seconds * layout.semantic_rate))
+
+    def _accelerate(self, model: TokenLM) -> None:
         if self.device.type == "cpu":  # fused numba decode step for one-token calls
             from audiogen_studio.engine.lm_fast import accelerate
 
-            for stage in self.stages.values():
-                accelerate(stage.model)
-        self.window_tokens = max(1, round(window_seconds * layout.semantic_rate))
+            accelerate(model)
 
     # -- loading -----------------------------------------------------------------------------
 
@@ -240,6 +260,10 @@ class AudioLMEngine:
             )
         except GenerationError as exc:
             raise BundleError(f"bundle '{bundle.name}': generation defaults: {exc}") from exc
+        try:
+            adaptation = AdaptationSettings.from_dict(bundle.generation.get("adaptation", {}))
+        except GenerationError as exc:
+            raise BundleError(f"bundle '{bundle.name}': generation.adaptation: {exc}") from exc
         decode_quantizers = bundle.generation.get("decode_quantizers")
         if decode_quantizers is not None and (
             isinstance(decode_quantizers, bool) or not isinstance(decode_quantizers, int)
@@ -284,6 +308,7 @@ class AudioLMEngine:
             name=f"{bundle.name} {bundle.version}",
             stage_temperatures=stage_temperatures,
             decode_quantizers=decode_quantizers,
+            adaptation=adaptation,
         )
 
     # -- request helpers -----------------------------------------------------------------------
@@ -314,6 +339,72 @@ class AudioLMEngine:
                 f"{1000 * need / self.sample_rate:.0f} ms"
             )
         return audio
+
+    # -- prompt adaptation -----------------------------------------------------------------------
+
+    def adaptation_for(self, request: GenerationRequest) -> AdaptationSettings:
+        """The adaptation ``request`` gets: the engine's settings with the request's steps."""
+        return self.adaptation.with_steps(request.adapt_steps)
+
+    def _adaptation_span(self, settings: AdaptationSettings) -> int:
+        """Semantic tokens at the prompt's end that ``settings``' windows can cover."""
+        span = 0
+        for name in settings.stages:
+            stage = self.stages.get(name)
+            if stage is None:
+                continue
+            ids = stage.model.config.max_seq_len // stage.group  # groups per window
+            per_group = 1 if name in ("semantic", "coarse") else 1 / self.layout.ratio
+            span = max(span, math.ceil(settings.windows * ids * per_group))
+        return span
+
+    def _adapted_stages(
+        self,
+        settings: AdaptationSettings,
+        semantic: torch.Tensor,
+        codes: torch.Tensor,
+        cancel: threading.Event | None,
+    ) -> dict[str, _Stage]:
+        """Each stage of ``settings`` replaced by its copy adapted to the prompt's tokens
+        (``semantic [1, S]`` and the aligned ``codes [1, Q, S·ratio]`` of the prompt's end);
+        the others as they are."""
+        stages = dict(self.stages)
+        for name in settings.stages:
+            stage = stages.get(name)
+            if stage is None:  # a bundle without a fine LM
+                continue
+            sequence, mask = self.layout.stage_sequence(name, semantic, codes)
+            windows, window_mask = last_windows(
+                sequence,
+                mask,
+                capacity=stage.model.config.max_seq_len,
+                group=stage.group,
+                windows=settings.windows,
+            )
+            key = AdaptationCache.key(name, settings, windows)
+            model = self._adapted.get(key)
+            if model is None:
+                started = time.perf_counter()
+                model = adapt_copy(
+                    stage.model,
+                    windows,
+                    window_mask,
+                    steps=settings.steps,
+                    lr=settings.lr,
+                    spans=self.layout.stage_spans(name, windows.shape[1]),
+                    should_stop=None if cancel is None else cancel.is_set,
+                )
+                self._accelerate(model)
+                self._adapted.put(key, model)
+                log.info(
+                    "%s LM adapted to the prompt: %d steps on %s ids in %.2f s",
+                    name,
+                    settings.steps,
+                    "x".join(map(str, windows.shape)),
+                    time.perf_counter() - started,
+                )
+            stages[name] = _Stage(model, stage.window, stage.group, stage.name)
+        return stages
 
     # -- token generation ------------------------------------------------------------------------
 
@@ -395,21 +486,35 @@ class AudioLMEngine:
             s_keep = min(s_p, keep["semantic"])
             c_keep = min(s_p, keep["coarse"])
             f_keep = min(s_p * r, keep.get("fine", 0))
+            adaptation = self.adaptation_for(request)
+            a_keep = min(s_p, self._adaptation_span(adaptation)) if adaptation.enabled else 0
             # only the codes the streams and the decoder need are computed: the codec is causal
             # with a finite receptive field, so encoding from ENCODE_MARGIN_FRAMES earlier and
             # priming the decoder with PRIME_FRAMES give exactly the codes and state of the
             # whole prompt (tested for the named codec configs)
             f_p = s_p * r
-            need = max(c_keep * r, f_keep, PRIME_FRAMES)
+            need = max(c_keep * r, f_keep, PRIME_FRAMES, a_keep * r)
             base = max(0, f_p - need - ENCODE_MARGIN_FRAMES)
             codes = self.codec.encode(cond[:, None, base * self.hop_c :], n_q=layout.quantizers)
             codes = codes[:, :, : f_p - base].expand(takes, -1, -1).clone()  # [B, Q, F_p - base]
+            stages = self.stages
+            if a_keep:
+                try:
+                    stages = self._adapted_stages(
+                        adaptation,
+                        semantic[:1, s_p - a_keep :],
+                        codes[:1, :, (s_p - a_keep) * r - base :],
+                        cancel,
+                    )
+                except AdaptationCancelledError:
+                    log.info("generation cancelled while adapting to the prompt")
+                    return
             decoder = self.codec.stream_decoder(takes)
             kq = self.decode_quantizers
             decoder.push(codes[:, :kq, -PRIME_FRAMES:])  # primes the state; its audio is unused
-            sem_stream = _Stream(self.stages["semantic"], semantic[:, s_p - s_keep :])
+            sem_stream = _Stream(stages["semantic"], semantic[:, s_p - s_keep :])
             coarse_stream = _Stream(
-                self.stages["coarse"],
+                stages["coarse"],
                 layout.coarse_sequence(
                     semantic[:, s_p - c_keep :], codes[:, :qc, (s_p - c_keep) * r - base :]
                 )[0],
@@ -417,7 +522,7 @@ class AudioLMEngine:
             fine_stream = None
             if qf and kq > qc:  # the constructor made sure the fine LM is there
                 fine_stream = _Stream(
-                    self.stages["fine"],
+                    stages["fine"],
                     layout.fine_sequence(codes[:, :qc, -f_keep:], codes[:, qc:, -f_keep:])[0]
                     if f_keep
                     else torch.empty(takes, 0, dtype=torch.long, device=self.device),

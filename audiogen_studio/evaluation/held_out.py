@@ -365,6 +365,7 @@ def evaluate_continuations(
     with_reference: bool = True,
     engine: Any = None,
     stage_temperatures: Mapping[str, float] | None = None,
+    adapt_steps: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> ContinuationReport:
     """Continue held-out prompts of ``corpus`` with bundle ``model`` and score the takes.
@@ -372,6 +373,9 @@ def evaluate_continuations(
     Args:
         stage_temperatures: AudioLM per-stage factors on ``temperature`` (default: the
             bundle's tuned ones).
+        adapt_steps: AudioLM prompt adaptation steps (default: the bundle's; its time counts
+            in the real-time factor: the warm-up does not adapt, so no prompt is adapted
+            before it is timed).
         engine: an already loaded :class:`~audiogen_studio.engine.api.Engine` to use instead of
             loading ``model`` (tests, or several runs on one engine).
         progress: called as ``progress(done, total)`` after each prompt.
@@ -399,7 +403,10 @@ def evaluate_continuations(
     p = round(prompt_seconds * rate)
     # warm-up: JIT compilation and caches are not part of the real-time factor
     warm = GenerationRequest(
-        prompt=Clip(chosen[0].audio[None, :p].copy(), rate), seconds=WARMUP_SECONDS, seed=0
+        prompt=Clip(chosen[0].audio[None, :p].copy(), rate),
+        seconds=WARMUP_SECONDS,
+        seed=0,
+        adapt_steps=0,
     )
     try:
         for _ in engine.stream(warm):
@@ -416,6 +423,7 @@ def evaluate_continuations(
             temperature=temperature,
             top_k=top_k,
             stage_temperatures=stage_temperatures,
+            adapt_steps=adapt_steps,
         )
         started = time.perf_counter()
         try:

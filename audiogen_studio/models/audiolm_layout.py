@@ -198,3 +198,40 @@ class TokenLayout:
         mask = torch.zeros(f, self.fine_group, dtype=torch.bool, device=coarse.device)
         mask[:, self.coarse_quantizers :] = True
         return seq, mask.reshape(-1)
+
+    def stage_sequence(
+        self, stage: str, semantic: torch.Tensor, acoustic: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The sequence ``[B, L]`` stage ``stage`` (``semantic`` / ``coarse`` / ``fine``) is
+        trained on for aligned ``semantic [B, S]`` and ``acoustic [B, Q, S·ratio]`` (at least
+        the stage's quantizers), and the bool ``[L]`` mask of the positions it predicts (every
+        one for semantic; the coarse / fine ids of the others)."""
+        if stage == "semantic":
+            return semantic.long(), torch.ones(
+                semantic.shape[1], dtype=torch.bool, device=semantic.device
+            )
+        qc, qf = self.coarse_quantizers, self.fine_quantizers
+        if stage == "coarse":
+            return self.coarse_sequence(semantic, acoustic[:, :qc])
+        if stage == "fine":
+            return self.fine_sequence(acoustic[:, :qc], acoustic[:, qc : qc + qf])
+        raise ValueError(f"unknown stage {stage!r}: use semantic, coarse or fine")
+
+    def stage_spans(self, stage: str, length: int) -> list[tuple[int, int] | None]:
+        """Per position of a ``stage`` sequence of ``length`` ids that starts on a group
+        boundary, the ``[lo, hi)`` ids generation samples there (its quantizer's range), or
+        ``None`` where ids are given, not sampled, or drawn from the whole vocabulary."""
+        if stage == "semantic":
+            return [None] * length
+        if stage == "coarse":
+            group, qc = self.coarse_group, self.coarse_quantizers
+            return [
+                None if i % group == 0 else self.coarse_range((i % group - 1) % qc)
+                for i in range(length)
+            ]
+        if stage == "fine":
+            group, qc = self.fine_group, self.coarse_quantizers
+            return [
+                None if i % group < qc else self.fine_range(i % group - qc) for i in range(length)
+            ]
+        raise ValueError(f"unknown stage {stage!r}: use semantic, coarse or fine")

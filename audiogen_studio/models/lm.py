@@ -351,6 +351,11 @@ class TokenLM(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Causal logits: ``tokens [B, T]`` (``T <= max_seq_len``) → ``[B, T, V]``."""
+        return F.linear(self.features(tokens), self.output_weight)
+
+    def features(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The normalised last hidden states ``[B, T, D]`` that :meth:`forward` projects onto
+        the vocabulary (``output_weight``): for losses over part of the vocabulary."""
         b, t = tokens.shape
         if t > self.config.max_seq_len:
             raise ValueError(
@@ -379,7 +384,7 @@ class TokenLM(nn.Module):
             a = F.linear(a.transpose(1, 2).reshape(b, t, -1), blk.proj.weight)
             x = x + F.dropout(a, p, self.training)
             x = x + F.dropout(self._mlp(blk, blk.norm2(x)), p, self.training)
-        return self._logits(x)
+        return cast(torch.Tensor, self.norm_f(x))
 
     # --- cached forward --------------------------------------------------------------------------
 

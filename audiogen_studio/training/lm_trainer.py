@@ -278,17 +278,11 @@ def make_batch(
     stage: str, layout: TokenLayout, semantic: torch.Tensor, acoustic: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The training sequence ``[B, L]`` of aligned windows and the ``[L]`` mask of the
-    positions the stage predicts (all for semantic; the coarse / fine ids of the others).
+    positions the stage predicts (:meth:`TokenLayout.stage_sequence`).
 
     ``semantic [B, n]``, ``acoustic [B, Q, n·ratio]``.
     """
-    if stage == "semantic":
-        return semantic.long(), torch.ones(semantic.shape[1], dtype=torch.bool)
-    qc, qf = layout.coarse_quantizers, layout.fine_quantizers
-    coarse = acoustic[:, :qc]
-    if stage == "coarse":
-        return layout.coarse_sequence(semantic, coarse)
-    return layout.fine_sequence(coarse, acoustic[:, qc : qc + qf])
+    return layout.stage_sequence(stage, semantic, acoustic)
 
 
 def _layout_for(bundle: Path, options: LMTrainOptions) -> tuple[TokenLayout, Any, Any]:

@@ -63,6 +63,15 @@ def test_layout_round_trips_and_ranges() -> None:
     # per codec frame: 2 coarse ids (conditioning), then 1 fine id
     assert seq.shape == (3, 6 * 3) and mask.tolist() == [False, False, True] * 6
     assert torch.equal(layout.fine_codes(seq[:, 2::3]), codes[:, 2:])
+    # every predicted id lies in the span generation samples it from; given ids have none
+    for stage in ("coarse", "fine"):
+        seq, mask = make_batch(stage, layout, sem, codes)
+        spans = layout.stage_spans(stage, seq.shape[1])
+        assert [s is not None for s in spans] == mask.tolist()
+        for i, span in enumerate(spans):
+            if span is not None:
+                assert bool(((seq[:, i] >= span[0]) & (seq[:, i] < span[1])).all())
+    assert layout.stage_spans("semantic", 4) == [None] * 4
     with pytest.raises(ValueError, match="integer multiple"):
         TokenLayout(
             semantic_vocab=10,

@@ -1,0 +1,277 @@
+"""Prompt adaptation: a few gradient steps of a token LM on the prompt's own tokens before it
+continues them.
+
+Test-time training (Sun et al. 2020, "Test-Time Training with Self-Supervision for
+Generalization under Distribution Shifts", §2): the prompt is the one example there is of what
+the continuation must sound like, so the stage's own training loss on it -- for the coarse LM
+the next-token loss of the prompt's interleaved ``[semantic, coarse codes]`` sequence (AudioLM
+§4.2; :meth:`~audiogen_studio.models.audiolm_layout.TokenLayout.stage_sequence`) -- adapts a copy
+of the LM to the prompt's voice or instrument. It is the whole-model fine-tuning of few-shot
+speaker adaptation (Arik et al. 2018, "Neural Voice Cloning with a Few Samples", §3.1) with the
+prompt as the samples. The small CPU-trained LMs shipped here do not carry an unseen voice in
+context (the speech coarse LM's loss is 3.29 nats on its training voices, 4.76 on held-out
+ones); a few steps on the prompt do (figures in ``models/speech/README.md``).
+
+Only the coarse LM is adapted by default: it turns semantic tokens into the codec's codes, so
+it holds how the speaker or instrument sounds, while the semantic LM, left alone, keeps
+inventing the content instead of repeating the prompt's. The adapted copy never replaces the
+loaded model; :class:`AdaptationCache` keeps the last few copies, so more takes of the same
+prompt do not pay for the steps again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+from audiogen_studio.engine.api import MAX_ADAPT_STEPS, STAGES, GenerationError
+from audiogen_studio.models.lm import TokenLM
+
+__all__ = [
+    "AdaptationCache",
+    "AdaptationCancelledError",
+    "AdaptationSettings",
+    "adapt_copy",
+    "last_windows",
+]
+
+#: Adapted copies an engine keeps (one per prompt and stage).
+CACHE_SIZE = 4
+
+
+class AdaptationCancelledError(Exception):
+    """``should_stop`` said to stop before the last step."""
+
+
+@dataclass(frozen=True, slots=True)
+class AdaptationSettings:
+    """How an AudioLM engine adapts its LMs to a prompt (``bundle.json``
+    ``generation.adaptation``; a request's ``adapt_steps`` overrides ``steps``).
+
+    Attributes:
+        steps: Adam steps on the prompt (0: no adaptation).
+        lr: their learning rate (constant; Adam's moments start at zero for every prompt).
+        stages: the LMs adapted (``semantic``, ``coarse``, ``fine``).
+        windows: how many of the prompt's last context windows (each the LM's
+            ``max_seq_len`` ids, on group boundaries) one step trains on, as one batch.
+    """
+
+    steps: int = 0
+    lr: float = 1e-3
+    stages: tuple[str, ...] = ("coarse",)
+    windows: int = 1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int):
+            raise GenerationError(f"adaptation steps must be an integer, got {self.steps!r}")
+        if not 0 <= self.steps <= MAX_ADAPT_STEPS:
+            raise GenerationError(f"adaptation steps must be 0–{MAX_ADAPT_STEPS}, got {self.steps}")
+        if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
+            raise GenerationError(f"adaptation lr must be a positive number, got {self.lr!r}")
+        bad = [s for s in self.stages if s not in STAGES]
+        if bad or not self.stages:
+            raise GenerationError(
+                f"adaptation stages must be among {', '.join(STAGES)}, got {list(self.stages)}"
+            )
+        if isinstance(self.windows, bool) or not isinstance(self.windows, int):
+            raise GenerationError(f"adaptation windows must be an integer, got {self.windows!r}")
+        if not 1 <= self.windows <= 16:
+            raise GenerationError(f"adaptation windows must be 1–16, got {self.windows}")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any step is taken."""
+        return self.steps > 0
+
+    def with_steps(self, steps: int | None) -> AdaptationSettings:
+        """These settings with ``steps`` (``None``: unchanged)."""
+        if steps is None:
+            return self
+        return AdaptationSettings(steps=steps, lr=self.lr, stages=self.stages, windows=self.windows)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (``bundle.json`` ``generation.adaptation``)."""
+        return {
+            "steps": self.steps,
+            "lr": self.lr,
+            "stages": list(self.stages),
+            "windows": self.windows,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AdaptationSettings:
+        """Inverse of :meth:`to_dict`; unknown keys and bad values raise
+        :class:`GenerationError`."""
+        if not isinstance(data, Mapping):
+            raise GenerationError(f"adaptation settings must be a mapping, got {data!r}")
+        unknown = set(data) - {"steps", "lr", "stages", "windows"}
+        if unknown:
+            raise GenerationError(f"unknown adaptation setting(s): {', '.join(sorted(unknown))}")
+        stages = data.get("stages", ["coarse"])
+        if isinstance(stages, str) or not isinstance(stages, list | tuple):
+            raise GenerationError(f"adaptation stages must be a list, got {stages!r}")
+        return cls(
+            steps=data.get("steps", 0),
+            lr=data.get("lr", 1e-3),
+            stages=tuple(stages),
+            windows=data.get("windows", 1),
+        )
+
+
+def last_windows(
+    sequence: torch.Tensor, mask: torch.Tensor, *, capacity: int, group: int, windows: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to ``windows`` training windows from the end of ``sequence [1, L]`` (mask ``[L]``).
+
+    A window holds ``capacity`` ids rounded down to whole groups (all of a shorter sequence)
+    and starts on a group boundary, as the LM's training windows did. The last window ends at the
+    sequence's end; the others are spread evenly over the rest (overlapping when the sequence is
+    shorter than ``windows`` whole windows). Returns ``[n, W]`` and the ``[W]`` mask (the same
+    for every window, since each starts on a group boundary).
+    """
+    if sequence.ndim != 2 or sequence.shape[0] != 1 or mask.shape != sequence.shape[1:]:
+        raise ValueError("expected a sequence [1, L] and its mask [L]")
+    length = sequence.shape[1]
+    width = min(length, capacity) // group * group
+    if width < 2 * group:
+        raise GenerationError("the prompt is too short to adapt to (fewer than two frames)")
+    last = (length - width) // group * group
+    count = min(windows, last // group + 1)
+    starts = sorted({round(last * i / max(1, count - 1)) // group * group for i in range(count)})
+    if count == 1:
+        starts = [last]
+    batch = torch.cat([sequence[:, a : a + width] for a in starts], dim=0)
+    return batch, mask[:width]
+
+
+def _span_loss(
+    model: TokenLM,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    spans: dict[tuple[int, int], torch.Tensor],
+) -> torch.Tensor:
+    """Mean cross-entropy of ``targets [B, L - 1]`` where each position's softmax runs over its
+    span ``[lo, hi)`` of the vocabulary only (``spans``: span -> its positions ``[n]``), as
+    generation samples it; only those positions are projected onto the vocabulary."""
+    features = model.features(inputs)  # [B, L - 1, D]
+    weight = model.output_weight  # [V, D]
+    total = features.new_zeros(())
+    count = 0
+    for (lo, hi), positions in spans.items():
+        logits = features[:, positions] @ weight[lo:hi].T  # [B, n, hi - lo]
+        wanted = targets[:, positions] - lo  # [B, n]
+        total = total + F.cross_entropy(
+            logits.float().flatten(0, 1), wanted.flatten(), reduction="sum"
+        )
+        count += wanted.numel()
+    return total / max(1, count)
+
+
+def adapt_copy(
+    model: TokenLM,
+    sequences: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    steps: int,
+    lr: float,
+    spans: Sequence[tuple[int, int] | None] | None = None,
+    dropout: bool = False,
+    seed: int = 0,
+    should_stop: Callable[[], bool] | None = None,
+) -> TokenLM:
+    """A copy of ``model`` after ``steps`` Adam steps of its next-token loss on
+    ``sequences [B, L]`` at the positions ``mask [L]`` marks (the ids it learns to predict).
+
+    Args:
+        spans: per position of the sequence, the ``[lo, hi)`` id range generation samples it
+            from (``None`` or a ``None`` entry: the whole vocabulary); with spans the softmax of
+            each position runs over its range only, which is what generation draws from and
+            skips most of the output projection.
+        dropout: train with the LM's dropout (off by default: adaptation takes a handful of
+            steps on one window, and attention without dropout runs a fused kernel).
+        seed: seeds the dropout masks on a forked RNG, so the result depends only on the
+            arguments.
+
+    ``model`` itself is not touched; the copy comes back in eval mode without gradients.
+
+    Raises:
+        AdaptationCancelledError: ``should_stop()`` returned true before a step.
+    """
+    length = sequences.shape[1]
+    predicted = [i for i in range(1, length) if bool(mask[i])]
+    if not predicted:
+        raise GenerationError("nothing to adapt to: no position of the prompt is predicted")
+    device = next(model.parameters()).device
+    devices = [device] if device.type == "cuda" else []
+    # callers may sit in inference mode (the engine does): the copy must be an ordinary module
+    with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng(devices):
+        copy = TokenLM(model.config)
+        copy.load_state_dict(model.state_dict())
+        copy.to(device)
+        inputs = sequences.clone().to(device)
+        # position i of the LM's output predicts id i + 1
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i in predicted:
+            span = None if spans is None else spans[i]
+            groups.setdefault(span or (0, model.config.vocab_size), []).append(i - 1)
+        by_span = {k: torch.tensor(v, device=device) for k, v in groups.items()}
+        targets = inputs[:, 1:]
+        optimizer = torch.optim.Adam(copy.parameters(), lr=lr)
+        copy.train(dropout)
+        torch.manual_seed(seed)
+        for _ in range(steps):
+            if should_stop is not None and should_stop():
+                raise AdaptationCancelledError
+            loss = _span_loss(copy, inputs[:, :-1], targets, by_span)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+    copy.eval()
+    copy.requires_grad_(False)
+    return copy
+
+
+class AdaptationCache:
+    """The last :data:`CACHE_SIZE` adapted LMs, keyed by stage, settings and the exact
+    training windows (so the same prompt with the same settings is adapted once)."""
+
+    def __init__(self, size: int = CACHE_SIZE) -> None:
+        self.size = size
+        self._items: OrderedDict[str, TokenLM] = OrderedDict()
+
+    @staticmethod
+    def key(stage: str, settings: AdaptationSettings, sequences: torch.Tensor) -> str:
+        """A digest of what decides the adapted weights."""
+        digest = hashlib.sha256()
+        digest.update(repr((stage, settings.steps, settings.lr)).encode())
+        digest.update(repr(tuple(sequences.shape)).encode())
+        digest.update(sequences.detach().to("cpu", torch.int64).numpy().tobytes())
+        return digest.hexdigest()
+
+    def get(self, key: str) -> TokenLM | None:
+        """The cached model (now the most recent), or ``None``."""
+        model = self._items.get(key)
+        if model is not None:
+            self._items.move_to_end(key)
+        return model
+
+    def put(self, key: str, model: TokenLM) -> None:
+        """Keep ``model``, dropping the oldest beyond the size."""
+        self._items[key] = model
+        self._items.move_to_end(key)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        """Forget every adapted model."""
+        self._items.clear()

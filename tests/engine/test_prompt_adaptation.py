@@ -1,0 +1,274 @@
+"""Prompt adaptation: settings, training windows, the adapted copy, and the engine using it."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F  # noqa: N812
+from audiolm_stack import random_audiolm_bundle
+
+from audiogen_studio.audio import synth
+from audiogen_studio.audio.clip import Clip
+from audiogen_studio.engine import audiolm_pipeline
+from audiogen_studio.engine.api import GenerationError, GenerationRequest
+from audiogen_studio.engine.audiolm_pipeline import AudioLMEngine
+from audiogen_studio.engine.bundles import BundleError, read_bundle
+from audiogen_studio.engine.prompt_adaptation import (
+    AdaptationCache,
+    AdaptationCancelledError,
+    AdaptationSettings,
+    adapt_copy,
+    last_windows,
+)
+from audiogen_studio.engine.takes import collect
+from audiogen_studio.models.lm import LMConfig, TokenLM
+
+
+def _prompt(seconds: float = 0.5) -> Clip:
+    return synth.sine(330.0, seconds, rate=16000, amp=0.4)
+
+
+def _loss(model: TokenLM, seq: torch.Tensor, mask: torch.Tensor) -> float:
+    with torch.no_grad():
+        logits = model(seq[:, :-1])
+        targets = seq[:, 1:].masked_fill(~mask[1:][None, :], -100)
+        return float(F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100))
+
+
+@pytest.fixture()
+def tiny_lm() -> TokenLM:
+    torch.manual_seed(0)
+    return TokenLM(LMConfig(vocab_size=40, dim=32, depth=2, heads=2, max_seq_len=64, dropout=0.1))
+
+
+# --- settings ------------------------------------------------------------------------------------
+
+
+def test_settings_round_trip_and_reject_bad_values() -> None:
+    settings = AdaptationSettings(steps=12, lr=5e-4, stages=("coarse", "fine"), windows=2)
+    assert AdaptationSettings.from_dict(settings.to_dict()) == settings
+    assert settings.enabled and not AdaptationSettings().enabled
+    assert settings.with_steps(0).steps == 0 and settings.with_steps(None) is settings
+    for bad, message in (
+        ({"steps": -1}, "steps"),
+        ({"steps": 2.5}, "integer"),
+        ({"lr": 0}, "lr"),
+        ({"lr": float("nan")}, "lr"),
+        ({"stages": ["voice"]}, "stages"),
+        ({"stages": "coarse"}, "list"),
+        ({"windows": 0}, "windows"),
+        ({"temperature": 1}, "unknown"),
+    ):
+        with pytest.raises(GenerationError, match=message):
+            AdaptationSettings.from_dict(bad)
+    with pytest.raises(GenerationError, match="adapt_steps"):
+        GenerationRequest(prompt=_prompt(), adapt_steps=-3)
+
+
+def test_last_windows_end_at_the_prompt_end_on_group_boundaries() -> None:
+    seq = torch.arange(50)[None]
+    mask = (torch.arange(50) % 5) != 0  # group of 5, first id conditioning
+    one, m = last_windows(seq, mask, capacity=22, group=5, windows=1)
+    assert one.tolist() == [list(range(30, 50))]  # 22 ids -> 4 whole groups, ending at the end
+    assert torch.equal(m, mask[:20])
+    three, _ = last_windows(seq, mask, capacity=22, group=5, windows=3)
+    assert [int(w[0]) for w in three] == [0, 15, 30]
+    assert all(int(w[0]) % 5 == 0 for w in three)
+    short, _ = last_windows(seq[:, :15], mask[:15], capacity=22, group=5, windows=4)
+    assert short.shape == (1, 15)  # a prompt shorter than a window is one whole window
+    with pytest.raises(GenerationError, match="too short"):
+        last_windows(seq[:, :7], mask[:7], capacity=22, group=5, windows=1)
+
+
+# --- the adapted copy ----------------------------------------------------------------------------
+
+
+def test_adapt_copy_learns_the_prompt_and_leaves_the_model_alone(tiny_lm: TokenLM) -> None:
+    torch.manual_seed(1)
+    seq = torch.randint(0, 40, (2, 48))
+    mask = torch.ones(48, dtype=torch.bool)
+    before = {k: v.clone() for k, v in tiny_lm.state_dict().items()}
+    loss0 = _loss(tiny_lm.eval(), seq, mask)
+    with torch.inference_mode():  # the engine calls it from inside inference mode
+        adapted = adapt_copy(tiny_lm, seq, mask, steps=30, lr=3e-3)
+    assert _loss(adapted, seq, mask) < 0.6 * loss0
+    assert not adapted.training and not any(p.requires_grad for p in adapted.parameters())
+    for k, v in tiny_lm.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+    again = adapt_copy(tiny_lm, seq, mask, steps=30, lr=3e-3)  # seeded dropout: reproducible
+    for (k, v), w in zip(adapted.state_dict().items(), again.state_dict().values(), strict=True):
+        torch.testing.assert_close(v, w, rtol=0, atol=0, msg=k)
+
+
+def test_span_loss_is_the_softmax_over_each_positions_span(tiny_lm: TokenLM) -> None:
+    from audiogen_studio.engine.prompt_adaptation import _span_loss
+
+    torch.manual_seed(2)
+    tiny_lm.eval()
+    seq = torch.randint(10, 20, (2, 16))
+    whole = {(0, 40): torch.arange(15)}
+    with torch.no_grad():
+        logits = tiny_lm(seq[:, :-1])
+        full = F.cross_entropy(logits.transpose(1, 2), seq[:, 1:])
+        torch.testing.assert_close(_span_loss(tiny_lm, seq[:, :-1], seq[:, 1:], whole), full)
+        spans = {(10, 20): torch.arange(0, 15, 2), (5, 25): torch.arange(1, 15, 2)}
+        parts = []
+        for (lo, hi), positions in spans.items():
+            part = logits[:, positions, lo:hi]
+            parts.append(
+                F.cross_entropy(
+                    part.transpose(1, 2), seq[:, 1:][:, positions] - lo, reduction="sum"
+                )
+            )
+        expected = sum(parts) / (2 * 15)
+        torch.testing.assert_close(_span_loss(tiny_lm, seq[:, :-1], seq[:, 1:], spans), expected)
+
+
+def test_adapt_copy_stops_when_asked(tiny_lm: TokenLM) -> None:
+    calls = []
+
+    def stop() -> bool:
+        calls.append(1)
+        return len(calls) > 2
+
+    seq = torch.randint(0, 40, (1, 32))
+    with pytest.raises(AdaptationCancelledError):
+        adapt_copy(
+            tiny_lm, seq, torch.ones(32, dtype=torch.bool), steps=50, lr=1e-3, should_stop=stop
+        )
+    assert len(calls) == 3
+
+
+def test_cache_keeps_the_most_recent(tiny_lm: TokenLM) -> None:
+    cache = AdaptationCache(size=2)
+    settings = AdaptationSettings(steps=3)
+    keys = [AdaptationCache.key("coarse", settings, torch.full((1, 8), i)) for i in range(3)]
+    assert len(set(keys)) == 3
+    assert keys[0] != AdaptationCache.key("coarse", settings.with_steps(4), torch.full((1, 8), 0))
+    for key in keys:
+        cache.put(key, tiny_lm)
+    assert len(cache) == 2 and cache.get(keys[0]) is None and cache.get(keys[2]) is tiny_lm
+
+
+# --- the engine ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return random_audiolm_bundle(tmp_path_factory.mktemp("adapt") / "b")
+
+
+def _coarse_codes(engine: AudioLMEngine, request: GenerationRequest) -> torch.Tensor:
+    """The coarse codes ``[B, Qc, F]`` the engine generated (after the decoder's priming)."""
+    pushes: list[torch.Tensor] = []
+    make = engine.codec.stream_decoder
+
+    def recording(batch: int) -> object:
+        decoder = make(batch)
+        push = decoder.push
+
+        def record(codes: torch.Tensor) -> torch.Tensor:
+            pushes.append(codes[:, : engine.layout.coarse_quantizers].clone())
+            return push(codes)
+
+        decoder.push = record  # type: ignore[method-assign]
+        return decoder
+
+    engine.codec.stream_decoder = recording  # type: ignore[method-assign,assignment]
+    try:
+        collect(engine, request)
+    finally:
+        del engine.codec.stream_decoder
+    return torch.cat(pushes[1:], dim=2)
+
+
+def test_adapted_engine_continues_with_the_prompts_codes(bundle: Path) -> None:
+    torch.set_num_threads(1)
+    engine = AudioLMEngine.from_bundle(read_bundle(bundle), device="cpu")
+    engine.adaptation = AdaptationSettings(lr=1e-2)  # a random tiny LM needs big steps
+    prompt = _prompt(0.6)
+    audio = torch.from_numpy(prompt.samples[0].copy())[None, None]
+    with torch.no_grad():
+        prompt_codes = engine.codec.encode(audio, n_q=engine.layout.coarse_quantizers)[0]
+    plain = GenerationRequest(prompt=prompt, seconds=0.6, seed=5)
+    adapted = GenerationRequest(prompt=prompt, seconds=0.6, seed=5, adapt_steps=40)
+
+    def share_in_prompt(codes: torch.Tensor) -> float:
+        hits = [
+            torch.isin(codes[0, q], prompt_codes[q]).float().mean() for q in range(codes.shape[1])
+        ]
+        return float(torch.stack(hits).mean())
+
+    before = {k: v.clone() for k, v in engine.stages["coarse"].model.state_dict().items()}
+    base = share_in_prompt(_coarse_codes(engine, plain))
+    # random LMs sample codes all over the codebook; adapted, mostly the prompt's own
+    assert base < 0.5
+    assert share_in_prompt(_coarse_codes(engine, adapted)) > base + 0.3
+    for k, v in engine.stages["coarse"].model.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+    # adapt_steps=0 is exactly the engine without adaptation
+    off = GenerationRequest(prompt=prompt, seconds=0.6, seed=5, adapt_steps=0)
+    torch.testing.assert_close(
+        _coarse_codes(engine, off), _coarse_codes(engine, plain), rtol=0, atol=0
+    )
+
+
+def test_one_prompt_is_adapted_once_and_takes_stay_reproducible(
+    bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch.set_num_threads(1)
+    engine = AudioLMEngine.from_bundle(read_bundle(bundle), device="cpu")
+    calls: list[int] = []
+    real = audiolm_pipeline.adapt_copy
+
+    def counting(*args: object, **kwargs: object) -> TokenLM:
+        calls.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(audiolm_pipeline, "adapt_copy", counting)
+    request = GenerationRequest(prompt=_prompt(), seconds=0.3, seed=2, takes=2, adapt_steps=5)
+    first = collect(engine, request)
+    second = collect(engine, request)
+    assert len(calls) == 1  # the second request found the adapted copy in the cache
+    for a, b in zip(first, second, strict=True):
+        torch.testing.assert_close(
+            torch.tensor(a.generated.samples), torch.tensor(b.generated.samples)
+        )
+    fresh = AudioLMEngine.from_bundle(read_bundle(bundle), device="cpu")
+    (take,) = collect(
+        fresh, GenerationRequest(prompt=_prompt(), seconds=0.3, seed=2, adapt_steps=5)
+    )
+    torch.testing.assert_close(  # a fresh engine adapts to the same weights
+        torch.tensor(take.generated.samples), torch.tensor(first[0].generated.samples)
+    )
+    collect(engine, GenerationRequest(prompt=_prompt(0.4), seconds=0.3, adapt_steps=5))
+    assert len(calls) == 2  # another prompt is adapted anew
+
+
+def test_cancel_while_adapting_yields_nothing(bundle: Path) -> None:
+    engine = AudioLMEngine.from_bundle(read_bundle(bundle), device="cpu")
+    cancel = threading.Event()
+    cancel.set()
+    request = GenerationRequest(prompt=_prompt(), seconds=0.3, adapt_steps=5)
+    assert list(engine.stream(request, cancel)) == []
+
+
+def test_bundle_adaptation_defaults_are_loaded_and_checked(tmp_path: Path) -> None:
+    folder = random_audiolm_bundle(tmp_path / "b")
+    manifest = folder / "bundle.json"
+    data = json.loads(manifest.read_text())
+    data["generation"] = {"adaptation": {"steps": 7, "lr": 2e-3, "stages": ["coarse", "fine"]}}
+    manifest.write_text(json.dumps(data))
+    engine = AudioLMEngine.from_bundle(read_bundle(folder), device="cpu")
+    assert engine.adaptation == AdaptationSettings(steps=7, lr=2e-3, stages=("coarse", "fine"))
+    request = GenerationRequest(prompt=_prompt())
+    assert engine.adaptation_for(request).steps == 7
+    assert engine.adaptation_for(GenerationRequest(prompt=_prompt(), adapt_steps=0)).steps == 0
+    data["generation"] = {"adaptation": {"steps": "many"}}
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="generation.adaptation"):
+        AudioLMEngine.from_bundle(read_bundle(folder), device="cpu")
