@@ -63,6 +63,8 @@ class TakeRecord:
             parts.append(f"T {p['temperature']:g}")
         if p.get("top_k"):
             parts.append(f"top-k {p['top_k']}")
+        if p.get("adapt_steps"):
+            parts.append(f"adapted {p['adapt_steps']}")
         parts.append(f"{self.continuation.duration:.2f} s")
         if p.get("complete") is False:
             parts.append("partial")

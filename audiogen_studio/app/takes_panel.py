@@ -224,6 +224,7 @@ def describe_provenance(take: TakeRecord) -> str:
         ("temperature", "T"),
         ("top_k", "top-k"),
         ("top_p", "top-p"),
+        ("adapt_steps", "adapted"),
     ):
         value = p.get(key)
         if value is not None:

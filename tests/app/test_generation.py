@@ -119,6 +119,7 @@ def test_generate_streams_progress_and_records_the_take(
     assert p["device"] == "auto" and p["device_used"] == "cpu"
     assert p["rtf"] == pytest.approx(result.rtf, abs=1e-4) and p["rtf"] > 0
     assert p["complete"] is True and p["prompt_range"] == [2000, 10000]
+    assert p["adapt_steps"] is None and not panel.adapt_spin.isEnabled()  # WaveNet: no LMs
     assert p["time"][:4].isdigit() and abs(record.created - time.time()) < 60
     assert json.loads(json.dumps(p)) == p  # JSON-ready for the project file
     assert "0.6 / 0.6 s · RTF" in panel.progress_bar.format()
@@ -282,6 +283,35 @@ def test_model_card_is_shown(models_env: Path, make_window: Callable[[], Any]) -
     assert not panel.select_model("tiny", switch_engine=False) and panel.engine.key == "audiolm"
     assert panel.select_model("tiny") and panel.engine.key == "wavenet"
     assert panel.bundle is not None and panel.bundle.name == "tiny"
+
+
+def test_audiolm_prompt_adaptation_follows_the_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_window: Callable[[], Any]
+) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
+    from audiolm_stack import random_audiolm_bundle
+
+    folder = random_audiolm_bundle(tmp_path / "models" / "adapting")
+    data = json.loads((folder / "bundle.json").read_text())
+    data["generation"] = {"adaptation": {"steps": 6, "lr": 1e-3}}
+    (folder / "bundle.json").write_text(json.dumps(data))
+    monkeypatch.setenv("AUDIOGEN_MODELS", str(tmp_path / "models"))
+    window = _window(make_window, two_tone(0.5))
+    panel = window.generation_panel
+    assert panel.engine.key == "audiolm" and panel.bundle is not None
+    assert panel.adapt_spin.isEnabled() and panel.adapt_spin.value() == 6  # the model's default
+    requests: list[Any] = []
+    monkeypatch.setattr(
+        window.generation, "generate", lambda request, *a: requests.append(request) or False
+    )
+    panel.adapt_spin.setValue(0)
+    assert panel.adapt_spin.text() == "off"
+    panel.generate()
+    panel.adapt_spin.setValue(9)
+    panel.generate()
+    assert [r.adapt_steps for r in requests] == [0, 9]
 
 
 def test_device_menu_offers_what_torch_has(make_window: Callable[[], Any], qtbot: Any) -> None:
