@@ -346,6 +346,19 @@ class AudioLMEngine:
         """The adaptation ``request`` gets: the engine's settings with the request's steps."""
         return self.adaptation.with_steps(request.adapt_steps)
 
+    def _adaptation_ids(self, settings: AdaptationSettings, name: str) -> int:
+        """Ids of one adaptation window of stage ``name``: its LM's context, or less when
+        ``settings.seconds`` asks for less (at least two groups)."""
+        stage = self.stages[name]
+        ids = stage.model.config.max_seq_len
+        if settings.seconds is not None:
+            groups_per_second = self.layout.semantic_rate * (
+                1 if name in ("semantic", "coarse") else self.layout.ratio
+            )
+            wanted = max(2, round(settings.seconds * groups_per_second)) * stage.group
+            ids = min(ids, wanted)
+        return ids
+
     def _adaptation_span(self, settings: AdaptationSettings) -> int:
         """Semantic tokens at the prompt's end that ``settings``' windows can cover."""
         span = 0
@@ -353,9 +366,9 @@ class AudioLMEngine:
             stage = self.stages.get(name)
             if stage is None:
                 continue
-            ids = stage.model.config.max_seq_len // stage.group  # groups per window
+            groups = self._adaptation_ids(settings, name) // stage.group  # per window
             per_group = 1 if name in ("semantic", "coarse") else 1 / self.layout.ratio
-            span = max(span, math.ceil(settings.windows * ids * per_group))
+            span = max(span, math.ceil(settings.windows * groups * per_group))
         return span
 
     def _adapted_stages(
@@ -377,7 +390,7 @@ class AudioLMEngine:
             windows, window_mask = last_windows(
                 sequence,
                 mask,
-                capacity=stage.model.config.max_seq_len,
+                capacity=self._adaptation_ids(settings, name),
                 group=stage.group,
                 windows=settings.windows,
             )

@@ -59,14 +59,16 @@ class AdaptationSettings:
         steps: Adam steps on the prompt (0: no adaptation).
         lr: their learning rate (constant; Adam's moments start at zero for every prompt).
         stages: the LMs adapted (``semantic``, ``coarse``, ``fine``).
-        windows: how many of the prompt's last context windows (each the LM's
-            ``max_seq_len`` ids, on group boundaries) one step trains on, as one batch.
+        windows: how many windows from the prompt's end one step trains on, as one batch.
+        seconds: the prompt audio one window holds (``None``: as much as the LM's context,
+            ``max_seq_len`` ids); a step's cost grows with it.
     """
 
     steps: int = 0
     lr: float = 1e-3
     stages: tuple[str, ...] = ("coarse",)
     windows: int = 1
+    seconds: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int):
@@ -84,6 +86,15 @@ class AdaptationSettings:
             raise GenerationError(f"adaptation windows must be an integer, got {self.windows!r}")
         if not 1 <= self.windows <= 16:
             raise GenerationError(f"adaptation windows must be 1–16, got {self.windows}")
+        if self.seconds is not None and not (
+            isinstance(self.seconds, int | float)
+            and not isinstance(self.seconds, bool)
+            and math.isfinite(self.seconds)
+            and self.seconds > 0
+        ):
+            raise GenerationError(
+                f"adaptation seconds must be a positive number, got {self.seconds!r}"
+            )
 
     @property
     def enabled(self) -> bool:
@@ -103,6 +114,7 @@ class AdaptationSettings:
             "lr": self.lr,
             "stages": list(self.stages),
             "windows": self.windows,
+            "seconds": self.seconds,
         }
 
     @classmethod
@@ -111,7 +123,7 @@ class AdaptationSettings:
         :class:`GenerationError`."""
         if not isinstance(data, Mapping):
             raise GenerationError(f"adaptation settings must be a mapping, got {data!r}")
-        unknown = set(data) - {"steps", "lr", "stages", "windows"}
+        unknown = set(data) - {"steps", "lr", "stages", "windows", "seconds"}
         if unknown:
             raise GenerationError(f"unknown adaptation setting(s): {', '.join(sorted(unknown))}")
         stages = data.get("stages", ["coarse"])
@@ -122,6 +134,7 @@ class AdaptationSettings:
             lr=data.get("lr", 1e-3),
             stages=tuple(stages),
             windows=data.get("windows", 1),
+            seconds=data.get("seconds"),
         )
 
 

@@ -322,7 +322,14 @@ def summarize(scores: Sequence[ContinuationScores], kind: Kind) -> dict[str, Any
         )
         out["dnsmos_sig"] = fig([s.dnsmos.sig if s.dnsmos else None for s in sp])
         out["dnsmos_bak"] = fig([s.dnsmos.bak if s.dnsmos else None for s in sp])
-        out["pitch_difference_semitones"] = fig([s.pitch_difference_semitones for s in sp])
+        pitch = [s.pitch_difference_semitones for s in sp]
+        out["pitch_difference_semitones"] = fig(pitch)
+        # the median too: a pitch tracker's octave error (±12) or a take without voiced frames
+        # moves the mean of a few takes by semitones
+        tracked = [float(v) for v in pitch if v is not None and np.isfinite(v)]
+        out["pitch_difference_median_semitones"] = figure(
+            float(np.median(tracked)) if tracked else None
+        )
     else:
         mu = [s.music for s in scores if s.music is not None]
         out["key_score"] = fig([m.key_score for m in mu], TARGETS["key_score"])

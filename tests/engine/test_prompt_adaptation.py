@@ -49,7 +49,9 @@ def tiny_lm() -> TokenLM:
 
 
 def test_settings_round_trip_and_reject_bad_values() -> None:
-    settings = AdaptationSettings(steps=12, lr=5e-4, stages=("coarse", "fine"), windows=2)
+    settings = AdaptationSettings(
+        steps=12, lr=5e-4, stages=("coarse", "fine"), windows=2, seconds=1.5
+    )
     assert AdaptationSettings.from_dict(settings.to_dict()) == settings
     assert settings.enabled and not AdaptationSettings().enabled
     assert settings.with_steps(0).steps == 0 and settings.with_steps(None) is settings
@@ -61,6 +63,8 @@ def test_settings_round_trip_and_reject_bad_values() -> None:
         ({"stages": ["voice"]}, "stages"),
         ({"stages": "coarse"}, "list"),
         ({"windows": 0}, "windows"),
+        ({"seconds": 0}, "seconds"),
+        ({"seconds": True}, "seconds"),
         ({"temperature": 1}, "unknown"),
     ):
         with pytest.raises(GenerationError, match=message):
@@ -268,6 +272,11 @@ def test_bundle_adaptation_defaults_are_loaded_and_checked(tmp_path: Path) -> No
     request = GenerationRequest(prompt=_prompt())
     assert engine.adaptation_for(request).steps == 7
     assert engine.adaptation_for(GenerationRequest(prompt=_prompt(), adapt_steps=0)).steps == 0
+    # a window holds the LM's context (12 semantic tokens x 3 ids), or the seconds asked for
+    assert engine._adaptation_ids(engine.adaptation, "coarse") == 36
+    short = AdaptationSettings(steps=1, seconds=0.1)  # 5 tokens at 50 Hz
+    assert engine._adaptation_ids(short, "coarse") == 15
+    assert engine._adaptation_span(short) == 5
     data["generation"] = {"adaptation": {"steps": "many"}}
     manifest.write_text(json.dumps(data))
     with pytest.raises(BundleError, match="generation.adaptation"):

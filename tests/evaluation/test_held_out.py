@@ -122,6 +122,11 @@ def test_oracle_continuations_beat_noise(tmp_path: Path, say: Say) -> None:
         np.std(cosines, ddof=1) / np.sqrt(2), abs=1e-4
     )
     assert "stderr" not in b["speaker_cosine"]
+    pitch = [c.model.speech.pitch_difference_semitones for c in good.clips if c.model.speech]
+    assert g["pitch_difference_median_semitones"]["value"] == pytest.approx(
+        float(np.median([v for v in pitch if v is not None])), abs=1e-4
+    )
+    assert oracle.requests[0].adapt_steps == 0  # the warm-up adapts to no prompt
     assert g["seam_click_percentile"]["value"] < 95
     assert (
         b["seam_loudness_percentile"]["takes_meeting"] < 1.0
