@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import Any
 
 
 def _number(text: str, kind: type[int] | type[float]) -> float:
@@ -69,5 +70,36 @@ def stage_temperatures(text: str) -> dict[str, float]:
         raise argparse.ArgumentTypeError("give at least one STAGE=FACTOR")
     try:
         return check_stage_temperatures(factors)
+    except GenerationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def adaptation_settings(text: str) -> dict[str, Any]:
+    """``steps=12,lr=8e-4[,seconds=2,windows=1,stages=coarse+semantic]``: an AudioLM bundle's
+    prompt adaptation defaults (``engine/prompt_adaptation.py``); ``off`` removes them."""
+    from audiogen_studio.engine.adaptation_settings import AdaptationSettings
+    from audiogen_studio.engine.api import GenerationError
+
+    if text.strip().lower() in ("off", "none", "0"):
+        return {}
+    raw: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep:
+            raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {part!r}")
+        try:
+            if key in ("steps", "windows"):
+                raw[key] = int(value)
+            elif key in ("lr", "seconds"):
+                raw[key] = float(value)
+            elif key == "stages":
+                raw[key] = [s.strip() for s in value.split("+") if s.strip()]
+            else:
+                raw[key] = value  # rejected below with the known keys
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{key} must be a number, got {value!r}") from None
+    try:
+        return AdaptationSettings.from_dict(raw).to_dict()
     except GenerationError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from audiogen_studio.cli.argtypes import stage_temperatures
+from audiogen_studio.cli.argtypes import adaptation_settings, stage_temperatures
 from audiogen_studio.cli.errors import CliError
 
 
@@ -63,6 +63,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="Q",
         help="AudioLM: decode generated audio from the codec's first Q quantizers (at most the "
         "coarse ones: the fine LM is skipped); 0 restores all",
+    )
+    cp.add_argument(
+        "--adaptation",
+        type=adaptation_settings,
+        default=None,
+        metavar="KEY=V,...",
+        help="AudioLM: prompt adaptation defaults, e.g. steps=12,lr=8e-4 (also seconds=, "
+        "windows=, stages=coarse+semantic); 'off' removes them",
     )
     cp.add_argument("--print", action="store_true", help="print the card instead of writing it")
     cp.set_defaults(func=run_models_card)
@@ -215,6 +223,7 @@ def run_models_card(args: argparse.Namespace) -> int:
         args.description,
         args.stage_temperatures,
         args.decode_quantizers,
+        args.adaptation,
     )
     if any(c is not None for c in changes) or metrics:
         try:
@@ -225,6 +234,7 @@ def run_models_card(args: argparse.Namespace) -> int:
                 metrics=metrics,
                 stage_temperatures=args.stage_temperatures,
                 decode_quantizers=args.decode_quantizers,
+                adaptation=args.adaptation,
             )
         except bundles.BundleError as exc:
             raise CliError(str(exc)) from exc

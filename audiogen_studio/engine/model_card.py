@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from audiogen_studio.engine.adaptation_settings import AdaptationSettings
 from audiogen_studio.engine.api import GenerationError, check_stage_temperatures
 from audiogen_studio.engine.bundles import (
     BUNDLE_FILE,
@@ -142,6 +143,7 @@ def update_bundle(
     metrics: Mapping[str, Mapping[str, Any]] | None = None,
     stage_temperatures: Mapping[str, float] | None = None,
     decode_quantizers: int | None = None,
+    adaptation: Mapping[str, Any] | None = None,
 ) -> BundleInfo:
     """Set ``version`` / ``description`` and merge ``metrics`` sections into ``bundle.json``.
 
@@ -149,8 +151,10 @@ def update_bundle(
     section. ``stage_temperatures`` replaces the AudioLM bundle's tuned sampling defaults
     (``generation.stage_temperatures``; an empty mapping removes them).
     ``decode_quantizers`` sets how many codec quantizers its generated audio is decoded from
-    (``generation.decode_quantizers``; 0 removes it: all of them). The manifest is rewritten
-    atomically (temp file + ``os.replace``).
+    (``generation.decode_quantizers``; 0 removes it: all of them). ``adaptation`` replaces
+    its prompt adaptation defaults (``generation.adaptation``, checked as
+    :class:`~audiogen_studio.engine.prompt_adaptation.AdaptationSettings`; an empty mapping
+    removes them). The manifest is rewritten atomically (temp file + ``os.replace``).
 
     Raises:
         BundleError: no readable bundle at ``bundle_dir``, or stage temperatures or decode
@@ -195,10 +199,49 @@ def update_bundle(
             generation["decode_quantizers"] = int(decode_quantizers)
         else:
             generation.pop("decode_quantizers", None)
+    if adaptation is not None:
+        if info.kind != "audiolm":
+            raise BundleError(f"bundle '{info.name}' is a {info.kind} bundle: no LMs to adapt")
+        generation = data.setdefault("generation", {})
+        if adaptation:
+            try:
+                generation["adaptation"] = AdaptationSettings.from_dict(adaptation).to_dict()
+            except GenerationError as exc:
+                raise BundleError(str(exc)) from exc
+        else:
+            generation.pop("adaptation", None)
     if not data.get("generation", True):
         del data["generation"]
     write_manifest(folder, data)
     return read_bundle(folder)
+
+
+def _adaptation_lines(raw: Any) -> list[str]:
+    """The card's "Prompt adaptation" section for ``generation.adaptation`` (none when off)."""
+    if not isinstance(raw, Mapping):
+        return []
+    try:
+        settings = AdaptationSettings.from_dict(raw)
+    except GenerationError:
+        return []
+    if not settings.enabled:
+        return []
+    window = (
+        "the LM's whole context"
+        if settings.seconds is None
+        else f"{_fmt(settings.seconds)} s of the prompt"
+    )
+    windows = "its last window" if settings.windows == 1 else f"{settings.windows} windows"
+    return [
+        "",
+        "## Prompt adaptation",
+        "",
+        f"Before generating, a copy of the {' and '.join(settings.stages)} LM takes "
+        f"{settings.steps} Adam steps (rate {_fmt(settings.lr)}) on the prompt's own tokens "
+        f"({windows}, each {window}), once per prompt (`generation.adaptation`; "
+        "`--adapt-steps N` overrides the steps, 0 turns it off; the real-time factors below "
+        "include it).",
+    ]
 
 
 def _layout_quantizers(info: BundleInfo) -> int:
@@ -378,6 +421,8 @@ def render_model_card(info: BundleInfo) -> str:
             f"Generated audio is decoded from the codec's first {kq} quantizers "
             "(`generation.decode_quantizers`): the LMs' other codes are not used.",
         ]
+
+    lines += _adaptation_lines(info.generation.get("adaptation"))
 
     quality = metrics.get("quality")
     if isinstance(quality, Mapping) and quality:

@@ -22,16 +22,14 @@ prompt do not pay for the steps again.
 from __future__ import annotations
 
 import hashlib
-import math
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from audiogen_studio.engine.api import MAX_ADAPT_STEPS, STAGES, GenerationError
+from audiogen_studio.engine.adaptation_settings import AdaptationSettings
+from audiogen_studio.engine.api import GenerationError
 from audiogen_studio.models.lm import TokenLM
 
 __all__ = [
@@ -48,94 +46,6 @@ CACHE_SIZE = 4
 
 class AdaptationCancelledError(Exception):
     """``should_stop`` said to stop before the last step."""
-
-
-@dataclass(frozen=True, slots=True)
-class AdaptationSettings:
-    """How an AudioLM engine adapts its LMs to a prompt (``bundle.json``
-    ``generation.adaptation``; a request's ``adapt_steps`` overrides ``steps``).
-
-    Attributes:
-        steps: Adam steps on the prompt (0: no adaptation).
-        lr: their learning rate (constant; Adam's moments start at zero for every prompt).
-        stages: the LMs adapted (``semantic``, ``coarse``, ``fine``).
-        windows: how many windows from the prompt's end one step trains on, as one batch.
-        seconds: the prompt audio one window holds (``None``: as much as the LM's context,
-            ``max_seq_len`` ids); a step's cost grows with it.
-    """
-
-    steps: int = 0
-    lr: float = 1e-3
-    stages: tuple[str, ...] = ("coarse",)
-    windows: int = 1
-    seconds: float | None = None
-
-    def __post_init__(self) -> None:
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int):
-            raise GenerationError(f"adaptation steps must be an integer, got {self.steps!r}")
-        if not 0 <= self.steps <= MAX_ADAPT_STEPS:
-            raise GenerationError(f"adaptation steps must be 0–{MAX_ADAPT_STEPS}, got {self.steps}")
-        if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
-            raise GenerationError(f"adaptation lr must be a positive number, got {self.lr!r}")
-        bad = [s for s in self.stages if s not in STAGES]
-        if bad or not self.stages:
-            raise GenerationError(
-                f"adaptation stages must be among {', '.join(STAGES)}, got {list(self.stages)}"
-            )
-        if isinstance(self.windows, bool) or not isinstance(self.windows, int):
-            raise GenerationError(f"adaptation windows must be an integer, got {self.windows!r}")
-        if not 1 <= self.windows <= 16:
-            raise GenerationError(f"adaptation windows must be 1–16, got {self.windows}")
-        if self.seconds is not None and not (
-            isinstance(self.seconds, int | float)
-            and not isinstance(self.seconds, bool)
-            and math.isfinite(self.seconds)
-            and self.seconds > 0
-        ):
-            raise GenerationError(
-                f"adaptation seconds must be a positive number, got {self.seconds!r}"
-            )
-
-    @property
-    def enabled(self) -> bool:
-        """Whether any step is taken."""
-        return self.steps > 0
-
-    def with_steps(self, steps: int | None) -> AdaptationSettings:
-        """These settings with ``steps`` (``None``: unchanged)."""
-        if steps is None:
-            return self
-        return AdaptationSettings(steps=steps, lr=self.lr, stages=self.stages, windows=self.windows)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form (``bundle.json`` ``generation.adaptation``)."""
-        return {
-            "steps": self.steps,
-            "lr": self.lr,
-            "stages": list(self.stages),
-            "windows": self.windows,
-            "seconds": self.seconds,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> AdaptationSettings:
-        """Inverse of :meth:`to_dict`; unknown keys and bad values raise
-        :class:`GenerationError`."""
-        if not isinstance(data, Mapping):
-            raise GenerationError(f"adaptation settings must be a mapping, got {data!r}")
-        unknown = set(data) - {"steps", "lr", "stages", "windows", "seconds"}
-        if unknown:
-            raise GenerationError(f"unknown adaptation setting(s): {', '.join(sorted(unknown))}")
-        stages = data.get("stages", ["coarse"])
-        if isinstance(stages, str) or not isinstance(stages, list | tuple):
-            raise GenerationError(f"adaptation stages must be a list, got {stages!r}")
-        return cls(
-            steps=data.get("steps", 0),
-            lr=data.get("lr", 1e-3),
-            stages=tuple(stages),
-            windows=data.get("windows", 1),
-            seconds=data.get("seconds"),
-        )
 
 
 def last_windows(

@@ -270,3 +270,34 @@ def test_decode_quantizers_are_recorded_checked_shown_and_removed(tmp_path: Path
     (folder / "bundle.json").write_text(json.dumps(data))
     with pytest.raises(bundles.BundleError, match="no codec tokens"):
         model_card.update_bundle(folder, decode_quantizers=3)
+
+
+def test_adaptation_defaults_are_recorded_checked_shown_and_removed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _trained_bundle(tmp_path)
+    assert main(["models", "card", str(folder), "--adaptation", "steps=12,lr=8e-4"]) == 0
+    info = bundles.read_bundle(folder)
+    assert info.generation["adaptation"] == {
+        "steps": 12, "lr": 8e-4, "stages": ["coarse"], "windows": 1, "seconds": None,
+    }  # fmt: skip
+    card = (folder / "README.md").read_text()
+    assert "## Prompt adaptation" in card and "coarse LM takes 12 Adam steps" in card
+    args = ["models", "card", str(folder), "--adaptation", "steps=4,stages=coarse+semantic"]
+    assert main(args) == 0
+    assert bundles.read_bundle(folder).generation["adaptation"]["stages"] == ["coarse", "semantic"]
+    before = (folder / "bundle.json").read_text()
+    for bad in ("steps=-2", "lr=fast", "stages=voice", "depth=3", "steps"):
+        with pytest.raises(SystemExit):
+            main(["models", "card", str(folder), "--adaptation", bad])
+        assert "--adaptation" in capsys.readouterr().err
+    with pytest.raises(bundles.BundleError, match="lr"):
+        model_card.update_bundle(folder, adaptation={"steps": 3, "lr": -1})
+    assert (folder / "bundle.json").read_text() == before
+    assert main(["models", "card", str(folder), "--adaptation", "off"]) == 0
+    assert "generation" not in json.loads((folder / "bundle.json").read_text())
+    assert "Prompt adaptation" not in (folder / "README.md").read_text()
+    data = json.loads((folder / "bundle.json").read_text())
+    (folder / "bundle.json").write_text(json.dumps({**data, "kind": "wavenet"}))
+    with pytest.raises(bundles.BundleError, match="no LMs to adapt"):
+        model_card.update_bundle(folder, adaptation={"steps": 3})
