@@ -7,6 +7,11 @@ CPU and reports, as the median of ``runs`` seeded runs after one warm-up:
 - ``first_chunk_ms``: from calling ``Engine.stream`` until its first audio chunk arrives
   (prompt tokenisation, codec encoding, decoder priming, the first window through all stages);
 - ``rtf``: compute seconds per second of generated audio for the whole continuation.
+
+Both include the bundle's prompt adaptation (``generation.adaptation``, or ``adapt_steps``):
+every run adapts anew (the engine's cache of adapted LMs is emptied first, and the warm-up does
+not adapt). When the bundle adapts, ``rtf_no_adaptation`` / ``first_chunk_ms_no_adaptation``
+are the same runs with ``adapt_steps=0``, side by side.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ def end_to_end(
     seconds: float = 5.0,
     runs: int = 3,
     takes: int = 1,
+    adapt_steps: int | None = None,
 ) -> dict[str, Any]:
     """``{"rtf", "first_chunk_ms", ...}`` for ``bundle`` (``{}`` with a note when absent)."""
     if bundle is None:
@@ -49,33 +55,55 @@ def end_to_end(
     except Exception as exc:
         return {"e2e_note": f"no AudioLM bundle {bundle!r}: {exc}"}
     clip = _prompt(prompt, prompt_seconds)
-    warm = GenerationRequest(prompt=clip, seconds=0.5, seed=0, takes=takes)
+    warm = GenerationRequest(prompt=clip, seconds=0.5, seed=0, takes=takes, adapt_steps=0)
     for _ in engine.stream(warm):
         pass
-    firsts, rtfs = [], []
-    for run in range(runs):
-        request = GenerationRequest(prompt=clip, seconds=seconds, seed=run, takes=takes)
-        started = time.perf_counter()
-        first = None
-        frames = 0
-        with torch.inference_mode():
-            for chunk in engine.stream(request):
-                if first is None:
-                    first = time.perf_counter() - started
-                if chunk.take == 0:
-                    frames += chunk.frames
-        elapsed = time.perf_counter() - started
-        firsts.append(1000.0 * (first or elapsed))
-        rtfs.append(elapsed / (frames / engine.sample_rate))
-    return {
+
+    def measure(steps: int | None) -> tuple[list[float], list[float]]:
+        firsts, rtfs = [], []
+        for run in range(runs):
+            request = GenerationRequest(
+                prompt=clip, seconds=seconds, seed=run, takes=takes, adapt_steps=steps
+            )
+            forget = getattr(engine, "forget_adaptations", None)
+            if forget is not None:
+                forget()  # every run pays for its adaptation
+            started = time.perf_counter()
+            first = None
+            frames = 0
+            with torch.inference_mode():
+                for chunk in engine.stream(request):
+                    if first is None:
+                        first = time.perf_counter() - started
+                    if chunk.take == 0:
+                        frames += chunk.frames
+            elapsed = time.perf_counter() - started
+            firsts.append(1000.0 * (first or elapsed))
+            rtfs.append(elapsed / (frames / engine.sample_rate))
+        return firsts, rtfs
+
+    firsts, rtfs = measure(adapt_steps)
+    adaptation = getattr(engine, "adaptation_for", None)
+    steps = (
+        adaptation(GenerationRequest(prompt=clip, adapt_steps=adapt_steps)).steps
+        if adaptation is not None
+        else 0
+    )
+    result: dict[str, Any] = {
         "rtf": round(statistics.median(rtfs), 4),
         "first_chunk_ms": round(statistics.median(firsts), 1),
         "e2e_bundle": bundle,
         "e2e_prompt_seconds": prompt_seconds,
         "e2e_seconds": seconds,
         "e2e_takes": takes,
+        "e2e_adapt_steps": steps,
         "e2e_runs": {"rtf": [round(r, 4) for r in rtfs], "first_chunk_ms": firsts},
     }
+    if steps:
+        plain_firsts, plain_rtfs = measure(0)
+        result["rtf_no_adaptation"] = round(statistics.median(plain_rtfs), 4)
+        result["first_chunk_ms_no_adaptation"] = round(statistics.median(plain_firsts), 1)
+    return result
 
 
 __all__ = ["BundleError", "end_to_end"]

@@ -346,6 +346,10 @@ class AudioLMEngine:
         """The adaptation ``request`` gets: the engine's settings with the request's steps."""
         return self.adaptation.with_steps(request.adapt_steps)
 
+    def forget_adaptations(self) -> None:
+        """Drop every adapted LM kept for earlier prompts (benchmarks time a fresh one)."""
+        self._adapted.clear()
+
     def _adaptation_ids(self, settings: AdaptationSettings, name: str) -> int:
         """Ids of one adaptation window of stage ``name``: its LM's context, or less when
         ``settings.seconds`` asks for less (at least two groups)."""

@@ -281,3 +281,28 @@ def test_bundle_adaptation_defaults_are_loaded_and_checked(tmp_path: Path) -> No
     manifest.write_text(json.dumps(data))
     with pytest.raises(BundleError, match="generation.adaptation"):
         AudioLMEngine.from_bundle(read_bundle(folder), device="cpu")
+
+
+def test_end_to_end_benchmark_times_every_adaptation(
+    bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
+    from audiolm_end_to_end import end_to_end
+
+    torch.set_num_threads(1)
+    calls: list[int] = []
+    real = audiolm_pipeline.adapt_copy
+
+    def counting(*args: object, **kwargs: object) -> TokenLM:
+        calls.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(audiolm_pipeline, "adapt_copy", counting)
+    result = end_to_end(str(bundle), prompt_seconds=0.5, seconds=0.3, runs=2, adapt_steps=3)
+    assert len(calls) == 2  # one per timed run: none for the warm-up, none from the cache
+    assert result["e2e_adapt_steps"] == 3
+    assert result["rtf"] > 0 and result["rtf_no_adaptation"] > 0
+    plain = end_to_end(str(bundle), prompt_seconds=0.5, seconds=0.3, runs=1)
+    assert plain["e2e_adapt_steps"] == 0 and "rtf_no_adaptation" not in plain
