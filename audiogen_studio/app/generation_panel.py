@@ -558,7 +558,9 @@ class GenerationPanel(QWidget):
             return False
         self._job = _Job(request, self.engine, bundle, prompt_range)
         self.progress_bar.setValue(0)
-        self.progress_bar.setFormat("loading model…")
+        self.progress_bar.setFormat(
+            "loading model, adapting it to the prompt…" if request.adapt_steps else "loading model…"
+        )
         self._live_frames = -1
         self._live_timer.start()
         rate = prompt.rate

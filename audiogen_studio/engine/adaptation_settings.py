@@ -26,6 +26,11 @@ class AdaptationSettings:
         windows: how many windows from the prompt's end one step trains on, as one batch.
         seconds: the prompt audio one window holds (``None``: as much as the LM's context,
             ``max_seq_len`` ids); a step's cost grows with it.
+        mix: how far the weights used move towards the adapted ones, ``θ0 + mix·(θ − θ0)``:
+            the weight-space ensemble of WiSE-FT (Wortsman et al. 2022, "Robust fine-tuning of
+            zero-shot models", §2), which keeps more of the LM's general behaviour (here: the
+            naturalness of its continuations) for most of the adaptation's gain. 1: the
+            adapted weights as they are.
     """
 
     steps: int = 0
@@ -33,6 +38,7 @@ class AdaptationSettings:
     stages: tuple[str, ...] = ("coarse",)
     windows: int = 1
     seconds: float | None = None
+    mix: float = 1.0
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int):
@@ -60,6 +66,14 @@ class AdaptationSettings:
                 f"adaptation seconds must be a positive number, got {self.seconds!r}"
             )
 
+        if not (
+            isinstance(self.mix, int | float)
+            and not isinstance(self.mix, bool)
+            and math.isfinite(self.mix)
+            and 0 < self.mix <= 1
+        ):
+            raise GenerationError(f"adaptation mix must be within (0, 1], got {self.mix!r}")
+
     @property
     def enabled(self) -> bool:
         """Whether any step is taken."""
@@ -79,6 +93,7 @@ class AdaptationSettings:
             "stages": list(self.stages),
             "windows": self.windows,
             "seconds": self.seconds,
+            "mix": self.mix,
         }
 
     @classmethod
@@ -87,7 +102,7 @@ class AdaptationSettings:
         :class:`GenerationError`."""
         if not isinstance(data, Mapping):
             raise GenerationError(f"adaptation settings must be a mapping, got {data!r}")
-        unknown = set(data) - {"steps", "lr", "stages", "windows", "seconds"}
+        unknown = set(data) - {"steps", "lr", "stages", "windows", "seconds", "mix"}
         if unknown:
             raise GenerationError(f"unknown adaptation setting(s): {', '.join(sorted(unknown))}")
         stages = data.get("stages", ["coarse"])
@@ -99,4 +114,5 @@ class AdaptationSettings:
             stages=tuple(stages),
             windows=data.get("windows", 1),
             seconds=data.get("seconds"),
+            mix=data.get("mix", 1.0),
         )

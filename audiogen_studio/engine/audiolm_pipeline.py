@@ -409,6 +409,7 @@ class AudioLMEngine:
                     steps=settings.steps,
                     lr=settings.lr,
                     spans=self.layout.stage_spans(name, windows.shape[1]),
+                    mix=settings.mix,
                     should_stop=None if cancel is None else cancel.is_set,
                 )
                 self._accelerate(model)

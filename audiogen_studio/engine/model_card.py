@@ -232,13 +232,18 @@ def _adaptation_lines(raw: Any) -> list[str]:
         else f"{_fmt(settings.seconds)} s of the prompt"
     )
     windows = "its last window" if settings.windows == 1 else f"{settings.windows} windows"
+    mixed = (
+        ""
+        if settings.mix == 1
+        else f" and then keeps {_fmt(settings.mix)} of the change to its weights (WiSE-FT)"
+    )
     return [
         "",
         "## Prompt adaptation",
         "",
         f"Before generating, a copy of the {' and '.join(settings.stages)} LM takes "
         f"{settings.steps} Adam steps (rate {_fmt(settings.lr)}) on the prompt's own tokens "
-        f"({windows}, each {window}), once per prompt (`generation.adaptation`; "
+        f"({windows}, each {window}){mixed}, once per prompt (`generation.adaptation`; "
         "`--adapt-steps N` overrides the steps, 0 turns it off; the real-time factors below "
         "include it).",
     ]

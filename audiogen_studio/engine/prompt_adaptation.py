@@ -106,6 +106,7 @@ def adapt_copy(
     lr: float,
     spans: Sequence[tuple[int, int] | None] | None = None,
     dropout: bool = False,
+    mix: float = 1.0,
     seed: int = 0,
     should_stop: Callable[[], bool] | None = None,
 ) -> TokenLM:
@@ -119,6 +120,8 @@ def adapt_copy(
             skips most of the output projection.
         dropout: train with the LM's dropout (off by default: adaptation takes a handful of
             steps on one window, and attention without dropout runs a fused kernel).
+        mix: the copy's weights end at ``θ0 + mix·(θ − θ0)`` between the model's ``θ0`` and
+            the adapted ``θ`` (WiSE-FT's weight-space ensemble; 1: ``θ``).
         seed: seeds the dropout masks on a forked RNG, so the result depends only on the
             arguments.
 
@@ -156,6 +159,10 @@ def adapt_copy(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
+        if mix != 1.0:
+            with torch.no_grad():
+                for adapted, original in zip(copy.parameters(), model.parameters(), strict=True):
+                    adapted.lerp_(original.to(adapted.device), 1.0 - mix)
     copy.eval()
     copy.requires_grad_(False)
     return copy
@@ -173,7 +180,7 @@ class AdaptationCache:
     def key(stage: str, settings: AdaptationSettings, sequences: torch.Tensor) -> str:
         """A digest of what decides the adapted weights."""
         digest = hashlib.sha256()
-        digest.update(repr((stage, settings.steps, settings.lr)).encode())
+        digest.update(repr((stage, settings.steps, settings.lr, settings.mix)).encode())
         digest.update(repr(tuple(sequences.shape)).encode())
         digest.update(sequences.detach().to("cpu", torch.int64).numpy().tobytes())
         return digest.hexdigest()

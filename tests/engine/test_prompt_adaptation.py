@@ -65,6 +65,8 @@ def test_settings_round_trip_and_reject_bad_values() -> None:
         ({"windows": 0}, "windows"),
         ({"seconds": 0}, "seconds"),
         ({"seconds": True}, "seconds"),
+        ({"mix": 0}, "mix"),
+        ({"mix": 1.5}, "mix"),
         ({"temperature": 1}, "unknown"),
     ):
         with pytest.raises(GenerationError, match=message):
@@ -103,9 +105,15 @@ def test_adapt_copy_learns_the_prompt_and_leaves_the_model_alone(tiny_lm: TokenL
     assert not adapted.training and not any(p.requires_grad for p in adapted.parameters())
     for k, v in tiny_lm.state_dict().items():
         torch.testing.assert_close(v, before[k], rtol=0, atol=0)
-    again = adapt_copy(tiny_lm, seq, mask, steps=30, lr=3e-3)  # seeded dropout: reproducible
+    again = adapt_copy(tiny_lm, seq, mask, steps=30, lr=3e-3)  # reproducible
     for (k, v), w in zip(adapted.state_dict().items(), again.state_dict().values(), strict=True):
         torch.testing.assert_close(v, w, rtol=0, atol=0, msg=k)
+    # mix: the weights end a fraction of the way from the model's to the adapted ones
+    third = adapt_copy(tiny_lm, seq, mask, steps=30, lr=3e-3, mix=1 / 3)
+    for name, p in third.named_parameters():
+        expected = before[name] + (dict(adapted.named_parameters())[name] - before[name]) / 3
+        torch.testing.assert_close(p, expected, rtol=1e-5, atol=1e-6, msg=name)
+    assert loss0 > _loss(third, seq, mask) > _loss(adapted, seq, mask)
 
 
 def test_span_loss_is_the_softmax_over_each_positions_span(tiny_lm: TokenLM) -> None:
@@ -153,6 +161,8 @@ def test_cache_keeps_the_most_recent(tiny_lm: TokenLM) -> None:
     keys = [AdaptationCache.key("coarse", settings, torch.full((1, 8), i)) for i in range(3)]
     assert len(set(keys)) == 3
     assert keys[0] != AdaptationCache.key("coarse", settings.with_steps(4), torch.full((1, 8), 0))
+    mixed = AdaptationSettings(steps=3, mix=0.5)
+    assert keys[0] != AdaptationCache.key("coarse", mixed, torch.full((1, 8), 0))
     for key in keys:
         cache.put(key, tiny_lm)
     assert len(cache) == 2 and cache.get(keys[0]) is None and cache.get(keys[2]) is tiny_lm
