@@ -226,12 +226,12 @@ def _adaptation_lines(raw: Any) -> list[str]:
         return []
     if not settings.enabled:
         return []
-    window = (
-        "the LM's whole context"
-        if settings.seconds is None
-        else f"{_fmt(settings.seconds)} s of the prompt"
+    window = "the LM's context" if settings.seconds is None else f"{_fmt(settings.seconds)} s"
+    windows = (
+        f"one window of {window} at its end"
+        if settings.windows == 1
+        else f"{settings.windows} windows of {window} each"
     )
-    windows = "its last window" if settings.windows == 1 else f"{settings.windows} windows"
     mixed = (
         ""
         if settings.mix == 1
@@ -243,7 +243,7 @@ def _adaptation_lines(raw: Any) -> list[str]:
         "",
         f"Before generating, a copy of the {' and '.join(settings.stages)} LM takes "
         f"{settings.steps} Adam steps (rate {_fmt(settings.lr)}) on the prompt's own tokens "
-        f"({windows}, each {window}){mixed}, once per prompt (`generation.adaptation`; "
+        f"({windows}){mixed}, once per prompt (`generation.adaptation`; "
         "`--adapt-steps N` overrides the steps, 0 turns it off; the real-time factors below "
         "include it).",
     ]
