@@ -205,24 +205,6 @@ def _lm_kernel() -> None:
         model.forward_cached(torch.zeros((1, 1), dtype=torch.int64), cache)  # fused step
 
 
-def _lm_adaptation() -> None:
-    """One prompt-adaptation step on a tiny LM (``engine/prompt_adaptation.py``): the first
-    backward pass and Adam step of a process cost ~1 s on a 2-core CPU, which the first
-    adapting Generate would otherwise wait for."""
-    import torch
-
-    from audiogen_studio.engine.prompt_adaptation import adapt_copy
-    from audiogen_studio.models.lm import LMConfig, TokenLM
-
-    torch.manual_seed(0)
-    model = TokenLM(LMConfig(vocab_size=16, dim=32, depth=1, heads=2, max_seq_len=32))
-    ids = torch.zeros((1, 8), dtype=torch.int64)
-    with torch.inference_mode():  # as the engine calls it
-        adapt_copy(
-            model, ids, torch.ones(8, dtype=torch.bool), steps=1, lr=1e-3, spans=[(0, 8)] * 8
-        )
-
-
 def _freeze() -> None:
     # no gc.collect() first: a full pass over this heap is itself a ~150 ms GIL-holding stall;
     # the few cycles already garbage now stay (bytes, once)
@@ -238,7 +220,6 @@ STEPS: tuple[tuple[str, Callable[[], object]], ...] = (
     ("numba target", _numba_target),
     ("wavenet kernel", _wavenet_kernel),
     ("lm kernel", _lm_kernel),
-    ("lm adaptation", _lm_adaptation),
     ("freeze heap", _freeze),
 )
 

@@ -116,6 +116,25 @@ def test_adapt_copy_learns_the_prompt_and_leaves_the_model_alone(tiny_lm: TokenL
     assert loss0 > _loss(third, seq, mask) > _loss(adapted, seq, mask)
 
 
+def test_adam_is_torchs_adam(tiny_lm: TokenLM) -> None:
+    from audiogen_studio.engine.prompt_adaptation import _Adam
+
+    torch.manual_seed(3)
+    ours, theirs = TokenLM(tiny_lm.config).eval(), TokenLM(tiny_lm.config).eval()  # no dropout
+    ours.load_state_dict(tiny_lm.state_dict())
+    theirs.load_state_dict(tiny_lm.state_dict())
+    a = _Adam(list(ours.parameters()), lr=3e-3)
+    b = torch.optim.Adam(theirs.parameters(), lr=3e-3)
+    seq = torch.randint(0, 40, (2, 20))
+    for _ in range(4):
+        for model, opt in ((ours, a), (theirs, b)):
+            opt.zero_grad()
+            F.cross_entropy(model(seq[:, :-1]).transpose(1, 2), seq[:, 1:]).backward()
+            opt.step()
+    for (name, p), q in zip(ours.named_parameters(), theirs.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+
+
 def test_span_loss_is_the_softmax_over_each_positions_span(tiny_lm: TokenLM) -> None:
     from audiogen_studio.engine.prompt_adaptation import _span_loss
 
