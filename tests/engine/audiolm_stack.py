@@ -1,4 +1,5 @@
-"""Build AudioLM bundles for tests: random weights (pipeline mechanics) or a tiny trained stack."""
+"""Build AudioLM bundles for tests: random weights (pipeline mechanics) or a tiny trained stack;
+and record the codes an engine generates."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ from pathlib import Path
 
 import torch
 
+from audiogen_studio.engine.api import GenerationRequest
+from audiogen_studio.engine.audiolm_pipeline import AudioLMEngine
 from audiogen_studio.engine.bundles import write_component
+from audiogen_studio.engine.takes import collect
 from audiogen_studio.models.audiolm_layout import TokenLayout
 from audiogen_studio.models.checkpoint import save_module
 from audiogen_studio.models.codec import NAMED_CODEC_CONFIGS, Codec
@@ -105,3 +109,27 @@ def random_audiolm_bundle(
         sample_rate=codec.config.sample_rate,
     )
     return folder
+
+
+def pushed_codes(engine: AudioLMEngine, request: GenerationRequest) -> torch.Tensor:
+    """The codes ``[B, q, F]`` the engine's streaming decoder got after its priming push."""
+    pushes: list[torch.Tensor] = []
+    make = engine.codec.stream_decoder
+
+    def recording(batch: int) -> object:
+        decoder = make(batch)
+        push = decoder.push
+
+        def record(codes: torch.Tensor) -> torch.Tensor:
+            pushes.append(codes.clone())
+            return push(codes)
+
+        decoder.push = record  # type: ignore[method-assign]
+        return decoder
+
+    engine.codec.stream_decoder = recording  # type: ignore[method-assign,assignment]
+    try:
+        collect(engine, request)
+    finally:
+        del engine.codec.stream_decoder
+    return torch.cat(pushes[1:], dim=2)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from audiolm_stack import random_audiolm_bundle
+from audiolm_stack import pushed_codes, random_audiolm_bundle
 
 from audiogen_studio.audio import synth
 from audiogen_studio.audio.clip import Clip
@@ -255,30 +255,6 @@ def test_cli_stage_temperatures(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "expected STAGE=FACTOR" in capsys.readouterr().err
 
 
-def _pushed_codes(engine: AudioLMEngine, request: GenerationRequest) -> torch.Tensor:
-    """The codes ``[B, q, F]`` the engine's streaming decoder got after its priming push."""
-    pushes: list[torch.Tensor] = []
-    make = engine.codec.stream_decoder
-
-    def recording(batch: int) -> object:
-        decoder = make(batch)
-        push = decoder.push
-
-        def record(codes: torch.Tensor) -> torch.Tensor:
-            pushes.append(codes.clone())
-            return push(codes)
-
-        decoder.push = record  # type: ignore[method-assign]
-        return decoder
-
-    engine.codec.stream_decoder = recording  # type: ignore[method-assign,assignment]
-    try:
-        collect(engine, request)
-    finally:
-        del engine.codec.stream_decoder
-    return torch.cat(pushes[1:], dim=2)
-
-
 def test_decode_quantizers_skips_the_fine_lm_and_decodes_the_coarse_codes(
     tmp_path: Path,
 ) -> None:
@@ -292,7 +268,7 @@ def test_decode_quantizers_skips_the_fine_lm_and_decodes_the_coarse_codes(
     request = GenerationRequest(
         prompt=_prompt(), seconds=0.4, seed=3, stage_temperatures={"fine": 0.0}
     )
-    all_codes = _pushed_codes(full, request)
+    all_codes = pushed_codes(full, request)
     assert all_codes.shape[1] == full.layout.quantizers
     manifest = folder / "bundle.json"
     data = json.loads(manifest.read_text())
@@ -301,7 +277,7 @@ def test_decode_quantizers_skips_the_fine_lm_and_decodes_the_coarse_codes(
     manifest.write_text(json.dumps(data))
     coarse_only = AudioLMEngine.from_bundle(read_bundle(folder), device="cpu")
     assert coarse_only.decode_quantizers == qc and "fine" not in coarse_only.stages
-    codes = _pushed_codes(coarse_only, request)
+    codes = pushed_codes(coarse_only, request)
     assert codes.shape[1] == qc
     torch.testing.assert_close(codes, all_codes[:, :qc], rtol=0, atol=0)
     (take,) = collect(coarse_only, request)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
-from audiolm_stack import random_audiolm_bundle
+from audiolm_stack import pushed_codes, random_audiolm_bundle
 
 from audiogen_studio.audio import synth
 from audiogen_studio.audio.clip import Clip
@@ -197,26 +197,21 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _coarse_codes(engine: AudioLMEngine, request: GenerationRequest) -> torch.Tensor:
     """The coarse codes ``[B, Qc, F]`` the engine generated (after the decoder's priming)."""
-    pushes: list[torch.Tensor] = []
-    make = engine.codec.stream_decoder
+    return pushed_codes(engine, request)[:, : engine.layout.coarse_quantizers]
 
-    def recording(batch: int) -> object:
-        decoder = make(batch)
-        push = decoder.push
 
-        def record(codes: torch.Tensor) -> torch.Tensor:
-            pushes.append(codes[:, : engine.layout.coarse_quantizers].clone())
-            return push(codes)
+@pytest.fixture()
+def adapt_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the engine's calls of ``adapt_copy`` (which still runs)."""
+    calls: list[int] = []
+    real = audiolm_pipeline.adapt_copy
 
-        decoder.push = record  # type: ignore[method-assign]
-        return decoder
+    def counting(*args: object, **kwargs: object) -> TokenLM:
+        calls.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    engine.codec.stream_decoder = recording  # type: ignore[method-assign,assignment]
-    try:
-        collect(engine, request)
-    finally:
-        del engine.codec.stream_decoder
-    return torch.cat(pushes[1:], dim=2)
+    monkeypatch.setattr(audiolm_pipeline, "adapt_copy", counting)
+    return calls
 
 
 def test_adapted_engine_continues_with_the_prompts_codes(bundle: Path) -> None:
@@ -251,22 +246,14 @@ def test_adapted_engine_continues_with_the_prompts_codes(bundle: Path) -> None:
 
 
 def test_one_prompt_is_adapted_once_and_takes_stay_reproducible(
-    bundle: Path, monkeypatch: pytest.MonkeyPatch
+    bundle: Path, adapt_calls: list[int]
 ) -> None:
     torch.set_num_threads(1)
     engine = AudioLMEngine.from_bundle(read_bundle(bundle), device="cpu")
-    calls: list[int] = []
-    real = audiolm_pipeline.adapt_copy
-
-    def counting(*args: object, **kwargs: object) -> TokenLM:
-        calls.append(1)
-        return real(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(audiolm_pipeline, "adapt_copy", counting)
     request = GenerationRequest(prompt=_prompt(), seconds=0.3, seed=2, takes=2, adapt_steps=5)
     first = collect(engine, request)
     second = collect(engine, request)
-    assert len(calls) == 1  # the second request found the adapted copy in the cache
+    assert len(adapt_calls) == 1  # the second request found the adapted copy in the cache
     for a, b in zip(first, second, strict=True):
         torch.testing.assert_close(
             torch.tensor(a.generated.samples), torch.tensor(b.generated.samples)
@@ -279,7 +266,7 @@ def test_one_prompt_is_adapted_once_and_takes_stay_reproducible(
         torch.tensor(take.generated.samples), torch.tensor(first[0].generated.samples)
     )
     collect(engine, GenerationRequest(prompt=_prompt(0.4), seconds=0.3, adapt_steps=5))
-    assert len(calls) == 2  # another prompt is adapted anew
+    assert len(adapt_calls) == 2  # another prompt is adapted anew
 
 
 def test_cancel_while_adapting_yields_nothing(bundle: Path) -> None:
@@ -312,25 +299,15 @@ def test_bundle_adaptation_defaults_are_loaded_and_checked(tmp_path: Path) -> No
         AudioLMEngine.from_bundle(read_bundle(folder), device="cpu")
 
 
-def test_end_to_end_benchmark_times_every_adaptation(
-    bundle: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_end_to_end_benchmark_times_every_adaptation(bundle: Path, adapt_calls: list[int]) -> None:
     import sys
 
     sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
     from audiolm_end_to_end import end_to_end
 
     torch.set_num_threads(1)
-    calls: list[int] = []
-    real = audiolm_pipeline.adapt_copy
-
-    def counting(*args: object, **kwargs: object) -> TokenLM:
-        calls.append(1)
-        return real(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(audiolm_pipeline, "adapt_copy", counting)
     result = end_to_end(str(bundle), prompt_seconds=0.5, seconds=0.3, runs=2, adapt_steps=3)
-    assert len(calls) == 2  # one per timed run: none for the warm-up, none from the cache
+    assert len(adapt_calls) == 2  # one per timed run: none for the warm-up, none from the cache
     assert result["e2e_adapt_steps"] == 3
     assert result["rtf"] > 0 and result["rtf_no_adaptation"] > 0
     plain = end_to_end(str(bundle), prompt_seconds=0.5, seconds=0.3, runs=1)
