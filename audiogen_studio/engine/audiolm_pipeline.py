@@ -391,6 +391,9 @@ class AudioLMEngine:
             if stage is None:  # a bundle without a fine LM
                 continue
             sequence, mask = self.layout.stage_sequence(name, semantic, codes)
+            if sequence.shape[1] < 2 * stage.group:  # a prompt of one frame: nothing to learn
+                log.info("prompt too short to adapt the %s LM to: not adapted", name)
+                continue
             windows, window_mask = last_windows(
                 sequence,
                 mask,

@@ -269,6 +269,17 @@ def test_one_prompt_is_adapted_once_and_takes_stay_reproducible(
     assert len(adapt_calls) == 2  # another prompt is adapted anew
 
 
+def test_a_prompt_too_short_to_adapt_to_is_continued_as_it_is(bundle: Path) -> None:
+    engine = AudioLMEngine.from_bundle(read_bundle(bundle), device="cpu")
+    short = _prompt(0.035)  # one semantic token: no window of two frames to train on
+    plain = collect(engine, GenerationRequest(prompt=short, seconds=0.2, seed=4, adapt_steps=0))
+    (take,) = collect(engine, GenerationRequest(prompt=short, seconds=0.2, seed=4, adapt_steps=5))
+    assert len(engine._adapted) == 0
+    torch.testing.assert_close(
+        torch.tensor(take.generated.samples), torch.tensor(plain[0].generated.samples)
+    )
+
+
 def test_cancel_while_adapting_yields_nothing(bundle: Path) -> None:
     engine = AudioLMEngine.from_bundle(read_bundle(bundle), device="cpu")
     cancel = threading.Event()
