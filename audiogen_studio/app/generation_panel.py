@@ -46,6 +46,7 @@ from audiogen_studio.app.views import WaveformView
 from audiogen_studio.audio import edit
 from audiogen_studio.audio.clip import Clip
 from audiogen_studio.engine import bundles
+from audiogen_studio.engine.adaptation_settings import default_adapt_steps
 from audiogen_studio.engine.api import (
     MAX_ADAPT_STEPS,
     MAX_TAKES,
@@ -465,8 +466,7 @@ class GenerationPanel(QWidget):
         adapts = b is not None and b.kind == "audiolm"
         self.adapt_spin.setEnabled(adapts)
         if b is not None and adapts:
-            steps = b.generation.get("adaptation", {}).get("steps", 0)
-            self.adapt_spin.setValue(steps if isinstance(steps, int) else 0)
+            self.adapt_spin.setValue(default_adapt_steps(b.generation))
         if b is None:
             hint = "Train one with 'audiogen-studio train', or see README: default models"
             self.model_info.setText(hint)

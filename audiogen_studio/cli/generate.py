@@ -178,6 +178,7 @@ def _record_in_library(
 
     The output files are already written: a library problem is reported, never fatal.
     """
+    from audiogen_studio.engine.adaptation_settings import default_adapt_steps
     from audiogen_studio.engine.bundles import find_bundle
     from audiogen_studio.library import LibraryError, TakeInfo, TakeLibrary
     from audiogen_studio.library.fingerprint import bundle_fingerprint
@@ -196,7 +197,7 @@ def _record_in_library(
             "top_p": getattr(args, "top_p", None),
             "adapt_steps": getattr(args, "adapt_steps", None)
             if getattr(args, "adapt_steps", None) is not None
-            else bundle.generation.get("adaptation", {}).get("steps"),
+            else default_adapt_steps(bundle.generation),
             "engine_choice": getattr(args, "engine", "auto"),
             "source": "cli",
         }

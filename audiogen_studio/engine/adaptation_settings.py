@@ -11,7 +11,7 @@ from typing import Any
 
 from audiogen_studio.engine.api import MAX_ADAPT_STEPS, STAGES, GenerationError
 
-__all__ = ["AdaptationSettings"]
+__all__ = ["AdaptationSettings", "default_adapt_steps"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,3 +116,12 @@ class AdaptationSettings:
             seconds=data.get("seconds"),
             mix=data.get("mix", 1.0),
         )
+
+
+def default_adapt_steps(generation: Mapping[str, Any]) -> int:
+    """The adaptation steps a bundle's ``generation`` section asks for (0 when it asks for
+    none or its settings are not valid: loading the bundle reports those)."""
+    try:
+        return AdaptationSettings.from_dict(generation.get("adaptation", {})).steps
+    except GenerationError:
+        return 0

@@ -14,6 +14,7 @@ from audiolm_stack import pushed_codes, random_audiolm_bundle
 from audiogen_studio.audio import synth
 from audiogen_studio.audio.clip import Clip
 from audiogen_studio.engine import audiolm_pipeline
+from audiogen_studio.engine.adaptation_settings import default_adapt_steps
 from audiogen_studio.engine.api import GenerationError, GenerationRequest
 from audiogen_studio.engine.audiolm_pipeline import AudioLMEngine
 from audiogen_studio.engine.bundles import BundleError, read_bundle
@@ -73,6 +74,9 @@ def test_settings_round_trip_and_reject_bad_values() -> None:
             AdaptationSettings.from_dict(bad)
     with pytest.raises(GenerationError, match="adapt_steps"):
         GenerationRequest(prompt=_prompt(), adapt_steps=-3)
+    assert default_adapt_steps({"adaptation": settings.to_dict()}) == 12
+    assert default_adapt_steps({}) == 0
+    assert default_adapt_steps({"adaptation": "lots"}) == 0  # loading reports it, not a menu
 
 
 def test_last_windows_end_at_the_prompt_end_on_group_boundaries() -> None:
