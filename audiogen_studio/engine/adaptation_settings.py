@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from audiogen_studio.engine.api import MAX_ADAPT_STEPS, STAGES, GenerationError
@@ -65,7 +65,6 @@ class AdaptationSettings:
             raise GenerationError(
                 f"adaptation seconds must be a positive number, got {self.seconds!r}"
             )
-
         if not (
             isinstance(self.mix, int | float)
             and not isinstance(self.mix, bool)
@@ -83,7 +82,7 @@ class AdaptationSettings:
         """These settings with ``steps`` (``None``: unchanged)."""
         if steps is None:
             return self
-        return AdaptationSettings(steps=steps, lr=self.lr, stages=self.stages, windows=self.windows)
+        return replace(self, steps=steps)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (``bundle.json`` ``generation.adaptation``)."""

@@ -55,7 +55,7 @@ def test_settings_round_trip_and_reject_bad_values() -> None:
     )
     assert AdaptationSettings.from_dict(settings.to_dict()) == settings
     assert settings.enabled and not AdaptationSettings().enabled
-    assert settings.with_steps(0).steps == 0 and settings.with_steps(None) is settings
+    assert settings.with_steps(None) is settings
     for bad, message in (
         ({"steps": -1}, "steps"),
         ({"steps": 2.5}, "integer"),
@@ -74,6 +74,8 @@ def test_settings_round_trip_and_reject_bad_values() -> None:
             AdaptationSettings.from_dict(bad)
     with pytest.raises(GenerationError, match="adapt_steps"):
         GenerationRequest(prompt=_prompt(), adapt_steps=-3)
+    # a request's steps replace the steps only: rate, stages, windows, seconds and mix stay
+    assert settings.with_steps(0).to_dict() == {**settings.to_dict(), "steps": 0}
     assert default_adapt_steps({"adaptation": settings.to_dict()}) == 12
     assert default_adapt_steps({}) == 0
     assert default_adapt_steps({"adaptation": "lots"}) == 0  # loading reports it, not a menu
