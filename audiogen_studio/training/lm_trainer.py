@@ -274,17 +274,6 @@ def stage_vocab(stage: str, layout: TokenLayout) -> int:
     }[stage]
 
 
-def make_batch(
-    stage: str, layout: TokenLayout, semantic: torch.Tensor, acoustic: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The training sequence ``[B, L]`` of aligned windows and the ``[L]`` mask of the
-    positions the stage predicts (:meth:`TokenLayout.stage_sequence`).
-
-    ``semantic [B, n]``, ``acoustic [B, Q, n·ratio]``.
-    """
-    return layout.stage_sequence(stage, semantic, acoustic)
-
-
 def _layout_for(bundle: Path, options: LMTrainOptions) -> tuple[TokenLayout, Any, Any]:
     """The bundle's tokenizers and the token layout the stages share."""
     from audiogen_studio.models.acoustic_codec import load_acoustic_codec
@@ -397,7 +386,7 @@ def _loss(
     acoustic: torch.Tensor,
     device: torch.device,
 ) -> torch.Tensor:
-    seq, mask = make_batch(stage, layout, semantic, acoustic)
+    seq, mask = layout.stage_sequence(stage, semantic, acoustic)
     seq = seq.to(device)
     logits = model(seq[:, :-1])  # [B, L - 1, V]: position i predicts token i + 1
     targets = seq[:, 1:].masked_fill(~mask[1:].to(device)[None, :], -100)

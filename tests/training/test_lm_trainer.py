@@ -16,7 +16,7 @@ from audiogen_studio.audio import io, synth
 from audiogen_studio.engine.bundles import read_bundle
 from audiogen_studio.models.audiolm_layout import TokenLayout
 from audiogen_studio.training.audio_dataset import TrainingError
-from audiogen_studio.training.lm_trainer import LMTrainOptions, make_batch, train_lm
+from audiogen_studio.training.lm_trainer import LMTrainOptions, train_lm
 from audiogen_studio.training.token_cache import encoder_digest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
@@ -51,7 +51,7 @@ def test_layout_round_trips_and_ranges() -> None:
     fine = layout.fine_ids(codes[:, 2:])
     assert torch.equal(layout.fine_codes(fine), codes[:, 2:])
     sem = torch.randint(0, 10, (3, 3))
-    seq, mask = make_batch("coarse", layout, sem, codes)
+    seq, mask = layout.stage_sequence("coarse", sem, codes)
     # per semantic token: its id, then 2 frames x 2 coarse quantizers
     assert seq.shape == (3, 3 * 5) and layout.coarse_group == 5
     assert torch.equal(seq[:, ::5], sem)
@@ -59,13 +59,13 @@ def test_layout_round_trips_and_ranges() -> None:
     assert torch.equal(
         layout.coarse_codes(seq.reshape(3, 3, 5)[:, :, 1:].reshape(3, -1)), codes[:, :2]
     )
-    seq, mask = make_batch("fine", layout, sem, codes)
+    seq, mask = layout.stage_sequence("fine", sem, codes)
     # per codec frame: 2 coarse ids (conditioning), then 1 fine id
     assert seq.shape == (3, 6 * 3) and mask.tolist() == [False, False, True] * 6
     assert torch.equal(layout.fine_codes(seq[:, 2::3]), codes[:, 2:])
     # every predicted id lies in the span generation samples it from; given ids have none
     for stage in ("coarse", "fine"):
-        seq, mask = make_batch(stage, layout, sem, codes)
+        seq, mask = layout.stage_sequence(stage, sem, codes)
         spans = layout.stage_spans(stage, seq.shape[1])
         assert [s is not None for s in spans] == mask.tolist()
         for i, span in enumerate(spans):
