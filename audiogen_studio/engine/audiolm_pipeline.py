@@ -100,6 +100,31 @@ class _Stage:
     name: str
 
 
+@dataclass(frozen=True, slots=True)
+class _PromptTokens:
+    """What a request starts from (one take; :meth:`AudioLMEngine._prompt_tokens`).
+
+    Attributes:
+        semantic: ``[1, S_p]`` semantic tokens of the prompt's whole frames.
+        codes: ``[1, Q, S_p·ratio - base]`` codec codes of its last frames.
+        base: the codec frame ``codes[..., 0]`` is.
+        keep: the prompt's last ids each stream starts with, in groups (semantic tokens for
+            ``semantic`` and ``coarse``, codec frames for ``fine``).
+        adapt_frames: semantic frames at the prompt's end the adaptation learns from (0: none).
+    """
+
+    semantic: torch.Tensor
+    codes: torch.Tensor
+    base: int
+    keep: dict[str, int]
+    adapt_frames: int
+
+    @property
+    def frames(self) -> int:
+        """``S_p``: the prompt's whole semantic frames."""
+        return int(self.semantic.shape[1])
+
+
 class _Stream:
     """A stage's growing token sequence ``[B, L]`` and its KV cache.
 
@@ -427,6 +452,74 @@ class AudioLMEngine:
             stages[name] = _Stage(model, stage.window, stage.group, stage.name)
         return stages
 
+    def _prompt_tokens(self, audio: np.ndarray, adaptation: AdaptationSettings) -> _PromptTokens:
+        """The tokens of ``audio [T]`` (the checked prompt) that a request starts from: its
+        whole semantic frames ending >= :data:`MIN_CROSSFADE_SECONDS` before its end, and the
+        codec codes of as many of its last frames as the streams, the decoder's priming and
+        ``adaptation`` need (call under ``torch.inference_mode``)."""
+        layout, r = self.layout, self.layout.ratio
+        s_p = (audio.size - round(MIN_CROSSFADE_SECONDS * self.sample_rate)) // self.hop_s
+        cond = torch.from_numpy(audio[: s_p * self.hop_s]).to(self.device)[None]
+        semantic = self.tokenizer.tokens(cond)[:, :s_p]
+        # each stream starts with the prompt's last context (whole groups)
+        half = {n: st.model.config.max_seq_len // 2 // st.group for n, st in self.stages.items()}
+        keep = {
+            "semantic": min(s_p, half["semantic"]),
+            "coarse": min(s_p, half["coarse"]),
+            "fine": min(s_p * r, half.get("fine", 0)),
+        }
+        a_keep = min(s_p, self._adaptation_span(adaptation)) if adaptation.enabled else 0
+        # only the codes the streams and the decoder need are computed: the codec is causal
+        # with a finite receptive field, so encoding from ENCODE_MARGIN_FRAMES earlier and
+        # priming the decoder with PRIME_FRAMES give exactly the codes and state of the
+        # whole prompt (tested for the named codec configs)
+        f_p = s_p * r
+        need = max(keep["coarse"] * r, keep["fine"], PRIME_FRAMES, a_keep * r)
+        base = max(0, f_p - need - ENCODE_MARGIN_FRAMES)
+        codes = self.codec.encode(cond[:, None, base * self.hop_c :], n_q=layout.quantizers)
+        return _PromptTokens(semantic, codes[:, :, : f_p - base], base, keep, a_keep)
+
+    def _adapt_to(
+        self,
+        prompt: _PromptTokens,
+        adaptation: AdaptationSettings,
+        cancel: threading.Event | None,
+    ) -> dict[str, _Stage]:
+        """The stages with those ``adaptation`` names adapted to ``prompt``'s last
+        ``adapt_frames`` semantic frames (cached per prompt and settings)."""
+        s_p, r, a = prompt.frames, self.layout.ratio, prompt.adapt_frames
+        return self._adapted_stages(
+            adaptation,
+            prompt.semantic[:, s_p - a :],
+            prompt.codes[:, :, (s_p - a) * r - prompt.base :],
+            cancel,
+        )
+
+    def prepare(self, request: GenerationRequest, cancel: threading.Event | None = None) -> bool:
+        """Do now the per-prompt work :meth:`stream` would start with -- adapting the LMs to
+        ``request``'s prompt -- and keep it, so that a stream of the same prompt and adaptation
+        (any seed, takes or length) starts generating at once. An app calls it while the user
+        is still choosing; it takes as long as the adaptation (~1.2 s on a 2-core CPU for the
+        speech bundle) and stops between steps once ``cancel`` is set.
+
+        Returns True when an adapted LM for this prompt is ready (made now or earlier), False
+        when there is nothing to prepare (no adaptation, a prompt of one frame) or it was
+        cancelled. A bad prompt raises :class:`GenerationError`, as :meth:`stream` would.
+        """
+        adaptation = self.adaptation_for(request)
+        if not adaptation.enabled:
+            return False
+        audio = self._prompt(request)
+        with torch.inference_mode():
+            prompt = self._prompt_tokens(audio, adaptation)
+            if not prompt.adapt_frames:
+                return False
+            try:
+                stages = self._adapt_to(prompt, adaptation, cancel)
+            except AdaptationCancelledError:
+                return False
+        return any(stages[n] is not stage for n, stage in self.stages.items())
+
     # -- token generation ------------------------------------------------------------------------
 
     def stage_temperature(self, request: GenerationRequest, stage: str) -> float:
@@ -495,38 +588,17 @@ class AudioLMEngine:
             return layout.fine_range(i % qf)
 
         with torch.inference_mode():
-            # the prompt's whole semantic frames ending >= MIN_CROSSFADE before its end
-            total = audio.size
-            s_p = (total - round(MIN_CROSSFADE_SECONDS * rate)) // hop_s
-            cond = torch.from_numpy(audio[: s_p * hop_s]).to(self.device)[None]
-            semantic = self.tokenizer.tokens(cond)[:, :s_p].expand(takes, -1).clone()
-            # each stream starts with the prompt's last context (whole groups)
-            keep = {
-                n: st.model.config.max_seq_len // 2 // st.group for n, st in self.stages.items()
-            }
-            s_keep = min(s_p, keep["semantic"])
-            c_keep = min(s_p, keep["coarse"])
-            f_keep = min(s_p * r, keep.get("fine", 0))
             adaptation = self.adaptation_for(request)
-            a_keep = min(s_p, self._adaptation_span(adaptation)) if adaptation.enabled else 0
-            # only the codes the streams and the decoder need are computed: the codec is causal
-            # with a finite receptive field, so encoding from ENCODE_MARGIN_FRAMES earlier and
-            # priming the decoder with PRIME_FRAMES give exactly the codes and state of the
-            # whole prompt (tested for the named codec configs)
-            f_p = s_p * r
-            need = max(c_keep * r, f_keep, PRIME_FRAMES, a_keep * r)
-            base = max(0, f_p - need - ENCODE_MARGIN_FRAMES)
-            codes = self.codec.encode(cond[:, None, base * self.hop_c :], n_q=layout.quantizers)
-            codes = codes[:, :, : f_p - base].expand(takes, -1, -1).clone()  # [B, Q, F_p - base]
+            prompt = self._prompt_tokens(audio, adaptation)
+            s_p, base = prompt.frames, prompt.base
+            keep = prompt.keep
+            s_keep, c_keep, f_keep = keep["semantic"], keep["coarse"], keep["fine"]
+            semantic = prompt.semantic.expand(takes, -1).clone()  # [B, S_p]
+            codes = prompt.codes.expand(takes, -1, -1).clone()  # [B, Q, F_p - base]
             stages = self.stages
-            if a_keep:
+            if prompt.adapt_frames:
                 try:
-                    stages = self._adapted_stages(
-                        adaptation,
-                        semantic[:1, s_p - a_keep :],
-                        codes[:1, :, (s_p - a_keep) * r - base :],
-                        cancel,
-                    )
+                    stages = self._adapt_to(prompt, adaptation, cancel)
                 except AdaptationCancelledError:
                     log.info("generation cancelled while adapting to the prompt")
                     return
@@ -548,7 +620,7 @@ class AudioLMEngine:
                     if f_keep
                     else torch.empty(takes, 0, dtype=torch.long, device=self.device),
                 )
-            lead = total - s_p * hop_s  # generated samples that overlap the prompt's end
+            lead = audio.size - s_p * hop_s  # generated samples that overlap the prompt's end
             skip = self.latency  # decoded samples that still render the primed frames
             wanted = self.expected_frames(request)
             needed_tokens = -(-(skip + lead + wanted) // hop_s)

@@ -294,6 +294,44 @@ def test_cancel_while_adapting_yields_nothing(bundle: Path) -> None:
     assert list(engine.stream(request, cancel)) == []
 
 
+def test_prepare_adapts_ahead_and_the_stream_equals_an_unprepared_one(
+    bundle: Path, adapt_calls: list[int]
+) -> None:
+    torch.set_num_threads(1)
+    request = GenerationRequest(prompt=_prompt(), seconds=0.3, seed=3, takes=2, adapt_steps=4)
+    cold = AudioLMEngine.from_bundle(read_bundle(bundle), device="cpu")
+    unprepared = collect(cold, request)
+    assert len(adapt_calls) == 1
+    engine = AudioLMEngine.from_bundle(read_bundle(bundle), device="cpu")
+    # another seed, take count and length adapt to the same prompt: the same copy serves them
+    ahead = GenerationRequest(prompt=_prompt(), seconds=2.0, seed=9, adapt_steps=4)
+    assert engine.prepare(ahead) is True
+    assert len(adapt_calls) == 2 and len(engine._adapted) == 1
+    assert engine.prepare(ahead) is True  # already there: nothing more to do
+    prepared = collect(engine, request)
+    assert len(adapt_calls) == 2  # the stream used the prepared copy
+    for a, b in zip(prepared, unprepared, strict=True):
+        torch.testing.assert_close(
+            torch.tensor(a.generated.samples), torch.tensor(b.generated.samples), rtol=0, atol=0
+        )
+
+
+def test_prepare_has_nothing_to_do_without_adaptation_and_reports_bad_prompts(
+    bundle: Path, adapt_calls: list[int]
+) -> None:
+    engine = AudioLMEngine.from_bundle(read_bundle(bundle), device="cpu")
+    assert engine.prepare(GenerationRequest(prompt=_prompt(), adapt_steps=0)) is False
+    short = GenerationRequest(prompt=_prompt(0.035), adapt_steps=5)  # one frame: not adapted
+    assert engine.prepare(short) is False
+    cancel = threading.Event()
+    cancel.set()
+    assert engine.prepare(GenerationRequest(prompt=_prompt(), adapt_steps=5), cancel) is False
+    assert len(engine._adapted) == 0
+    silent = Clip(torch.zeros(1, 8000).numpy(), 16000)
+    with pytest.raises(GenerationError, match="silent"):
+        engine.prepare(GenerationRequest(prompt=silent, adapt_steps=5))
+
+
 def test_bundle_adaptation_defaults_are_loaded_and_checked(tmp_path: Path) -> None:
     folder = random_audiolm_bundle(tmp_path / "b")
     manifest = folder / "bundle.json"
