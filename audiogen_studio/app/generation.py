@@ -26,7 +26,12 @@ starts without the ~0.3-1.2 s event-loop stall that loading them used to cause. 
 probe and model preloads asked for before that wait for it; a request submitted earlier starts
 it at once; every job queues behind it on the same thread.
 The panel also asks the worker to :meth:`~GenerationController.preload` the selected model's
-engine (loaded once, cached like a request's), so the first Generate does not build it either.
+engine (loaded once, cached like a request's), so the first Generate does not build it either,
+and, once the prompt has settled, to :meth:`~GenerationController.prepare` it: an AudioLM engine
+adapts its LMs to the prompt then (``AudioLMEngine.prepare``, ~1.2 s on a 2-core CPU), so a
+Generate of that prompt starts streaming at once instead of after the adaptation. A prepare is
+cancelled between steps when the prompt changes, and a Generate queues behind one of its own
+prompt.
 """
 
 from __future__ import annotations
@@ -94,6 +99,27 @@ class GenerationResult:
     created: float = field(default_factory=time.time)
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedPrompt:
+    """What :meth:`GenerationWorker.prepare` did.
+
+    Attributes:
+        request: the request it prepared for.
+        ready: the engine holds what the request's stream starts with (an AudioLM engine: its
+            LMs adapted to the prompt), so Generate starts at once.
+        seconds: wall-clock seconds it took (engine loading included).
+        cancelled: the prompt changed (or the app closed) before it finished.
+        message: why it failed, when it did (a bad prompt, a broken model); a request reports
+            the same error itself.
+    """
+
+    request: GenerationRequest
+    ready: bool
+    seconds: float
+    cancelled: bool = False
+    message: str = ""
+
+
 class LivePreview:
     """Take 0's continuation as it grows: written by the worker, read by the GUI thread.
 
@@ -136,6 +162,7 @@ class GenerationWorker(QObject):
     playback_unavailable = Signal(str)
     devices_found = Signal(object)  # list[str]: "cpu", then "cuda" / "mps" when torch has them
     warmed_up = Signal(object)  # warmup.WarmUpReport
+    prepared = Signal(object)  # PreparedPrompt
 
     def __init__(self, *, playback: bool = True, preroll_seconds: float = PREROLL_SECONDS) -> None:
         super().__init__()
@@ -194,6 +221,31 @@ class GenerationWorker(QObject):
             self.engine(model, mode, device)
         except Exception as exc:
             log.info("preloading %s failed: %s", model, exc)
+
+    @Slot(object, str, str, object)
+    def prepare(
+        self,
+        request: GenerationRequest,
+        model: str,
+        device: str,
+        cancel: threading.Event | None = None,
+    ) -> None:
+        """Do the per-prompt work ``request`` would start with, ahead of it (the engine's
+        ``prepare``: an AudioLM engine adapts to the prompt); emits ``prepared``. Stops between
+        steps once ``cancel`` is set; errors are only reported (a request reports them too)."""
+        cancel = cancel if cancel is not None else threading.Event()
+        started = time.perf_counter()
+        ready, message = False, ""
+        if not (cancel.is_set() or self.stop_warm_up.is_set()):
+            try:
+                engine = self.engine(model, request.mode, device)
+                prepare = getattr(engine, "prepare", None)  # WaveNet engines have nothing to do
+                ready = bool(prepare(request, cancel)) if prepare is not None else False
+            except Exception as exc:
+                log.info("preparing the prompt for %s failed: %s", model, exc)
+                message = str(exc)
+        seconds = time.perf_counter() - started
+        self.prepared.emit(PreparedPrompt(request, ready, seconds, cancel.is_set(), message))
 
     @Slot()
     def probe_devices(self) -> None:
@@ -332,7 +384,9 @@ class GenerationController(QObject):
     playback_state = Signal(str)  # "buffering" / "playing" / "" (stopped or finished)
     devices_found = Signal(object)  # list[str], after probe_devices()
     warmed_up = Signal(object)  # warmup.WarmUpReport, after the start-up warm-up
+    prepared = Signal(object)  # PreparedPrompt, after prepare()
     _submit = Signal(object, str, str, object)
+    _prepare = Signal(object, str, str, object)
     _probe = Signal()
     _warm = Signal()
     _preload = Signal(str, str, str)
@@ -355,6 +409,8 @@ class GenerationController(QObject):
         self._probe.connect(self.worker.probe_devices)
         self._warm.connect(self.worker.warm_up)
         self._preload.connect(self.worker.preload)
+        self._prepare.connect(self.worker.prepare)
+        self.worker.prepared.connect(self.prepared)
         self.worker.warmed_up.connect(self._on_warmed_up)
         #: the start-up warm-up's report once it finished (``None`` before, or when off)
         self.warm_report: warmup.WarmUpReport | None = None
@@ -365,6 +421,7 @@ class GenerationController(QObject):
         self.compute_devices: list[str] | None = None  # known after probe_devices()
         self._probing = False
         self._cancel: threading.Event | None = None
+        self._prepare_cancel: threading.Event | None = None
         self.busy = False
         self._shut_down = False
         self._poll = QTimer(self)
@@ -395,6 +452,24 @@ class GenerationController(QObject):
         else:
             self._preload.emit(model, mode, device)
         return True
+
+    def prepare(self, request: GenerationRequest, model: str, device: str = "auto") -> bool:
+        """Prepare ``request``'s prompt on the worker ahead of Generate (see the module doc);
+        ``prepared`` answers. An earlier prepare still queued or running is cancelled. False
+        when shut down or generating."""
+        if self._shut_down or self.busy:
+            return False
+        self._start_warm_up()  # now, if it had not started: the prepare queues behind it
+        self.cancel_prepare()
+        self._prepare_cancel = threading.Event()
+        self._prepare.emit(request, model, device, self._prepare_cancel)
+        return True
+
+    def cancel_prepare(self) -> None:
+        """Cancel the prepare queued or running, if any (it stops after its current step)."""
+        if self._prepare_cancel is not None:
+            self._prepare_cancel.set()
+            self._prepare_cancel = None
 
     def probe_devices(self) -> None:
         """Ask the worker which compute devices exist; ``devices_found`` answers (once known,
@@ -442,6 +517,7 @@ class GenerationController(QObject):
         self._shut_down = True
         self._poll.stop()
         self.worker.stop_warm_up.set()  # a warm-up in progress ends after its current piece
+        self.cancel_prepare()
         self.stop()
         self.worker_thread.quit()
         self.worker_thread.wait()

@@ -314,6 +314,111 @@ def test_audiolm_prompt_adaptation_follows_the_model(
     assert [r.adapt_steps for r in requests] == [0, 9]
 
 
+def _adapting_window(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    make_window: Callable[[], Any],
+    steps: int,
+    *,
+    hold_first: bool = False,
+) -> tuple[Any, list[int]]:
+    """A window with a random AudioLM bundle that adapts ``steps`` steps to each prompt, and
+    the count of adaptations its engines ran (``adapt_copy`` calls, on the worker thread).
+    With ``hold_first`` the first adaptation waits until it is cancelled (up to 30 s), so a
+    test can change the prompt while it runs."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
+    from audiolm_stack import random_audiolm_bundle
+
+    from audiogen_studio.engine import audiolm_pipeline
+
+    folder = random_audiolm_bundle(tmp_path / "models" / "adapting")
+    data = json.loads((folder / "bundle.json").read_text())
+    data["generation"] = {"adaptation": {"steps": steps, "lr": 1e-3}}
+    (folder / "bundle.json").write_text(json.dumps(data))
+    monkeypatch.setenv("AUDIOGEN_MODELS", str(tmp_path / "models"))
+    calls: list[int] = []
+    real = audiolm_pipeline.adapt_copy
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if hold_first and len(calls) == 1:
+            deadline = time.perf_counter() + 30
+            while not kwargs["should_stop"]() and time.perf_counter() < deadline:
+                time.sleep(0.01)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(audiolm_pipeline, "adapt_copy", counting)
+    noise = np.random.default_rng(0).uniform(-0.3, 0.3, (1, round(0.8 * RATE)))
+    # noise: every selection has other tokens (a steady tone would give the same ones)
+    return _window(make_window, Clip(noise.astype(np.float32), RATE)), calls
+
+
+def test_the_prompt_is_adapted_to_before_generate(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    no_stream: list[Any],
+    make_window: Callable[[], Any],
+    qtbot: Any,
+) -> None:
+    window, calls = _adapting_window(tmp_path, monkeypatch, make_window, steps=3)
+    panel = window.generation_panel
+    controller = window.generation
+    # the prompt settles: the generation thread adapts the model to it, unasked
+    with qtbot.waitSignal(controller.prepared, timeout=60_000) as prepared:
+        pass
+    report = prepared.args[0]
+    assert report.ready and not report.cancelled and report.request.adapt_steps == 3
+    assert len(calls) == 1 and panel.progress_bar.format().startswith("ready: adapted")
+    # a new selection is a new prompt: prepared again once it settles
+    window.set_selection(0, 8000)
+    with qtbot.waitSignal(controller.prepared, timeout=60_000) as prepared:
+        pass
+    assert prepared.args[0].ready and prepared.args[0].request.prompt.frames == 8000
+    assert len(calls) == 2
+    # Generate of the prepared prompt starts without adapting again
+    panel.seconds_spin.setValue(0.3)
+    with qtbot.waitSignal(controller.finished, timeout=60_000) as finished:
+        assert panel.generate()
+        assert panel.progress_bar.format() == "starting…"
+    assert finished.args[0].takes[0].complete and len(calls) == 2
+    qtbot.wait(3 * 250)  # nothing changed: nothing more is prepared
+    assert len(calls) == 2
+    # with adaptation off there is nothing to prepare
+    panel.adapt_spin.setValue(0)
+    window.set_selection(0, 4000)
+    qtbot.wait(1500)
+    assert len(calls) == 2
+
+
+def test_a_changed_prompt_cancels_its_preparation(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    no_stream: list[Any],
+    make_window: Callable[[], Any],
+    qtbot: Any,
+) -> None:
+    from audiogen_studio.engine.api import MAX_ADAPT_STEPS
+
+    window, calls = _adapting_window(
+        tmp_path, monkeypatch, make_window, MAX_ADAPT_STEPS, hold_first=True
+    )
+    controller = window.generation
+    qtbot.waitUntil(lambda: len(calls) == 1, timeout=60_000)  # adapting to the whole clip
+    started = time.perf_counter()
+    with qtbot.waitSignal(controller.prepared, timeout=60_000) as prepared:
+        window.set_selection(0, 8000)
+    assert prepared.args[0].cancelled and not prepared.args[0].ready
+    assert time.perf_counter() - started < 5  # noticed within a few polls
+    # the new prompt is being prepared (1000 steps); closing the window cancels that too
+    qtbot.waitUntil(lambda: len(calls) == 2, timeout=60_000)
+    thread = controller.worker_thread
+    started = time.perf_counter()
+    window.close()
+    assert thread.isFinished() and time.perf_counter() - started < 10
+
+
 def test_device_menu_offers_what_torch_has(make_window: Callable[[], Any], qtbot: Any) -> None:
     import torch
 
