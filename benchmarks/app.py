@@ -27,6 +27,12 @@
    A warm-up generation first loads the engine (its GUI stall is reported separately, as
    ``warmup_worst_stall_ms``). Playback needs an output device; without one the script starts
    the virtual PulseAudio device (``scripts/virtual-audio.sh``) and stops it again.
+   ``first_chunk_ms`` is from Generate until the first chunk arrives in the GUI thread. For a
+   model that adapts to the prompt (an AudioLM bundle with ``generation.adaptation``, such as
+   ``--model models/speech``) ``new_prompt`` adds two more 2 s generations of new prompts:
+   ``first_chunk_ms_cold`` when Generate is pressed as soon as the prompt is there (the
+   adaptation runs first) and ``first_chunk_ms_prepared`` when the prompt had settled and the
+   panel had prepared it (``prepare_seconds``) before Generate.
 
     .venv/bin/python benchmarks/app.py [--minutes 60] [--seconds 10] [--model BUNDLE]
                                        [--skip-open] [--skip-generation]
@@ -268,7 +274,14 @@ def _generate(app: Any, window: Any, seconds: float, probe: _Probe) -> dict[str,
         errors.append(message)
         loop.quit()
 
+    firsts: list[float] = []
+
+    def on_first(*_: Any) -> None:
+        if not firsts:
+            firsts.append(time.perf_counter())
+
     controller.chunk_ready.connect(on_chunk)
+    controller.chunk_ready.connect(on_first)
     controller.finished.connect(on_finished)
     controller.failed.connect(on_failed)
     probe.start()
@@ -294,6 +307,7 @@ def _generate(app: Any, window: Any, seconds: float, probe: _Probe) -> dict[str,
     ended = time.perf_counter()
     probe.stop()
     controller.chunk_ready.disconnect(on_chunk)
+    controller.chunk_ready.disconnect(on_first)
     controller.finished.disconnect(on_finished)
     controller.failed.disconnect(on_failed)
     if errors or not results:
@@ -303,6 +317,7 @@ def _generate(app: Any, window: Any, seconds: float, probe: _Probe) -> dict[str,
         "seconds": seconds,
         "rtf": round(result.rtf, 3),
         "generate_wall_seconds": round(generated - started, 2),
+        "first_chunk_ms": round(1000 * (firsts[0] - started), 1) if firsts else None,
         "until_played_seconds": round(ended - started, 2),
         "device_used": result.device_used,
         **probe.stats(),
@@ -335,17 +350,52 @@ def child_generation(model: Path, seconds: float) -> dict[str, Any]:
     panel = window.generation_panel
     if not panel.select_model(str(model)):
         raise SystemExit(f"{model}: not a continuation model bundle the panel can use")
-    t = np.arange(2 * 16000) / 16000
-    x = 0.3 * np.sin(2 * np.pi * 440.0 * t) + 0.3 * np.sin(2 * np.pi * 1100.0 * t + 1.0)
-    window.set_clip(Clip(x.astype(np.float32), 16000))
+
+    def two_tone(low: float) -> Clip:
+        t = np.arange(2 * 16000) / 16000
+        x = 0.3 * np.sin(2 * np.pi * low * t) + 0.3 * np.sin(2 * np.pi * 2.5 * low * t + 1.0)
+        return Clip(x.astype(np.float32), 16000)
+
+    window.set_clip(two_tone(440.0))
     _run_for(app, 0.5)  # the clip's first draw is not part of the generation's stall
     probe = _Probe()
     warm = _generate(app, window, 0.5, probe)
     measured = _generate(app, window, seconds, probe)
     measured["model"] = str(model)
     measured["warmup_worst_stall_ms"] = warm["worst_stall_ms"]
+    if panel.adapt_spin.isEnabled() and panel.adapt_spin.value() > 0:
+        measured["new_prompt"] = _new_prompts(app, window, two_tone, probe)
     window.close()
     return measured
+
+
+def _new_prompts(app: Any, window: Any, make: Any, probe: _Probe) -> dict[str, Any]:
+    """First-chunk times of 2 s generations of new prompts: Generate at once (the adaptation
+    runs first), and Generate after the panel prepared the settled prompt."""
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    panel = window.generation_panel
+    out: dict[str, Any] = {"adapt_steps": panel.adapt_spin.value()}
+    window.set_clip(make(330.0))
+    out["first_chunk_ms_cold"] = _generate(app, window, 2.0, probe)["first_chunk_ms"]
+    reports: list[Any] = []
+    loop = QEventLoop()
+
+    def on_prepared(report: Any) -> None:
+        reports.append(report)
+        loop.quit()
+
+    window.generation.prepared.connect(on_prepared)
+    window.set_clip(make(262.0))
+    QTimer.singleShot(60_000, loop.quit)
+    loop.exec()
+    window.generation.prepared.disconnect(on_prepared)
+    if not reports or not reports[0].ready:
+        out["prepare_failed"] = reports[0].message if reports else "timeout"
+        return out
+    out["prepare_seconds"] = round(reports[0].seconds, 3)
+    out["first_chunk_ms_prepared"] = _generate(app, window, 2.0, probe)["first_chunk_ms"]
+    return out
 
 
 # -- driver ---------------------------------------------------------------------------------------

@@ -11,7 +11,9 @@ CPU and reports, as the median of ``runs`` seeded runs after one warm-up:
 Both include the bundle's prompt adaptation (``generation.adaptation``, or ``adapt_steps``):
 every run adapts anew (the engine's cache of adapted LMs is emptied first, and the warm-up does
 not adapt). When the bundle adapts, ``rtf_no_adaptation`` / ``first_chunk_ms_no_adaptation``
-are the same runs with ``adapt_steps=0``, side by side.
+are the same runs with ``adapt_steps=0``, side by side, and ``first_chunk_ms_prepared`` the
+same runs adapted ahead by ``Engine.prepare`` (what the app does once the prompt settles;
+``prepare_ms`` is what that took), so only the stream is timed.
 """
 
 from __future__ import annotations
@@ -59,8 +61,12 @@ def end_to_end(
     for _ in engine.stream(warm):
         pass
 
-    def measure(steps: int | None) -> tuple[list[float], list[float]]:
-        firsts, rtfs = [], []
+    def measure(
+        steps: int | None, prepare: bool = False
+    ) -> tuple[list[float], list[float], list[float]]:
+        """First-chunk milliseconds, RTFs and (with ``prepare``) prepare milliseconds of the
+        runs; a prepared run times its stream alone."""
+        firsts, rtfs, prepares = [], [], []
         for run in range(runs):
             request = GenerationRequest(
                 prompt=clip, seconds=seconds, seed=run, takes=takes, adapt_steps=steps
@@ -69,6 +75,10 @@ def end_to_end(
             if forget is not None:
                 forget()  # every run pays for its adaptation
             started = time.perf_counter()
+            if prepare:
+                engine.prepare(request)  # type: ignore[attr-defined]
+                prepares.append(1000.0 * (time.perf_counter() - started))
+                started = time.perf_counter()
             first = None
             frames = 0
             with torch.inference_mode():
@@ -80,9 +90,9 @@ def end_to_end(
             elapsed = time.perf_counter() - started
             firsts.append(1000.0 * (first or elapsed))
             rtfs.append(elapsed / (frames / engine.sample_rate))
-        return firsts, rtfs
+        return firsts, rtfs, prepares
 
-    firsts, rtfs = measure(adapt_steps)
+    firsts, rtfs, _ = measure(adapt_steps)
     adaptation = getattr(engine, "adaptation_for", None)
     steps = (
         adaptation(GenerationRequest(prompt=clip, adapt_steps=adapt_steps)).steps
@@ -100,9 +110,12 @@ def end_to_end(
         "e2e_runs": {"rtf": [round(r, 4) for r in rtfs], "first_chunk_ms": firsts},
     }
     if steps:
-        plain_firsts, plain_rtfs = measure(0)
+        plain_firsts, plain_rtfs, _ = measure(0)
         result["rtf_no_adaptation"] = round(statistics.median(plain_rtfs), 4)
         result["first_chunk_ms_no_adaptation"] = round(statistics.median(plain_firsts), 1)
+        ready_firsts, _, prepare_ms = measure(adapt_steps, prepare=True)
+        result["first_chunk_ms_prepared"] = round(statistics.median(ready_firsts), 1)
+        result["prepare_ms"] = round(statistics.median(prepare_ms), 1)
     return result
 
 

@@ -362,8 +362,10 @@ def test_end_to_end_benchmark_times_every_adaptation(bundle: Path, adapt_calls: 
 
     torch.set_num_threads(1)
     result = end_to_end(str(bundle), prompt_seconds=0.5, seconds=0.3, runs=2, adapt_steps=3)
-    assert len(adapt_calls) == 2  # one per timed run: none for the warm-up, none from the cache
+    # one per timed run, and one per run prepared ahead: none for the warm-up or from the cache
+    assert len(adapt_calls) == 4
     assert result["e2e_adapt_steps"] == 3
     assert result["rtf"] > 0 and result["rtf_no_adaptation"] > 0
+    assert result["prepare_ms"] > 0 and result["first_chunk_ms_prepared"] > 0
     plain = end_to_end(str(bundle), prompt_seconds=0.5, seconds=0.3, runs=1)
     assert plain["e2e_adapt_steps"] == 0 and "rtf_no_adaptation" not in plain
