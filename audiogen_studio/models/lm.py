@@ -356,16 +356,31 @@ class TokenLM(nn.Module):
     def features(self, tokens: torch.Tensor) -> torch.Tensor:
         """The normalised last hidden states ``[B, T, D]`` that :meth:`forward` projects onto
         the vocabulary (``output_weight``): for losses over part of the vocabulary."""
-        b, t = tokens.shape
+        return self.features_from(self.residual(tokens, upto=0), 0)
+
+    def residual(self, tokens: torch.Tensor, *, upto: int) -> torch.Tensor:
+        """The residual stream ``[B, T, D]`` after the first ``upto`` blocks (0: the token
+        embeddings) of ``tokens [B, T]``: what :meth:`features_from` continues, so that a
+        caller training only the upper blocks computes the lower ones once."""
+        t = tokens.shape[1]
         if t > self.config.max_seq_len:
             raise ValueError(
                 f"sequence of {t} tokens exceeds max_seq_len {self.config.max_seq_len}"
             )
+        return self._run_blocks(self.embed(tokens), 0, upto)
+
+    def features_from(self, residual: torch.Tensor, start: int) -> torch.Tensor:
+        """:meth:`features` from the residual stream ``[B, T, D]`` after block ``start``."""
+        return cast(torch.Tensor, self.norm_f(self._run_blocks(residual, start, None)))
+
+    def _run_blocks(self, x: torch.Tensor, start: int, stop: int | None) -> torch.Tensor:
+        """Blocks ``start:stop`` (causal, dropout when training) on the residual stream
+        ``x [B, T, D]``."""
+        b, t, _ = x.shape
         h_, hd = self.config.heads, self.config.head_dim
         p = self.config.dropout if self.training else 0.0
-        x = self.embed(tokens)
         bias = None if self._rotary else self._alibi_bias(0, t, t, x.dtype)
-        for blk in self.block_list:
+        for blk in self.block_list[start:stop]:
             qkv = F.linear(blk.norm1(x), blk.qkv.weight).view(b, t, 3, h_, hd)
             if self._rotary:
                 qk = self._rope(qkv[:, :, :2], 0)
@@ -384,7 +399,7 @@ class TokenLM(nn.Module):
             a = F.linear(a.transpose(1, 2).reshape(b, t, -1), blk.proj.weight)
             x = x + F.dropout(a, p, self.training)
             x = x + F.dropout(self._mlp(blk, blk.norm2(x)), p, self.training)
-        return cast(torch.Tensor, self.norm_f(x))
+        return x
 
     # --- cached forward --------------------------------------------------------------------------
 
