@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import importlib
 import math
+import tempfile
 import warnings
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -48,6 +50,41 @@ def require(module: str, package: str | None = None) -> ModuleType:
             f"this metric needs the '{name}' package of the optional [eval] extra "
             f"({EXTRA_HINT}): {exc}"
         ) from exc
+
+
+#: held while a process loads librosa's numba code (see :func:`librosa_module`)
+LIBROSA_LOCK = Path(tempfile.gettempdir()) / "audiogen-studio-librosa-numba.lock"
+_librosa: ModuleType | None = None
+
+
+def librosa_module() -> ModuleType:
+    """``librosa``, with the numba code the metrics run compiled or loaded from numba's disk
+    cache under a lock shared by every process on the machine (once per process).
+
+    librosa's ``@guvectorize(cache=True)`` kernels are compiled when their modules are imported
+    and written to numba's cache as two files each. Two processes doing that at once -- two
+    evaluations started together on a fresh install -- can leave a pair written by different
+    processes, after which every process that loads it crashes with a segmentation fault
+    (numba issue 10128; it happened here with two ``benchmarks/quality.py`` runs). The lock
+    makes the first process compile alone and the others load what it wrote.
+    """
+    global _librosa
+    if _librosa is None:
+        filelock = require("filelock")
+        with filelock.FileLock(str(LIBROSA_LOCK), timeout=900):
+            librosa = require("librosa")
+            # what the metrics call, once on tiny signals: imports the lazily loaded
+            # submodules (compiling their gufuncs) and compiles the lazily jitted functions
+            t = np.arange(16000, dtype=np.float32) / 16000
+            tone = (0.5 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+            with warnings.catch_warnings():  # about the signals' shortness
+                warnings.simplefilter("ignore")
+                librosa.pyin(tone, fmin=50, fmax=600, sr=16000, frame_length=1024, hop_length=160)
+                librosa.feature.chroma_cqt(y=tone, sr=16000, hop_length=512)
+                onsets = librosa.onset.onset_strength(y=tone, sr=16000, hop_length=512)
+                librosa.feature.tempo(onset_envelope=onsets, sr=16000, hop_length=512)
+        _librosa = librosa
+    return _librosa
 
 
 def as_mono(audio: npt.ArrayLike) -> npt.NDArray[np.float32]:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from audiogen_studio.evaluation.common import as_mono, require
+from audiogen_studio.evaluation.common import as_mono, librosa_module, require
 
 PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 # Key profiles, tonic first: (major, minor).
@@ -54,7 +54,7 @@ CHROMA_HOP = 512
 
 def chroma(audio: npt.ArrayLike, rate: int) -> npt.NDArray[np.float32]:
     """Constant-Q chroma ``[12, frames]`` (C first) of ``audio [T]`` at ``rate``."""
-    librosa = require("librosa")
+    librosa = librosa_module()
     x = as_mono(audio)
     with warnings.catch_warnings():  # short clips: "n_fft too large" in the lowest octaves
         warnings.simplefilter("ignore", UserWarning)
@@ -112,7 +112,7 @@ def key_agreement(reference_key: str, estimated_key: str) -> float:
 def estimate_tempo(audio: npt.ArrayLike, rate: int) -> float | None:
     """Global tempo (BPM) of ``audio [T]`` (``librosa.feature.tempo``); ``None`` if it finds
     no pulse."""
-    librosa = require("librosa")
+    librosa = librosa_module()
     x = as_mono(audio)
     onsets = librosa.onset.onset_strength(y=x, sr=rate, hop_length=CHROMA_HOP)
     if float(np.max(onsets, initial=0.0)) <= 1e-6:

@@ -28,6 +28,7 @@ from audiogen_studio.evaluation.common import (
     EvaluationError,
     as_mono,
     finite,
+    librosa_module,
     require,
     resample_mono,
 )
@@ -109,7 +110,7 @@ def dnsmos(audio: npt.ArrayLike, rate: int) -> DnsmosScores:
 def median_f0(audio: npt.ArrayLike, rate: int) -> float | None:
     """Median f0 (Hz) over the voiced frames of ``audio [T]`` (pYIN, 50–600 Hz, 16 kHz,
     64 ms frames, 10 ms hop); ``None`` when no frame is voiced."""
-    librosa = require("librosa")
+    librosa = librosa_module()
     x = resample_mono(audio, rate, SPEECH_RATE)
     if x.shape[0] < 1024:
         return None
