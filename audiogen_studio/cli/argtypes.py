@@ -75,9 +75,9 @@ def stage_temperatures(text: str) -> dict[str, float]:
 
 
 def adaptation_settings(text: str) -> dict[str, Any]:
-    """``steps=12,lr=8e-4[,mix=0.5,seconds=2,windows=1,stages=coarse+semantic]``: an AudioLM
-    bundle's prompt adaptation defaults (``engine/prompt_adaptation.py``); ``off`` removes
-    them."""
+    """``steps=12,lr=8e-4[,mix=0.5,blocks=2,seconds=2,windows=1,stages=coarse+semantic]``:
+    an AudioLM bundle's prompt adaptation defaults (``engine/prompt_adaptation.py``); ``off``
+    removes them."""
     from audiogen_studio.engine.adaptation_settings import AdaptationSettings
     from audiogen_studio.engine.api import GenerationError
 
@@ -90,7 +90,7 @@ def adaptation_settings(text: str) -> dict[str, Any]:
         if not sep:
             raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {part!r}")
         try:
-            if key in ("steps", "windows"):
+            if key in ("steps", "windows", "blocks"):
                 raw[key] = int(value)
             elif key in ("lr", "seconds", "mix"):
                 raw[key] = float(value)

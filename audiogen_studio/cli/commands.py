@@ -70,7 +70,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=None,
         metavar="KEY=V,...",
         help="AudioLM: prompt adaptation defaults, e.g. steps=12,lr=8e-4,mix=0.35 (also "
-        "seconds=, windows=, stages=coarse+semantic); 'off' removes them",
+        "blocks=, seconds=, windows=, stages=coarse+semantic); 'off' removes them",
     )
     cp.add_argument("--print", action="store_true", help="print the card instead of writing it")
     cp.set_defaults(func=run_models_card)

@@ -31,6 +31,10 @@ class AdaptationSettings:
             zero-shot models", §2), which keeps more of the LM's general behaviour (here: the
             naturalness of its continuations) for most of the adaptation's gain. 1: the
             adapted weights as they are.
+        blocks: train only the top ``blocks`` Transformer blocks of each adapted LM (and its
+            final norm); the embeddings, the output projection and the lower blocks stay as
+            they are, and the lower blocks' output is computed once per prompt, so a step
+            costs about ``blocks / depth`` of a whole one. ``None``: every weight.
     """
 
     steps: int = 0
@@ -39,6 +43,7 @@ class AdaptationSettings:
     windows: int = 1
     seconds: float | None = None
     mix: float = 1.0
+    blocks: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int):
@@ -72,6 +77,12 @@ class AdaptationSettings:
             and 0 < self.mix <= 1
         ):
             raise GenerationError(f"adaptation mix must be within (0, 1], got {self.mix!r}")
+        if self.blocks is not None and (
+            isinstance(self.blocks, bool) or not isinstance(self.blocks, int) or self.blocks < 1
+        ):
+            raise GenerationError(
+                f"adaptation blocks must be a positive integer, got {self.blocks!r}"
+            )
 
     @property
     def enabled(self) -> bool:
@@ -93,6 +104,7 @@ class AdaptationSettings:
             "windows": self.windows,
             "seconds": self.seconds,
             "mix": self.mix,
+            "blocks": self.blocks,
         }
 
     @classmethod
@@ -101,7 +113,7 @@ class AdaptationSettings:
         :class:`GenerationError`."""
         if not isinstance(data, Mapping):
             raise GenerationError(f"adaptation settings must be a mapping, got {data!r}")
-        unknown = set(data) - {"steps", "lr", "stages", "windows", "seconds", "mix"}
+        unknown = set(data) - {"steps", "lr", "stages", "windows", "seconds", "mix", "blocks"}
         if unknown:
             raise GenerationError(f"unknown adaptation setting(s): {', '.join(sorted(unknown))}")
         stages = data.get("stages", ["coarse"])
@@ -114,6 +126,7 @@ class AdaptationSettings:
             windows=data.get("windows", 1),
             seconds=data.get("seconds"),
             mix=data.get("mix", 1.0),
+            blocks=data.get("blocks"),
         )
 
 

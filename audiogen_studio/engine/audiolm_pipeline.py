@@ -438,6 +438,7 @@ class AudioLMEngine:
                     lr=settings.lr,
                     spans=self.layout.stage_spans(name, windows.shape[1]),
                     mix=settings.mix,
+                    blocks=settings.blocks,
                     should_stop=None if cancel is None else cancel.is_set,
                 )
                 self._accelerate(model)

@@ -237,13 +237,15 @@ def _adaptation_lines(raw: Any) -> list[str]:
         if settings.mix == 1
         else f" and then keeps {_fmt(settings.mix)} of the change to its weights (WiSE-FT)"
     )
+    blocks = settings.blocks
+    trained = "" if blocks is None else f", training its top {blocks} block{'s' * (blocks > 1)}"
     return [
         "",
         "## Prompt adaptation",
         "",
         f"Before generating, a copy of the {' and '.join(settings.stages)} LM takes "
         f"{settings.steps} Adam steps (rate {_fmt(settings.lr)}) on the prompt's own tokens "
-        f"({windows}){mixed}, once per prompt (`generation.adaptation`; "
+        f"({windows}){trained}{mixed}, once per prompt (`generation.adaptation`; "
         "`--adapt-steps N` overrides the steps, 0 turns it off; the real-time factors below "
         "include it).",
     ]

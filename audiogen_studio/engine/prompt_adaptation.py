@@ -76,14 +76,15 @@ def last_windows(
 
 def _span_loss(
     model: TokenLM,
-    inputs: torch.Tensor,
+    features: torch.Tensor,
     targets: torch.Tensor,
     spans: dict[tuple[int, int], torch.Tensor],
 ) -> torch.Tensor:
-    """Mean cross-entropy of ``targets [B, L - 1]`` where each position's softmax runs over its
-    span ``[lo, hi)`` of the vocabulary only (``spans``: span -> its positions ``[n]``), as
-    generation samples it; only those positions are projected onto the vocabulary."""
-    features = model.features(inputs)  # [B, L - 1, D]
+    """Mean cross-entropy of ``targets [B, L - 1]`` given the LM's ``features [B, L - 1, D]``
+    (:meth:`~audiogen_studio.models.lm.TokenLM.features`), where each position's softmax runs
+    over its span ``[lo, hi)`` of the vocabulary only (``spans``: span -> its positions
+    ``[n]``), as generation samples it; only those positions are projected onto the vocabulary.
+    """
     weight = model.output_weight  # [V, D]
     total = features.new_zeros(())
     count = 0
@@ -144,6 +145,7 @@ def adapt_copy(
     spans: Sequence[tuple[int, int] | None] | None = None,
     dropout: bool = False,
     mix: float = 1.0,
+    blocks: int | None = None,
     seed: int = 0,
     should_stop: Callable[[], bool] | None = None,
 ) -> TokenLM:
@@ -159,6 +161,8 @@ def adapt_copy(
             steps on one window, and attention without dropout runs a fused kernel).
         mix: the copy's weights end at ``θ0 + mix·(θ − θ0)`` between the model's ``θ0`` and
             the adapted ``θ`` (WiSE-FT's weight-space ensemble; 1: ``θ``).
+        blocks: train only the top ``blocks`` blocks and the final norm (``None``: every
+            weight); the lower blocks' output ``[B, L - 1, D]`` is computed once.
         seed: seeds the dropout masks on a forked RNG, so the result depends only on the
             arguments.
 
@@ -186,13 +190,29 @@ def adapt_copy(
             groups.setdefault(span or (0, model.config.vocab_size), []).append(i - 1)
         by_span = {k: torch.tensor(v, device=device) for k, v in groups.items()}
         targets = inputs[:, 1:]
-        optimizer = _Adam(list(copy.parameters()), lr=lr)
         copy.train(dropout)
         torch.manual_seed(seed)
+        start = 0 if blocks is None else max(0, model.config.depth - blocks)
+        if blocks is None:
+            trained = list(copy.parameters())
+            lower = None
+        else:
+            trained = [p for b in copy.block_list[start:] for p in b.parameters()]
+            trained += list(copy.norm_f.parameters())
+            copy.requires_grad_(False)
+            for p in trained:
+                p.requires_grad_(True)
+            with torch.no_grad():  # the frozen part runs once: [B, L - 1, D]
+                lower = copy.residual(inputs[:, :-1], upto=start)
+        optimizer = _Adam(trained, lr=lr)
         for _ in range(steps):
             if should_stop is not None and should_stop():
                 raise AdaptationCancelledError
-            loss = _span_loss(copy, inputs[:, :-1], targets, by_span)
+            if lower is None:
+                features = copy.features(inputs[:, :-1])
+            else:
+                features = copy.features_from(lower, start)
+            loss = _span_loss(copy, features, targets, by_span)
             optimizer.zero_grad()
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
@@ -217,7 +237,8 @@ class AdaptationCache:
     def key(stage: str, settings: AdaptationSettings, sequences: torch.Tensor) -> str:
         """A digest of what decides the adapted weights."""
         digest = hashlib.sha256()
-        digest.update(repr((stage, settings.steps, settings.lr, settings.mix)).encode())
+        decisive = (stage, settings.steps, settings.lr, settings.mix, settings.blocks)
+        digest.update(repr(decisive).encode())
         digest.update(repr(tuple(sequences.shape)).encode())
         digest.update(sequences.detach().to("cpu", torch.int64).numpy().tobytes())
         return digest.hexdigest()

@@ -276,19 +276,21 @@ def test_adaptation_defaults_are_recorded_checked_shown_and_removed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     folder = _trained_bundle(tmp_path)
-    assert main(["models", "card", str(folder), "--adaptation", "steps=12,lr=8e-4,mix=0.5"]) == 0
+    settings = "steps=12,lr=8e-4,mix=0.5,blocks=2"
+    assert main(["models", "card", str(folder), "--adaptation", settings]) == 0
     info = bundles.read_bundle(folder)
     assert info.generation["adaptation"] == {
         "steps": 12, "lr": 8e-4, "stages": ["coarse"], "windows": 1, "seconds": None, "mix": 0.5,
+        "blocks": 2,
     }  # fmt: skip
     card = (folder / "README.md").read_text()
     assert "## Prompt adaptation" in card and "coarse LM takes 12 Adam steps" in card
-    assert "keeps 0.5 of the change to its weights" in card
+    assert "training its top 2 blocks and then keeps 0.5 of the change to its weights" in card
     args = ["models", "card", str(folder), "--adaptation", "steps=4,stages=coarse+semantic"]
     assert main(args) == 0
     assert bundles.read_bundle(folder).generation["adaptation"]["stages"] == ["coarse", "semantic"]
     before = (folder / "bundle.json").read_text()
-    for bad in ("steps=-2", "lr=fast", "stages=voice", "depth=3", "steps"):
+    for bad in ("steps=-2", "lr=fast", "stages=voice", "depth=3", "steps", "blocks=0"):
         with pytest.raises(SystemExit):
             main(["models", "card", str(folder), "--adaptation", bad])
         assert "--adaptation" in capsys.readouterr().err

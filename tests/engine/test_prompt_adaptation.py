@@ -122,6 +122,40 @@ def test_adapt_copy_learns_the_prompt_and_leaves_the_model_alone(tiny_lm: TokenL
     assert loss0 > _loss(third, seq, mask) > _loss(adapted, seq, mask)
 
 
+def test_adapt_copy_of_the_top_blocks_trains_those_alone(tiny_lm: TokenLM) -> None:
+    from audiogen_studio.engine.prompt_adaptation import _span_loss
+
+    torch.manual_seed(1)
+    seq = torch.randint(0, 40, (2, 48))
+    mask = torch.ones(48, dtype=torch.bool)
+    loss0 = _loss(tiny_lm.eval(), seq, mask)
+    before = {k: v.clone() for k, v in tiny_lm.state_dict().items()}
+    top = adapt_copy(tiny_lm, seq, mask, steps=30, lr=3e-3, blocks=1)
+    assert _loss(top, seq, mask) < 0.9 * loss0
+    moved = {k for k, v in top.state_dict().items() if not torch.equal(v, before[k])}
+    assert moved and all(k.startswith(("blocks.1.", "norm_f.")) for k in moved)
+    assert not any(p.requires_grad for p in top.parameters())
+    # the same steps with the lower block's output computed in the usual forward pass: equal
+    reference = TokenLM(tiny_lm.config)
+    reference.load_state_dict(tiny_lm.state_dict())
+    reference.eval()
+    reference.requires_grad_(False)
+    trained = [*reference.block_list[1].parameters(), *reference.norm_f.parameters()]
+    for p in trained:
+        p.requires_grad_(True)
+    optimizer = torch.optim.Adam(trained, lr=3e-3)
+    whole = {(0, 40): torch.arange(47)}
+    for _ in range(30):
+        loss = _span_loss(reference, reference.features(seq[:, :-1]), seq[:, 1:], whole)
+        optimizer.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        optimizer.step()
+    for (k, v), w in zip(top.state_dict().items(), reference.state_dict().values(), strict=True):
+        torch.testing.assert_close(v, w, rtol=1e-5, atol=1e-6, msg=k)
+    with pytest.raises(GenerationError, match="blocks"):
+        AdaptationSettings(steps=3, blocks=0)
+
+
 def test_adam_is_torchs_adam(tiny_lm: TokenLM) -> None:
     from audiogen_studio.engine.prompt_adaptation import _Adam
 
@@ -151,7 +185,8 @@ def test_span_loss_is_the_softmax_over_each_positions_span(tiny_lm: TokenLM) -> 
     with torch.no_grad():
         logits = tiny_lm(seq[:, :-1])
         full = F.cross_entropy(logits.transpose(1, 2), seq[:, 1:])
-        torch.testing.assert_close(_span_loss(tiny_lm, seq[:, :-1], seq[:, 1:], whole), full)
+        features = tiny_lm.features(seq[:, :-1])
+        torch.testing.assert_close(_span_loss(tiny_lm, features, seq[:, 1:], whole), full)
         spans = {(10, 20): torch.arange(0, 15, 2), (5, 25): torch.arange(1, 15, 2)}
         parts = []
         for (lo, hi), positions in spans.items():
@@ -162,7 +197,7 @@ def test_span_loss_is_the_softmax_over_each_positions_span(tiny_lm: TokenLM) -> 
                 )
             )
         expected = sum(parts) / (2 * 15)
-        torch.testing.assert_close(_span_loss(tiny_lm, seq[:, :-1], seq[:, 1:], spans), expected)
+        torch.testing.assert_close(_span_loss(tiny_lm, features, seq[:, 1:], spans), expected)
 
 
 def test_adapt_copy_stops_when_asked(tiny_lm: TokenLM) -> None:
