@@ -539,6 +539,16 @@ class GenerationPanel(QWidget):
     def prompt(self) -> tuple[Clip, tuple[int, int]] | None:
         """The prompt and its ``(start, end)`` frames in the editor's clip: the selection, or
         the whole clip when nothing is selected; ``None`` when no clip is open."""
+        found = self._prompt_source()
+        if found is None:
+            return None
+        clip, span = found
+        if span == (0, clip.frames):
+            return clip, span
+        return edit.crop(clip, *span), span
+
+    def _prompt_source(self) -> tuple[Clip, tuple[int, int]] | None:
+        """The clip the prompt is cut from and the prompt's ``(start, end)`` frames in it."""
         editor = self.editor
         if editor is None:
             clip = self._prompt_fn() if self._prompt_fn is not None else None
@@ -550,7 +560,7 @@ class GenerationPanel(QWidget):
         if selection is not None:
             start, end = max(0, int(selection[0])), min(clip.frames, int(selection[1]))
             if end > start:
-                return edit.crop(clip, start, end), (start, end)
+                return clip, (start, end)
         return clip, (0, clip.frames)
 
     # -- generation -------------------------------------------------------------------------
@@ -704,17 +714,12 @@ class GenerationPanel(QWidget):
         bundle = self.bundle
         if bundle is None or not self.adapt_spin.isEnabled() or self.adapt_spin.value() == 0:
             return None
-        editor = self.editor
-        if editor is not None:
-            clip = editor.clip
-            selection = editor.selection() if hasattr(editor, "selection") else None
-        else:
-            clip = self._prompt_fn() if self._prompt_fn is not None else None
-            selection = None
-        if clip is None:
+        found = self._prompt_source()
+        if found is None:
             return None
+        clip, span = found
         steps = self.adapt_spin.value()
-        return (str(bundle.path), self.device, steps, id(clip), clip.frames, selection)
+        return (str(bundle.path), self.device, steps, id(clip), clip.frames, span)
 
     def _watch_prompt(self) -> None:
         """Poll (every :data:`PROMPT_POLL_MS`): a changed prompt cancels the preparation of the
