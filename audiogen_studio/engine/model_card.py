@@ -232,13 +232,14 @@ def _adaptation_lines(raw: Any) -> list[str]:
         if settings.windows == 1
         else f"{settings.windows} windows of {window} each"
     )
+    n = settings.blocks
+    trained = "" if n is None else f", training its top {n} block{'s' * (n > 1)} only"
     mixed = (
         ""
         if settings.mix == 1
-        else f" and then keeps {_fmt(settings.mix)} of the change to its weights (WiSE-FT)"
+        else f"{',' if trained else ''} and then keeps {_fmt(settings.mix)} of the change to its "
+        "weights (WiSE-FT)"
     )
-    blocks = settings.blocks
-    trained = "" if blocks is None else f", training its top {blocks} block{'s' * (blocks > 1)}"
     return [
         "",
         "## Prompt adaptation",

@@ -285,7 +285,7 @@ def test_adaptation_defaults_are_recorded_checked_shown_and_removed(
     }  # fmt: skip
     card = (folder / "README.md").read_text()
     assert "## Prompt adaptation" in card and "coarse LM takes 12 Adam steps" in card
-    assert "training its top 2 blocks and then keeps 0.5 of the change to its weights" in card
+    assert "training its top 2 blocks only, and then keeps 0.5 of the change to its" in card
     args = ["models", "card", str(folder), "--adaptation", "steps=4,stages=coarse+semantic"]
     assert main(args) == 0
     assert bundles.read_bundle(folder).generation["adaptation"]["stages"] == ["coarse", "semantic"]
