@@ -28,7 +28,7 @@ it at once; every job queues behind it on the same thread.
 The panel also asks the worker to :meth:`~GenerationController.preload` the selected model's
 engine (loaded once, cached like a request's), so the first Generate does not build it either,
 and, once the prompt has settled, to :meth:`~GenerationController.prepare` it: an AudioLM engine
-adapts its LMs to the prompt then (``AudioLMEngine.prepare``, ~1.2 s on a 2-core CPU), so a
+adapts its LMs to the prompt then (``AudioLMEngine.prepare``, ~0.8 s on a 2-core CPU), so a
 Generate of that prompt starts streaming at once instead of after the adaptation. A prepare is
 cancelled between steps when the prompt changes, and a Generate queues behind one of its own
 prompt.

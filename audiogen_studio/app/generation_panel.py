@@ -17,7 +17,7 @@ it polls the prompt (clip, selection, model, device, adaptation steps) every
 :data:`PROMPT_POLL_MS`, and once that has not changed for :data:`PREPARE_DELAY_MS` the
 generation thread adapts the model to it (:meth:`GenerationController.prepare`); the progress
 bar says so. A Generate of that prompt then streams at once instead of after the adaptation
-(~1.2 s for the speech bundle on a 2-core CPU), and a prepare of a prompt that has changed since
+(~0.8 s for the speech bundle on a 2-core CPU), and a prepare of a prompt that has changed since
 is cancelled.
 """
 
@@ -267,9 +267,9 @@ class GenerationPanel(QWidget):
         self.adapt_spin.setSuffix(" steps")
         self.adapt_spin.setToolTip(
             "AudioLM: before generating, fine-tune a copy of the model on the prompt for this "
-            "many steps, so the continuation keeps its voice or instrument (about 0.1 s a step "
-            "on a 2-core CPU; paid once per prompt). Set to the model's default when a model "
-            "is chosen."
+            "many steps, so the continuation keeps its voice or instrument (0.05-0.1 s a step "
+            "on a 2-core CPU, paid once per prompt: done as soon as the prompt settles, so "
+            "Generate starts at once). Set to the model's default when a model is chosen."
         )
         self.seed_spin = QSpinBox(minimum=0, maximum=MAX_SEED, value=random.randint(0, 99999))
         self.new_seed_button = QPushButton("New seed")

@@ -500,7 +500,7 @@ class AudioLMEngine:
         """Do now the per-prompt work :meth:`stream` would start with -- adapting the LMs to
         ``request``'s prompt -- and keep it, so that a stream of the same prompt and adaptation
         (any seed, takes or length) starts generating at once. An app calls it while the user
-        is still choosing; it takes as long as the adaptation (~1.2 s on a 2-core CPU for the
+        is still choosing; it takes as long as the adaptation (~0.8 s on a 2-core CPU for the
         speech bundle) and stops between steps once ``cancel`` is set.
 
         Returns True when an adapted LM for this prompt is ready (made now or earlier), False
