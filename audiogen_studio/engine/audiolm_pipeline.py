@@ -75,6 +75,10 @@ FIRST_WINDOW_SECONDS = 0.16
 PRIME_FRAMES = 48  # codec frames that prime the streaming decoder (receptive field <= 24;
 # the default mel codec's, with its overlap-add, 46: tests/models/test_mel_codec.py)
 ENCODE_MARGIN_FRAMES = 48  # codec frames encoded before the first one used (receptive field)
+#: audio before the first semantic frame a request uses that the tokenizer still hears (its
+#: encoder attends over the whole input; it was trained on 2 s crops): a long prompt is
+#: tokenized from there on, so a minutes-long prompt costs what a ~10 s one does
+TOKENIZER_CONTEXT_SECONDS = 8.0
 FUSED_FEED_MAX = 4  # feed up to this many given ids one by one through the fused CPU step
 STAGE_COMPONENTS = ("lm_semantic", "lm_coarse", "lm_fine")
 
@@ -105,7 +109,9 @@ class _PromptTokens:
     """What a request starts from (one take; :meth:`AudioLMEngine._prompt_tokens`).
 
     Attributes:
-        semantic: ``[1, S_p]`` semantic tokens of the prompt's whole frames.
+        semantic: ``[1, S]`` semantic tokens of the prompt's last ``S <= S_p`` whole frames
+            (as many as the streams and the adaptation use).
+        frames: ``S_p``: the prompt's whole semantic frames.
         codes: ``[1, Q, S_p·ratio - base]`` codec codes of its last frames.
         base: the codec frame ``codes[..., 0]`` is.
         keep: the prompt's last ids each stream starts with, in groups (semantic tokens for
@@ -114,15 +120,15 @@ class _PromptTokens:
     """
 
     semantic: torch.Tensor
+    frames: int
     codes: torch.Tensor
     base: int
     keep: dict[str, int]
     adapt_frames: int
 
-    @property
-    def frames(self) -> int:
-        """``S_p``: the prompt's whole semantic frames."""
-        return int(self.semantic.shape[1])
+    def last_semantic(self, n: int) -> torch.Tensor:
+        """``[1, n]``: the semantic tokens of the prompt's last ``n`` whole frames."""
+        return self.semantic[:, self.semantic.shape[1] - n :]
 
 
 class _Stream:
@@ -461,7 +467,6 @@ class AudioLMEngine:
         layout, r = self.layout, self.layout.ratio
         s_p = (audio.size - round(MIN_CROSSFADE_SECONDS * self.sample_rate)) // self.hop_s
         cond = torch.from_numpy(audio[: s_p * self.hop_s]).to(self.device)[None]
-        semantic = self.tokenizer.tokens(cond)[:, :s_p]
         # each stream starts with the prompt's last context (whole groups)
         half = {n: st.model.config.max_seq_len // 2 // st.group for n, st in self.stages.items()}
         keep = {
@@ -470,6 +475,12 @@ class AudioLMEngine:
             "fine": min(s_p * r, half.get("fine", 0)),
         }
         a_keep = min(s_p, self._adaptation_span(adaptation)) if adaptation.enabled else 0
+        # semantic tokens of the frames used, heard with TOKENIZER_CONTEXT_SECONDS before them
+        used = max(keep["semantic"], keep["coarse"], a_keep)
+        context = round(TOKENIZER_CONTEXT_SECONDS * self.sample_rate / self.hop_s)
+        heard = max(0, s_p - used - context)  # the first frame the tokenizer hears
+        semantic = self.tokenizer.tokens(cond[:, heard * self.hop_s :])[:, : s_p - heard]
+        semantic = semantic[:, semantic.shape[1] - used :]
         # only the codes the streams and the decoder need are computed: the codec is causal
         # with a finite receptive field, so encoding from ENCODE_MARGIN_FRAMES earlier and
         # priming the decoder with PRIME_FRAMES give exactly the codes and state of the
@@ -478,7 +489,7 @@ class AudioLMEngine:
         need = max(keep["coarse"] * r, keep["fine"], PRIME_FRAMES, a_keep * r)
         base = max(0, f_p - need - ENCODE_MARGIN_FRAMES)
         codes = self.codec.encode(cond[:, None, base * self.hop_c :], n_q=layout.quantizers)
-        return _PromptTokens(semantic, codes[:, :, : f_p - base], base, keep, a_keep)
+        return _PromptTokens(semantic, s_p, codes[:, :, : f_p - base], base, keep, a_keep)
 
     def _adapt_to(
         self,
@@ -491,7 +502,7 @@ class AudioLMEngine:
         s_p, r, a = prompt.frames, self.layout.ratio, prompt.adapt_frames
         return self._adapted_stages(
             adaptation,
-            prompt.semantic[:, s_p - a :],
+            prompt.last_semantic(a),
             prompt.codes[:, :, (s_p - a) * r - prompt.base :],
             cancel,
         )
@@ -594,7 +605,7 @@ class AudioLMEngine:
             s_p, base = prompt.frames, prompt.base
             keep = prompt.keep
             s_keep, c_keep, f_keep = keep["semantic"], keep["coarse"], keep["fine"]
-            semantic = prompt.semantic.expand(takes, -1).clone()  # [B, S_p]
+            semantic = prompt.semantic.expand(takes, -1).clone()  # [B, S]: the last S frames
             codes = prompt.codes.expand(takes, -1, -1).clone()  # [B, Q, F_p - base]
             stages = self.stages
             if prompt.adapt_frames:
@@ -606,11 +617,12 @@ class AudioLMEngine:
             decoder = self.codec.stream_decoder(takes)
             kq = self.decode_quantizers
             decoder.push(codes[:, :kq, -PRIME_FRAMES:])  # primes the state; its audio is unused
-            sem_stream = _Stream(stages["semantic"], semantic[:, s_p - s_keep :])
+            used = semantic.shape[1]
+            sem_stream = _Stream(stages["semantic"], semantic[:, used - s_keep :])
             coarse_stream = _Stream(
                 stages["coarse"],
                 layout.coarse_sequence(
-                    semantic[:, s_p - c_keep :], codes[:, :qc, (s_p - c_keep) * r - base :]
+                    semantic[:, used - c_keep :], codes[:, :qc, (s_p - c_keep) * r - base :]
                 )[0],
             )
             fine_stream = None

@@ -290,3 +290,35 @@ def test_decode_quantizers_skips_the_fine_lm_and_decodes_the_coarse_codes(
         (other / "bundle.json").write_text(json.dumps(data))
         with pytest.raises(BundleError, match=message):
             AudioLMEngine.from_bundle(read_bundle(other), device="cpu")
+
+
+def test_a_long_prompt_is_continued_as_its_last_seconds_are(
+    engine: AudioLMEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only TOKENIZER_CONTEXT_SECONDS (and the frames the streams start with) of a long prompt
+    are tokenized, so a minutes-long prompt starts as fast as a short one, and its continuation
+    is the continuation of that tail."""
+    from audiogen_studio.engine.audiolm_pipeline import TOKENIZER_CONTEXT_SECONDS
+
+    hop = engine.hop_s
+    rng = np.random.default_rng(0)
+    long = Clip(rng.uniform(-0.3, 0.3, (1, 14 * 16000 + 123)).astype(np.float32), 16000)
+    heard: list[int] = []
+    real = engine.tokenizer.tokens
+
+    def spying(audio: torch.Tensor, **kwargs: object) -> torch.Tensor:
+        heard.append(audio.shape[-1])
+        return real(audio, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine.tokenizer, "tokens", spying)
+    request = GenerationRequest(prompt=long, seconds=0.3, seed=6)
+    (whole,) = collect(engine, request)
+    assert heard[0] <= (TOKENIZER_CONTEXT_SECONDS + 1.0) * 16000  # not 14 s
+    # its last 10 s (cut on a frame boundary): the same tokens, codes and continuation
+    tail = Clip(long.samples[:, 4 * 16000 // hop * hop :].copy(), 16000)
+    (cut,) = collect(engine, GenerationRequest(prompt=tail, seconds=0.3, seed=6))
+    np.testing.assert_array_equal(cut.generated.samples, whole.generated.samples)
+    # a prompt shorter than the context is tokenized whole
+    heard.clear()
+    collect(engine, GenerationRequest(prompt=_prompt(2.0), seconds=0.2, seed=1))
+    assert heard[0] == (2 * 16000 - round(0.01 * 16000)) // hop * hop
