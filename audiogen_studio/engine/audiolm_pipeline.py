@@ -36,11 +36,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 import torch
 
-from audiogen_studio.audio import io
+from audiogen_studio.audio import edit, io
 from audiogen_studio.engine.api import (
     AudioChunk,
     GenerationError,
@@ -348,12 +349,24 @@ class AudioLMEngine:
         """Frames each take has when the request completes (at the model's rate)."""
         return round(request.seconds * self.sample_rate)
 
-    def _prompt(self, request: GenerationRequest) -> np.ndarray:
+    def _prompt(self, request: GenerationRequest, adaptation: AdaptationSettings) -> np.ndarray:
+        """The end of the request's prompt that a request reads (:meth:`_heard_frames`, and a
+        second more), mono at the model's rate ``[T]``, checked."""
         if request.mode != "continue":
             raise GenerationError(
                 f"{self.name} continues audio; use a WaveNet vocoder bundle to vocode"
             )
-        mono = io.resample(io.downmix(request.prompt), self.sample_rate)
+        clip = request.prompt
+        heard = self._heard_frames(adaptation) * self.hop_s / self.sample_rate + 1.0
+        if clip.duration > heard:  # a long prompt: its start is never read
+            # dropped on whole semantic frames (when they are whole samples of the prompt), so
+            # the frames the engine reads are the same as in the whole prompt
+            frame = Fraction(self.hop_s * clip.rate, self.sample_rate)
+            drop = clip.frames - math.ceil(heard * clip.rate)
+            if frame.denominator == 1:
+                drop = drop // frame.numerator * frame.numerator
+            clip = edit.crop(clip, drop)
+        mono = io.resample(io.downmix(clip), self.sample_rate)
         audio = np.array(mono.samples[0], dtype=np.float32)
         if audio.size == 0:
             raise GenerationError("the prompt is empty")
@@ -459,6 +472,18 @@ class AudioLMEngine:
             stages[name] = _Stage(model, stage.window, stage.group, stage.name)
         return stages
 
+    def _heard_frames(self, adaptation: AdaptationSettings) -> int:
+        """Semantic frames at the prompt's end that a request reads at most: those the streams
+        start with and the adaptation learns from, the tokenizer's context before them, and
+        the codec frames the decoder is primed with (see :meth:`_prompt_tokens`)."""
+        r = self.layout.ratio
+        half = {n: st.model.config.max_seq_len // 2 // st.group for n, st in self.stages.items()}
+        adapted = self._adaptation_span(adaptation) if adaptation.enabled else 0
+        used = max(half["semantic"], half["coarse"], adapted)
+        context = round(TOKENIZER_CONTEXT_SECONDS * self.sample_rate / self.hop_s)
+        codes = max(used * r, half.get("fine", 0), PRIME_FRAMES) + ENCODE_MARGIN_FRAMES
+        return max(used + context, -(-codes // r))
+
     def _prompt_tokens(self, audio: np.ndarray, adaptation: AdaptationSettings) -> _PromptTokens:
         """The tokens of ``audio [T]`` (the checked prompt) that a request starts from: its
         whole semantic frames ending >= :data:`MIN_CROSSFADE_SECONDS` before its end, and the
@@ -521,7 +546,7 @@ class AudioLMEngine:
         adaptation = self.adaptation_for(request)
         if not adaptation.enabled:
             return False
-        audio = self._prompt(request)
+        audio = self._prompt(request, adaptation)
         with torch.inference_mode():
             prompt = self._prompt_tokens(audio, adaptation)
             if not prompt.adapt_frames:
@@ -584,7 +609,8 @@ class AudioLMEngine:
         self, request: GenerationRequest, cancel: threading.Event | None = None
     ) -> Iterator[AudioChunk]:
         """Yield ``[1, n]`` float32 chunks of every take at the model's rate (module doc)."""
-        audio = self._prompt(request)
+        adaptation = self.adaptation_for(request)
+        audio = self._prompt(request, adaptation)
         seed = request.resolved_seed()
         takes = request.takes
         generators = [torch.Generator().manual_seed(_take_seed(seed, i)) for i in range(takes)]
@@ -600,7 +626,6 @@ class AudioLMEngine:
             return layout.fine_range(i % qf)
 
         with torch.inference_mode():
-            adaptation = self.adaptation_for(request)
             prompt = self._prompt_tokens(audio, adaptation)
             s_p, base = prompt.frames, prompt.base
             keep = prompt.keep

@@ -14,6 +14,7 @@ i])``, so a take is reproduced exactly by its seed whether generated alone or ba
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from audiogen_studio.audio import io
+from audiogen_studio.audio import edit, io
 from audiogen_studio.audio.clip import Clip
 from audiogen_studio.engine.api import AudioChunk, GenerationError, GenerationRequest
 from audiogen_studio.engine.bundles import BundleError, BundleInfo
@@ -35,6 +36,9 @@ from audiogen_studio.models.wavenet import WaveNet, log_mel
 log = logging.getLogger(__name__)
 
 SILENCE_PEAK = 1e-4  # a prompt whose peak is below this is refused as silent
+#: audio a continuation reads before the receptive field (the resampler's transient): a long
+#: prompt's earlier audio is not converted at all
+HEARD_MARGIN_SECONDS = 1.0
 
 
 class WaveNetEngine:
@@ -77,8 +81,11 @@ class WaveNetEngine:
 
     # -- request helpers -----------------------------------------------------------------
 
-    def _mono(self, clip: Clip) -> np.ndarray:
-        """The prompt as the model hears it: mono float32 ``[T]`` at the model's rate."""
+    def _mono(self, clip: Clip, *, tail: float | None = None) -> np.ndarray:
+        """The prompt as the model hears it: mono float32 ``[T]`` at the model's rate; with
+        ``tail``, only the prompt's last ``tail`` seconds (all of a shorter one)."""
+        if tail is not None and clip.duration > tail:
+            clip = edit.crop(clip, clip.frames - math.ceil(tail * clip.rate))
         mono = io.resample(io.downmix(clip), self.sample_rate)
         return np.array(mono.samples[0], dtype=np.float32)  # a writable copy for torch
 
@@ -109,7 +116,9 @@ class WaveNetEngine:
         self, request: GenerationRequest, cancel: threading.Event | None = None
     ) -> Iterator[AudioChunk]:
         """Yield ``[1, n]`` float32 chunks of every take at the model's rate (see module doc)."""
-        audio = self._mono(request.prompt)
+        # a continuation reads the prompt's last receptive field (FastWaveNet.prime)
+        heard = self.fast.receptive_field / self.sample_rate + HEARD_MARGIN_SECONDS
+        audio = self._mono(request.prompt, tail=heard if request.mode == "continue" else None)
         self._check(request, audio)
         seed = request.resolved_seed()
         takes = request.takes
