@@ -382,8 +382,9 @@ def _new_prompts(app: Any, window: Any, make: Any, probe: _Probe) -> dict[str, A
     loop = QEventLoop()
 
     def on_prepared(report: Any) -> None:
-        reports.append(report)
-        loop.quit()
+        if report.request.prompt is window.clip:  # not a late one for the previous prompt
+            reports.append(report)
+            loop.quit()
 
     window.generation.prepared.connect(on_prepared)
     window.set_clip(make(262.0))
