@@ -197,3 +197,20 @@ def tiny_wavenet_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert result.completed and result.val_loss is not None and result.val_loss < 0.05
     return root / "models"
+
+
+@pytest.fixture
+def resampled_frames(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The length (frames) of every clip ``audio.io.resample`` converts (it still does)."""
+    from audiogen_studio.audio import io
+    from audiogen_studio.audio.clip import Clip
+
+    frames: list[int] = []
+    real = io.resample
+
+    def spying(clip: Clip, rate: int) -> Clip:
+        frames.append(clip.frames)
+        return real(clip, rate)
+
+    monkeypatch.setattr(io, "resample", spying)
+    return frames
