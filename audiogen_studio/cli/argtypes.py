@@ -39,6 +39,14 @@ def positive_float(text: str) -> float:
     return value
 
 
+def positive_int_list(text: str) -> tuple[int, ...]:
+    """``3`` or ``3,4,8``: integers >= 1."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError("give at least one integer")
+    return tuple(positive_int(p) for p in parts)
+
+
 def non_negative_float(text: str) -> float:
     """A finite number >= 0."""
     value = _number(text, float)

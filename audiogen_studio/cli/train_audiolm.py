@@ -16,6 +16,7 @@ from audiogen_studio.cli.argtypes import (
     non_negative_int,
     positive_float,
     positive_int,
+    positive_int_list,
 )
 from audiogen_studio.cli.errors import CliError
 from audiogen_studio.cli.interrupt import interruptible
@@ -316,6 +317,15 @@ def register_mel_codec(tsub: argparse._SubParsersAction[argparse.ArgumentParser]
         "--min-n-q", type=positive_int, default=4, help="fewest codebooks such a crop uses"
     )
     p.add_argument(
+        "--nq-choices",
+        type=positive_int_list,
+        default=None,
+        metavar="N[,N...]",
+        help="a crop with fewer codebooks uses one of these counts instead of "
+        "--min-n-q..all: train for the counts the bundle decodes from (e.g. 3 for "
+        "generation.decode_quantizers 3)",
+    )
+    p.add_argument(
         "--input-noise",
         type=float,
         default=0.0,
@@ -337,6 +347,14 @@ def register_mel_codec(tsub: argparse._SubParsersAction[argparse.ArgumentParser]
         metavar="BUNDLE",
         help="start the decoder from the mel codec of this bundle (fine-tuning: e.g. "
         "models/speech on your own material); stage 1 is still fitted on --data",
+    )
+    p.add_argument(
+        "--init-codec",
+        default=None,
+        metavar="BUNDLE",
+        help="start from the whole mel codec of this bundle (statistics, codebooks and "
+        "decoder) instead of fitting stage 1: its tokens and the LMs trained on them stay "
+        "valid while the decoder is fine-tuned",
     )
     p.add_argument(
         "--discriminator",
@@ -387,6 +405,7 @@ def run_mel_codec(args: argparse.Namespace, stop: threading.Event) -> int:
             lr=args.lr,
             nq_dropout=args.nq_dropout,
             min_n_q=args.min_n_q,
+            nq_choices=args.nq_choices,
             input_noise=args.input_noise,
             kmeans_seconds=args.kmeans_seconds,
             device=args.device,
@@ -399,6 +418,7 @@ def run_mel_codec(args: argparse.Namespace, stop: threading.Event) -> int:
             time_limit=limit,
             threads=args.threads,
             init_decoder=args.init_decoder,
+            init_codec=args.init_codec,
             discriminator=args.discriminator,
             disc_lr=args.disc_lr,
             adv_weight=args.adv_weight,

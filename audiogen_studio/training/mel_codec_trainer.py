@@ -131,6 +131,9 @@ class MelCodecTrainOptions:
         stft_weight, mel_weight, wave_weight: loss weights (``wave``: L1 of the samples).
         nq_dropout: probability that a crop is quantized with fewer than all codebooks.
         min_n_q: fewest codebooks such a crop uses.
+        nq_choices: when given, a crop quantized with fewer codebooks uses one of these counts
+            (drawn uniformly) instead of ``min_n_q..n_q``: train the decoder for the counts a
+            bundle decodes from (``generation.decode_quantizers``).
         input_noise: standard deviation of Gaussian noise added to the dequantized frames.
         kmeans_seconds: seconds of training audio whose frames stage 1 fits.
         kmeans_iters: Lloyd iterations per codebook.
@@ -150,6 +153,10 @@ class MelCodecTrainOptions:
         init_decoder: a bundle (or ``codec.safetensors``) with a trained mel codec of the same
             decoder shape whose decoder stage 2 starts from (:meth:`MelCodec.adopt_decoder`):
             fine-tuning on new material; applied once, before the first decoder step.
+        init_codec: a bundle (or ``codec.safetensors``) whose whole mel codec (normalisation,
+            codebooks and decoder) this run starts from instead of fitting stage 1: its tokens,
+            and the LMs trained on them, stay valid while the decoder is fine-tuned. The config
+            defaults to that codec's.
         discriminator: a name of :data:`~audiogen_studio.training.adversarial
             .NAMED_DISCRIMINATORS` or a config: the GAN phase (module doc) from the step the run
             is at; ``"none"`` trains without; ``None`` = the checkpoint's when resuming, else
@@ -172,6 +179,7 @@ class MelCodecTrainOptions:
     wave_weight: float = 0.0
     nq_dropout: float = 0.5
     min_n_q: int = 4
+    nq_choices: tuple[int, ...] | None = None
     input_noise: float = 0.0
     kmeans_seconds: float = 3_600.0
     kmeans_iters: int = 15
@@ -189,6 +197,7 @@ class MelCodecTrainOptions:
     cache: bool = True
     threads: int | None = None
     init_decoder: str | Path | None = None
+    init_codec: str | Path | None = None
     discriminator: str | DiscriminatorConfig | None = None
     disc_lr: float = 2e-4
     adv_weight: float = 0.1
@@ -207,6 +216,12 @@ class MelCodecTrainOptions:
         if not 0.0 <= self.nq_dropout <= 1.0:
             raise TrainingError(f"nq_dropout must be within [0, 1], got {self.nq_dropout}")
         check_fields(self, at_least_one=("threads",))
+        if self.nq_choices is not None and (not self.nq_choices or min(self.nq_choices) < 1):
+            raise TrainingError(f"nq_choices must be codebook counts >= 1, got {self.nq_choices}")
+        if self.init_codec is not None and self.init_decoder is not None:
+            raise TrainingError(
+                "--init-codec already brings a decoder: give --init-codec or --init-decoder"
+            )
         check_valid_fraction(self.valid_fraction)
 
 
@@ -286,13 +301,30 @@ def _crop_length(config: MelCodecConfig, seconds: float) -> int:
 
 
 def _n_q_per_crop(
-    config: MelCodecConfig, batch: int, rng: np.random.Generator, dropout: float, min_n_q: int
+    config: MelCodecConfig,
+    batch: int,
+    rng: np.random.Generator,
+    dropout: float,
+    min_n_q: int,
+    choices: tuple[int, ...] | None = None,
 ) -> npt.NDArray[np.int64]:
-    low = min(min_n_q, config.n_q)
+    """Codebooks per crop ``[batch]``: all, or with probability ``dropout`` fewer: one of
+    ``choices`` when given, else ``min_n_q..n_q``."""
     n_q = np.full(batch, config.n_q, dtype=np.int64)
     fewer = rng.random(batch) < dropout
-    n_q[fewer] = rng.integers(low, config.n_q + 1, size=int(fewer.sum()))
+    if choices:
+        n_q[fewer] = rng.choice(np.asarray(choices, dtype=np.int64), size=int(fewer.sum()))
+    else:
+        low = min(min_n_q, config.n_q)
+        n_q[fewer] = rng.integers(low, config.n_q + 1, size=int(fewer.sum()))
     return n_q
+
+
+def _validation_counts(config: MelCodecConfig, choices: tuple[int, ...] | None) -> list[int]:
+    """Codebook counts validation measures: all first, then 8 (when the codec has more) and
+    the ``nq_choices`` the run trains for."""
+    extra = set(choices or ()) | ({8} if config.n_q > 8 else set())
+    return [config.n_q, *sorted(extra - {config.n_q}, reverse=True)]
 
 
 @torch.no_grad()
@@ -383,14 +415,15 @@ def _evaluate(
     crops: torch.Tensor,
     batch: int,
     device: torch.device,
+    counts: list[int],
 ) -> dict[str, float]:
-    """Mean log-mel L1 and STFT loss of ``crops [N, T]`` through the codec (all codebooks, and
-    8 when it has more)."""
+    """Mean log-mel L1 and STFT loss of ``crops [N, T]`` through the codec with all codebooks
+    (``mel``, ``stft``), and the log-mel L1 with each other count of ``counts``
+    (``mel_q8``, ...; see :func:`_validation_counts`)."""
     was_training = model.training
     model.eval()
     lat = model.latency
-    counts = [model.config.n_q] + ([8] if model.config.n_q > 8 else [])
-    sums = {"mel": 0.0, "stft": 0.0, "mel_q8": 0.0}
+    sums = {"mel": 0.0, "stft": 0.0} | {f"mel_q{n}": 0.0 for n in counts[1:]}
     try:
         for i in range(0, crops.shape[0], batch):
             audio = crops[i : i + batch].to(device)
@@ -403,13 +436,10 @@ def _evaluate(
                     sums["mel"] += float(losses["mel"]) * n
                     sums["stft"] += float(losses["stft"]) * n
                 else:
-                    sums["mel_q8"] += float(losses["mel"]) * n
+                    sums[f"mel_q{n_q}"] += float(losses["mel"]) * n
     finally:
         model.train(was_training)
-    out_metrics = {k: v / max(crops.shape[0], 1) for k, v in sums.items()}
-    if len(counts) == 1:
-        out_metrics.pop("mel_q8")
-    return out_metrics
+    return {k: v / max(crops.shape[0], 1) for k, v in sums.items()}
 
 
 def _learning_rate(options_lr: float, warmup: int, step: int) -> float:
@@ -476,18 +506,19 @@ def fit_tiny_mel_codec(
 # --- the trainer ----------------------------------------------------------------------------------
 
 
-def _load_decoder_source(source: str | Path, device: torch.device) -> MelCodec:
-    """The mel codec in a bundle folder or ``.safetensors`` file (``--init-decoder``)."""
+def _load_mel_codec(source: str | Path, device: torch.device, flag: str) -> MelCodec:
+    """The mel codec in a bundle folder or ``.safetensors`` file (``--init-decoder``,
+    ``--init-codec``)."""
     path = Path(source).expanduser()
     if path.is_dir():
         try:
             path = read_bundle(path).component_path("codec")
         except BundleError as exc:
-            raise TrainingError(f"--init-decoder: {exc}") from exc
+            raise TrainingError(f"{flag}: {exc}") from exc
     try:
         return MelCodec.from_pretrained(path, device=device)
     except CheckpointError as exc:
-        raise TrainingError(f"--init-decoder {source}: not a mel codec ({exc})") from exc
+        raise TrainingError(f"{flag} {source}: not a mel codec ({exc})") from exc
 
 
 def checkpoint_dir(out: str | Path) -> CheckpointDir:
@@ -495,10 +526,18 @@ def checkpoint_dir(out: str | Path) -> CheckpointDir:
     return CheckpointDir(Path(out).joinpath(*CHECKPOINT_SUBDIR), state_version=STATE_VERSION)
 
 
-def _resolve_config(options: MelCodecTrainOptions, stored: MelCodecConfig | None) -> MelCodecConfig:
+def _resolve_config(
+    options: MelCodecTrainOptions,
+    stored: MelCodecConfig | None,
+    adopted: MelCodecConfig | None = None,
+) -> MelCodecConfig:
+    """The run's config: ``options.config``, else the checkpoint's (``stored``), else the
+    ``--init-codec`` codec's (``adopted``), else ``default``; it must match the other two."""
     if options.config is None:
         if stored is not None:
             return stored
+        if adopted is not None:
+            return adopted
         choice: str | MelCodecConfig = "default"
     else:
         choice = options.config
@@ -515,6 +554,11 @@ def _resolve_config(options: MelCodecTrainOptions, stored: MelCodecConfig | None
         what="the mel codec checkpoint in the output folder",
         elsewhere="another --bundle",
     )
+    if adopted is not None and adopted != config:
+        raise TrainingError(
+            f"--init-codec {options.init_codec} holds a mel codec of another config than "
+            "--config; leave --config out to train that codec's"
+        )
     return config
 
 
@@ -576,7 +620,16 @@ def _train(
     ckpt = checkpoint_dir(out)
     resume = open_checkpoint(out, ckpt, dinfo)
     stored = stored_config(resume, MelCodecConfig.from_dict, ckpt.folder, "mel codec config")
-    config = _resolve_config(options, stored)
+    adopted: MelCodec | None = None
+    if resume is None and options.init_codec is not None:
+        adopted = _load_mel_codec(options.init_codec, torch.device("cpu"), "--init-codec")
+        if not adopted.fitted:
+            raise TrainingError(f"--init-codec {options.init_codec}: its codebooks are unfitted")
+    config = _resolve_config(options, stored, None if adopted is None else adopted.config)
+    if options.nq_choices is not None and max(options.nq_choices) > config.n_q:
+        raise TrainingError(
+            f"nq_choices {options.nq_choices}: the codec has {config.n_q} codebooks"
+        )
     _check_bundle(out, config)
     config_name = named_config_of(config, NAMED_MEL_CODEC_CONFIGS, resume)
     stored_disc = None if resume is None else resume.get("discriminator")
@@ -610,6 +663,7 @@ def _train(
         "last_val": None,
         "stage1": None,
         "init_decoder": None,
+        "init_codec": None,
         "discriminator": None,  # its config once one has joined (weights in the checkpoint)
         "adversarial_from": None,  # the step it joined at
     }
@@ -627,6 +681,7 @@ def _train(
             "last_val": state["last_val"],
             "stage1": state["stage1"],
             "init_decoder": state["init_decoder"],
+            "init_codec": state["init_codec"],
             "discriminator": state["discriminator"],
             "adversarial_from": state["adversarial_from"],
             "seconds": seconds,
@@ -639,6 +694,7 @@ def _train(
                 "weight_decay": options.weight_decay,
                 "nq_dropout": options.nq_dropout,
                 "min_n_q": options.min_n_q,
+                "nq_choices": None if options.nq_choices is None else list(options.nq_choices),
                 "input_noise": options.input_noise,
                 "disc_lr": options.disc_lr,
                 "adv_weight": options.adv_weight,
@@ -650,7 +706,19 @@ def _train(
             "audiogen_studio": __version__,
         }
 
-    if resume is None:
+    if resume is None and adopted is not None:
+        # the adopted codec is stage 1 (and the decoder's start): its tokens stay valid
+        if dinfo.main:
+            model.load_state_dict(adopted.state_dict())
+            state["init_codec"] = str(options.init_codec)
+            state["stage1"] = {"adopted_from": str(options.init_codec)}
+            log.info("mel codec (codebooks and decoder) adopted from %s", options.init_codec)
+            ckpt.save(modules, optimizers, snapshot(0, 0.0, deque()), configs)
+        dinfo.barrier()
+        resume = ckpt.read_state()
+        if resume is None:
+            raise TrainingError(f"{ckpt.folder}: the adopted codec's checkpoint was not written")
+    elif resume is None:
         # stage 1 on rank 0, checkpointed at step 0; every rank then loads it below
         if dinfo.main:
             began = time.perf_counter()
@@ -681,7 +749,7 @@ def _train(
     start_step = int(resume["step"])
     state.update({k: resume.get(k, state[k]) for k in state})
     if options.init_decoder is not None and start_step == 0:
-        model.adopt_decoder(_load_decoder_source(options.init_decoder, device))
+        model.adopt_decoder(_load_mel_codec(options.init_decoder, device, "--init-decoder"))
         state["init_decoder"] = str(options.init_decoder)
         if dinfo.main:
             log.info("decoder initialised from %s", options.init_decoder)
@@ -741,6 +809,7 @@ def _train(
     )
     length = _crop_length(config, options.segment)
     val_crops: torch.Tensor | None = None
+    val_counts = _validation_counts(config, options.nq_choices)
     if dinfo.main:
         rng = np.random.default_rng([options.seed, 7919])
         split: Literal["train", "valid"] = "valid" if dataset.valid is not None else "train"
@@ -755,7 +824,7 @@ def _train(
 
     def validate_now() -> dict[str, float]:
         assert val_crops is not None
-        metrics = _evaluate(model, recon, val_crops, options.batch, device)
+        metrics = _evaluate(model, recon, val_crops, options.batch, device, val_counts)
         state["last_val"] = metrics
         return metrics
 
@@ -770,7 +839,9 @@ def _train(
                 group["lr"] = lr
             rng = np.random.default_rng([options.seed, dinfo.rank, step])
             crops = sampler.sample("train", rng, options.batch, length).to(device)
-            n_q = _n_q_per_crop(config, options.batch, rng, options.nq_dropout, options.min_n_q)
+            n_q = _n_q_per_crop(
+                config, options.batch, rng, options.nq_dropout, options.min_n_q, options.nq_choices
+            )
             torch.manual_seed(options.seed * 1_000_003 + step)
             values = stepper.step(crops, n_q)
             step += 1
@@ -842,11 +913,12 @@ def _train(
             "parameters": model.num_parameters(),
             "metric_notes": "log10-mel L1 and STFT loss of codec_trainer.ReconstructionLoss on "
             f"{options.val_crops} fixed crops of {length - config.latency} samples with all "
-            "codebooks (val_mel_l1_q8: with 8)",
+            "codebooks (val_mel_l1_qN: with N)",
         }
-        if "mel_q8" in final:
-            metrics["val_mel_l1_q8"] = finite_or_none(final["mel_q8"])
-        if state["stage1"]:
+        for key, value in final.items():
+            if key.startswith("mel_q"):
+                metrics[f"val_mel_l1_{key.removeprefix('mel_')}"] = finite_or_none(value)
+        if state["stage1"] and "rel_err" in state["stage1"]:
             metrics["kmeans_rel_err"] = state["stage1"]["rel_err"]
         training = {
             "data": str(options.data),
@@ -862,6 +934,7 @@ def _train(
             "config_name": config_name,
             "stage1": state["stage1"],
             "init_decoder": state["init_decoder"],
+            "init_codec": state["init_codec"],
             "discriminator": state["discriminator"],
             "adversarial_from": state["adversarial_from"],
             "batch": options.batch,
@@ -869,6 +942,7 @@ def _train(
             "lr": options.lr,
             "nq_dropout": options.nq_dropout,
             "min_n_q": options.min_n_q,
+            "nq_choices": None if options.nq_choices is None else list(options.nq_choices),
             "input_noise": options.input_noise,
             "seed": options.seed,
             "audiogen_studio": __version__,

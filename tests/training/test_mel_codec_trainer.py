@@ -35,6 +35,7 @@ from audiogen_studio.training.codec_trainer import ReconstructionLoss
 from audiogen_studio.training.mel_codec_trainer import (
     MelCodecStepReport,
     MelCodecTrainOptions,
+    _n_q_per_crop,
     checkpoint_dir,
     fit_tiny_mel_codec,
     train_mel_codec,
@@ -195,6 +196,61 @@ def test_init_decoder_fine_tunes_from_another_bundle(riff_folder: Path, tmp_path
     assert read_bundle(tuned).training["codec"]["init_decoder"] == str(source)
     with pytest.raises(TrainingError, match="init-decoder"):
         train_mel_codec(_options(riff_folder, tmp_path / "x", init_decoder=tmp_path / "none"))
+
+
+def test_init_codec_keeps_the_tokens_and_fine_tunes_the_decoder(
+    riff_folder: Path, tmp_path: Path
+) -> None:
+    source = tmp_path / "source"
+    train_mel_codec(_options(riff_folder, source, steps=2))
+    tuned = tmp_path / "tuned"
+    # no --config: the adopted codec's; nq_choices: the dropped crops use 1 codebook
+    result = train_mel_codec(
+        _options(
+            riff_folder,
+            tuned,
+            config=None,
+            steps=3,
+            init_codec=source,
+            nq_dropout=1.0,
+            nq_choices=(1,),
+        )
+    )
+    assert result.step == 3
+    before = _weights(source / "codec.safetensors")
+    after = _weights(tuned / "codec.safetensors")
+    assert before.keys() == after.keys()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    # the normalisation and the codebooks are the source's, bit for bit: the same tokens
+    assert changed and all(k.startswith("decoder.") for k in changed), changed
+    audio = torch.as_tensor(four_note_riff(1))[None]
+    codecs = [MelCodec.from_pretrained(b / "codec.safetensors").eval() for b in (source, tuned)]
+    with torch.no_grad():
+        codes = [c.encode(audio) for c in codecs]
+    assert torch.equal(codes[0], codes[1])
+    info = read_bundle(tuned)
+    assert info.training["codec"]["init_codec"] == str(source)
+    assert info.training["codec"]["stage1"] == {"adopted_from": str(source)}
+    assert info.training["codec"]["nq_choices"] == [1]
+    # validation measures the counts it trains for
+    metrics = info.metrics["codec"]
+    assert {"val_mel_l1", "val_mel_l1_q1"} <= metrics.keys() and "kmeans_rel_err" not in metrics
+    # bad combinations are refused before training
+    with pytest.raises(TrainingError, match="init-codec or --init-decoder"):
+        _options(riff_folder, tmp_path / "x", init_codec=source, init_decoder=source).check()
+    with pytest.raises(TrainingError, match="another config"):
+        train_mel_codec(_options(riff_folder, tmp_path / "y", config="default", init_codec=source))
+    with pytest.raises(TrainingError, match="codebooks"):
+        train_mel_codec(_options(riff_folder, tmp_path / "z", nq_choices=(99,)))
+    with pytest.raises(TrainingError, match="init-codec"):
+        train_mel_codec(_options(riff_folder, tmp_path / "w", init_codec=tmp_path / "none"))
+
+
+def test_nq_choices_draw_only_those_counts() -> None:
+    rng = np.random.default_rng(0)
+    n_q = _n_q_per_crop(TINY, 400, rng, 0.5, 1, (2, 3))
+    assert set(n_q.tolist()) == {2, 3, TINY.n_q}
+    assert 150 < int((n_q == TINY.n_q).sum()) < 250
 
 
 def test_refuses_another_config_or_another_codec(riff_folder: Path, tmp_path: Path) -> None:
