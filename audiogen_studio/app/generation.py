@@ -20,7 +20,7 @@ thread (Stop); the engine checks it between chunks. The GUI thread only draws.
 
 Warm-up: half a second after the event loop starts (:data:`WARM_UP_DELAY_MS`, once the window
 is up), the controller queues :meth:`GenerationWorker.warm_up`, so torch, numba and the fused
-kernels are loaded (:mod:`~audiogen_studio.app.warmup`) on the generation thread while the user
+kernels are loaded (:mod:`~audiogen_studio.engine.warmup`) on the generation thread while the user
 is still looking at the window, in pieces that leave the GIL to the GUI; the first Generate then
 starts without the ~0.3-1.2 s event-loop stall that loading them used to cause. The device
 probe and model preloads asked for before that wait for it; a request submitted earlier starts
@@ -45,11 +45,11 @@ import numpy as np
 import numpy.typing as npt
 from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
 
-from audiogen_studio.app import warmup
 from audiogen_studio.audio import devices, io
 from audiogen_studio.audio.clip import Clip
 from audiogen_studio.audio.errors import AudioError
 from audiogen_studio.audio.ringbuffer import RingBuffer
+from audiogen_studio.engine import warmup
 from audiogen_studio.engine.api import Engine, GenerationError, GenerationRequest
 from audiogen_studio.engine.loader import load_engine
 from audiogen_studio.engine.takes import Take, TakeCollector
@@ -206,7 +206,7 @@ class GenerationWorker(QObject):
 
     @Slot()
     def warm_up(self) -> None:
-        """Load torch, numba and the fused kernels now (see :mod:`~audiogen_studio.app.warmup`);
+        """Load torch, numba and the fused kernels now (see :mod:`~audiogen_studio.engine.warmup`);
         emits ``warmed_up(report)``. Pieces already done in this process are skipped."""
         report = warmup.warm_up(self.stop_warm_up)
         self.warmed_up.emit(report)

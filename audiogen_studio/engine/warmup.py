@@ -32,7 +32,10 @@ Measured after the change (``nice -n -15`` on the same loaded 2-core box; the GU
 shipped AudioLM (295 ms); the first 10 s after the window appears 33-79 ms (537-954 ms before,
 when the device probe imported torch unprepared).
 
-No Qt here: the app's :class:`~audiogen_studio.app.generation.GenerationWorker` calls it.
+No Qt here: the app's :class:`~audiogen_studio.app.generation.GenerationWorker` calls it at
+start-up, and the CLI's ``continue`` / ``generate`` / ``vocode`` once the model is loaded, so a
+one-off generation's real-time factor measures the generation, not the process start-up (which
+the CLI prints beside it).
 """
 
 from __future__ import annotations
