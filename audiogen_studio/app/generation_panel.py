@@ -267,7 +267,7 @@ class GenerationPanel(QWidget):
         self.adapt_spin.setSuffix(" steps")
         self.adapt_spin.setToolTip(
             "AudioLM: before generating, fine-tune a copy of the model on the prompt for this "
-            "many steps, so the continuation keeps its voice or instrument (0.05-0.1 s a step "
+            "many steps, so the continuation keeps its voice or instrument (0.03-0.1 s a step "
             "on a 2-core CPU, paid once per prompt: done as soon as the prompt settles, so "
             "Generate starts at once). Set to the model's default when a model is chosen."
         )
