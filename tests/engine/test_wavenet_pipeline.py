@@ -16,6 +16,7 @@ import torch
 from audiogen_studio.audio import io, synth
 from audiogen_studio.audio.clip import Clip
 from audiogen_studio.cli.main import main
+from audiogen_studio.engine import warmup
 from audiogen_studio.engine.api import GenerationError, GenerationRequest
 from audiogen_studio.engine.loader import load_engine
 from audiogen_studio.engine.takes import collect
@@ -239,6 +240,9 @@ def test_cli_continue_and_vocode(
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "seed 4" in printed and "RTF" in printed
+    # the start-up (model loading, kernel warm-up) is reported beside the RTF, not inside it
+    assert "s of start-up (loading the model, warming the kernels)" in printed
+    assert warmup.is_warm()
     assert "recorded 2 take(s) in the take library" in printed
     for i in (1, 2):
         take = io.load(tmp_path / f"out-take{i}.wav")
