@@ -217,7 +217,7 @@ class MelCodecTrainOptions:
             raise TrainingError(f"nq_dropout must be within [0, 1], got {self.nq_dropout}")
         check_fields(self, at_least_one=("threads",))
         if self.nq_choices is not None and (not self.nq_choices or min(self.nq_choices) < 1):
-            raise TrainingError(f"nq_choices must be codebook counts >= 1, got {self.nq_choices}")
+            raise TrainingError(f"--nq-choices must be codebook counts >= 1, got {self.nq_choices}")
         if self.init_codec is not None and self.init_decoder is not None:
             raise TrainingError(
                 "--init-codec already brings a decoder: give --init-codec or --init-decoder"
@@ -627,9 +627,8 @@ def _train(
             raise TrainingError(f"--init-codec {options.init_codec}: its codebooks are unfitted")
     config = _resolve_config(options, stored, None if adopted is None else adopted.config)
     if options.nq_choices is not None and max(options.nq_choices) > config.n_q:
-        raise TrainingError(
-            f"nq_choices {options.nq_choices}: the codec has {config.n_q} codebooks"
-        )
+        counts = ",".join(map(str, options.nq_choices))
+        raise TrainingError(f"--nq-choices {counts}: the codec has {config.n_q} codebooks")
     _check_bundle(out, config)
     config_name = named_config_of(config, NAMED_MEL_CODEC_CONFIGS, resume)
     stored_disc = None if resume is None else resume.get("discriminator")
