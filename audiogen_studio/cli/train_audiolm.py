@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import threading
+import time
 
 from audiogen_studio.cli.argtypes import (
     non_negative_float,
@@ -98,6 +99,14 @@ def register(tsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=positive_float,
         default=1200.0,
         help="seconds of audio each k-means is fitted on",
+    )
+    p.add_argument(
+        "--encoder",
+        choices=("hubert", "chroma"),
+        default="hubert",
+        help="hubert (default): train the self-supervised encoder; chroma: no training, "
+        "k-means of pitch-class features (12 pitch classes, energy, onset), semantic tokens "
+        "that carry harmony, for music bundles (train lm-semantic and lm-coarse on them after)",
     )
     p.add_argument("--name", default=None, help="bundle name when the bundle is created")
     p.set_defaults(func=run_semantic, batch=8)
@@ -235,6 +244,9 @@ def run_semantic(args: argparse.Namespace, stop: threading.Event) -> int:
         train_semantic,
     )
 
+    if args.encoder == "chroma":
+        return _run_chroma_tokenizer(args)
+
     options = SemanticTrainOptions(
         data=args.data,
         out=args.bundle,
@@ -268,6 +280,44 @@ def run_semantic(args: argparse.Namespace, stop: threading.Event) -> int:
             f"semantic tokenizer in {result.bundle}: step {result.step} (iteration "
             f"{result.iteration}), masked-prediction accuracy "
             f"{'n/a' if acc is None else f'{acc:.3f}'}, {result.seconds:.1f} s"
+        )
+    return 0
+
+
+def _run_chroma_tokenizer(args: argparse.Namespace) -> int:
+    """``train semantic --encoder chroma``: fit k-means of pitch-class features, no training."""
+    from audiogen_studio.engine.bundles import BundleError
+    from audiogen_studio.training.audio_dataset import TrainingError
+    from audiogen_studio.training.encoder_tokenizer import tokenizer_from_chroma
+
+    if args.config is not None:
+        raise CliError("--config: the chroma encoder has nothing to train (drop --config)")
+    started = time.perf_counter()
+    try:
+        path = tokenizer_from_chroma(
+            args.data,
+            args.bundle,
+            n_clusters=args.tokens or 500,
+            kmeans_seconds=args.kmeans_seconds,
+            crop_seconds=args.crop_seconds,
+            seed=args.seed,
+            name=args.name,
+        )
+    except (TrainingError, BundleError, ValueError) as exc:
+        raise CliError(str(exc)) from exc
+    seconds = round(time.perf_counter() - started, 3)
+    summary = {
+        "bundle": str(args.bundle),
+        "tokenizer_path": str(path),
+        "encoder": "chroma",
+        "seconds": seconds,
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(
+            f"chroma semantic tokenizer in {args.bundle} ({args.tokens or 500} tokens), "
+            f"{seconds:.1f} s; train lm-semantic and lm-coarse on it next"
         )
     return 0
 

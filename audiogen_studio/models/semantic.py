@@ -670,7 +670,8 @@ class TokenizerConfig:
     """What rebuilds a :class:`SemanticTokenizer`: the encoder type and config, the layer, ``K``.
 
     Attributes:
-        encoder: :attr:`FeatureEncoder.kind` (``"audiogen-hubert"`` or ``"torchaudio-ssl"``).
+        encoder: :attr:`FeatureEncoder.kind` (``"audiogen-hubert"``, ``"torchaudio-ssl"`` or
+            ``"chroma"``).
         encoder_config: the encoder's :meth:`FeatureEncoder.config_dict`.
         layer: block whose features are tokenized.
         n_tokens: ``K``, number of centroids.
@@ -705,6 +706,10 @@ def build_encoder(kind: str, config: Mapping[str, Any]) -> FeatureEncoder:
     """
     if kind == SemanticEncoder.kind:
         return SemanticEncoder(SemanticConfig.from_dict(config))
+    if kind == "chroma":
+        from audiogen_studio.models.chroma_encoder import ChromaConfig, ChromaEncoder
+
+        return ChromaEncoder(ChromaConfig.from_dict(config))
     if kind == "torchaudio-ssl":
         from audiogen_studio.models.ssl_adapter import SSLConfig, TorchaudioSSLEncoder
 

@@ -1150,70 +1150,28 @@ def tokenizer_from_ssl(
         BundleError: another kind of bundle in ``out``.
     """
     from audiogen_studio.models.device import resolve_device
-    from audiogen_studio.models.ssl_adapter import describe, fit_ssl_tokenizer, load_ssl_encoder
+    from audiogen_studio.models.ssl_adapter import describe, load_ssl_encoder
+    from audiogen_studio.training.encoder_tokenizer import fit_encoder_tokenizer
 
-    folder = Path(out).expanduser()
-    started = time.perf_counter()
     encoder = load_ssl_encoder(weights, arch=arch, device=resolve_device(device))
     try:
         encoder.check_layer(layer)
     except ValueError as exc:
         raise TrainingError(f"{Path(weights).name}: {exc}") from exc
-    if (folder / BUNDLE_FILE).is_file():
-        info = read_bundle(folder)
-        info.require_kind("audiolm")
-        if info.sample_rate != encoder.sample_rate:
-            raise BundleError(
-                f"{folder}: the bundle is at {info.sample_rate} Hz, the SSL model at "
-                f"{encoder.sample_rate} Hz"
-            )
-    folder.mkdir(parents=True, exist_ok=True)
-    dataset = WaveformDataset.prepare(
-        data, sample_rate=encoder.sample_rate, cache_dir=folder / WORK_DIR if cache else None
-    )
-    crop = max(encoder.hop, round(crop_seconds * encoder.sample_rate))
-    rng = np.random.default_rng([seed, 104_729, 1000])
-    device_of = next(encoder.parameters()).device
-    count = max(1, math.ceil(kmeans_seconds / crop_seconds))
-    pieces = (
-        dataset.sample("train", rng, min(8, count - i), crop).to(device_of)
-        for i in range(0, count, 8)
-    )
-    tokenizer = fit_ssl_tokenizer(encoder, pieces, layer=layer, n_clusters=n_clusters, seed=seed)
-    split: Split = "valid" if dataset.valid is not None else "train"
-    crops = dataset.sample(split, np.random.default_rng([seed, 31337]), 8, crop)
-    usage = token_usage(tokenizer.tokens(crops), tokenizer.n_tokens)
-    purity = riff_purity(tokenizer)
-    path = tokenizer.save(folder / WEIGHTS_FILE, extra={"source": str(weights)})
-    write_component(
-        folder,
-        COMPONENT,
-        file=WEIGHTS_FILE,
-        config=tokenizer.config.to_dict(),
-        kind="audiolm",
-        sample_rate=tokenizer.sample_rate,
-        training={
-            "source": f"user SSL weights {Path(weights).name} ({describe(encoder.config)})",
-            "data": str(data),
-            "hours": round(dataset.train_hours, 6),
-            "tokens": f"k-means({n_clusters}) of layer {layer} features",
-            "kmeans_seconds": kmeans_seconds,
-            "seed": seed,
-            "time_seconds": round(time.perf_counter() - started, 3),
-            "audiogen_studio": __version__,
-        },
-        metrics={
-            "token_usage": round(usage["used_fraction"], 4),
-            "token_perplexity": round(usage["perplexity"], 2),
-            "tokens_measured_on": split,
-            "riff_purity": round(float(purity["purity"]), 4),
-            "n_tokens": tokenizer.n_tokens,
-            "token_rate": tokenizer.token_rate,
-            "parameters": count_parameters(encoder),
-        },
+    return fit_encoder_tokenizer(
+        encoder,
+        data,
+        out,
+        layer=layer,
+        n_clusters=n_clusters,
+        kmeans_seconds=kmeans_seconds,
+        crop_seconds=crop_seconds,
+        seed=seed,
         name=name,
+        cache=cache,
+        source=f"user SSL weights {Path(weights).name} ({describe(encoder.config)})",
+        extra={"weights": str(weights)},
     )
-    return path
 
 
 def _check_bundle(out: Path, config: SemanticConfig) -> None:
