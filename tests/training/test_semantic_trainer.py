@@ -20,8 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from audiogen_studio.audio import io, synth
-from audiogen_studio.audio.clip import Clip
+from audiogen_studio.audio import synth
 from audiogen_studio.engine.bundles import BundleError, read_bundle
 from audiogen_studio.models.checkpoint import load_state
 from audiogen_studio.models.semantic import NAMED_CONFIGS, SemanticInputError, SemanticTokenizer
@@ -55,19 +54,6 @@ def _one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def riff_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three renditions of the riff (7.35 s each, other pluck noise): two train, one valid."""
-    folder = tmp_path_factory.mktemp("riffs")
-    lines = []
-    for i, split in enumerate(("train", "train", "valid")):
-        clip = synth.riff(seed=i + 10)
-        io.save(Clip(np.asarray(clip.samples), RATE), folder / f"riff{i}.wav")
-        lines.append(json.dumps({"path": f"riff{i}.wav", "split": split}))
-    (folder / "riffs.jsonl").write_text("\n".join(lines) + "\n")
-    return folder / "riffs.jsonl"
 
 
 def _options(data: Path, out: Path, **overrides: Any) -> SemanticTrainOptions:
