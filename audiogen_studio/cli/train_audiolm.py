@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import threading
 import time
 
@@ -292,6 +293,7 @@ def _run_chroma_tokenizer(args: argparse.Namespace) -> int:
 
     if args.config is not None:
         raise CliError("--config: the chroma encoder has nothing to train (drop --config)")
+    stale = _lms_reading_semantic_tokens(args.bundle)
     started = time.perf_counter()
     try:
         path = tokenizer_from_chroma(
@@ -311,6 +313,7 @@ def _run_chroma_tokenizer(args: argparse.Namespace) -> int:
         "tokenizer_path": str(path),
         "encoder": "chroma",
         "seconds": seconds,
+        "retrain": stale,
     }
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -319,7 +322,28 @@ def _run_chroma_tokenizer(args: argparse.Namespace) -> int:
             f"chroma semantic tokenizer in {args.bundle} ({args.tokens or 500} tokens), "
             f"{seconds:.1f} s; train lm-semantic and lm-coarse on it next"
         )
+    if stale:
+        print(
+            f"warning: {args.bundle}'s {' and '.join(stale)} read the semantic tokens it had "
+            "before; train them again on these (train lm-semantic / lm-coarse)",
+            file=sys.stderr,
+        )
     return 0
+
+
+def _lms_reading_semantic_tokens(bundle: str) -> list[str]:
+    """The LM components of ``bundle`` (if it exists) trained on its semantic tokens."""
+    from pathlib import Path
+
+    from audiogen_studio.engine.bundles import BUNDLE_FILE, BundleError, read_bundle
+
+    if not (Path(bundle) / BUNDLE_FILE).is_file():
+        return []
+    try:
+        components = read_bundle(bundle).components
+    except BundleError:
+        return []
+    return [name for name in ("lm_semantic", "lm_coarse") if name in components]
 
 
 # --- train mel-codec ------------------------------------------------------------------------------

@@ -54,5 +54,23 @@ def test_cli_fits_the_chroma_tokenizer_and_refuses_a_training_config(
     summary = json.loads(capsys.readouterr().out)
     assert summary["encoder"] == "chroma" and Path(summary["tokenizer_path"]).is_file()
     assert read_bundle(out).components["semantic"]["config"]["n_tokens"] == 8
+    assert summary["retrain"] == []
     assert main([*base, "--bundle", str(out), "--config", "tiny"]) == 2
     assert "nothing to train" in capsys.readouterr().err
+
+
+def test_cli_warns_that_the_bundles_lms_read_the_former_tokens(
+    riff_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "bundle"
+    write_component(
+        out,
+        "lm_coarse",
+        file="lm_coarse.safetensors",
+        config={},
+        kind="audiolm",
+        sample_rate=16_000,
+    )
+    args = ["train", "semantic", "--encoder", "chroma", "--data", str(riff_dir)]
+    assert main([*args, "--bundle", str(out), "--tokens", "4", "--kmeans-seconds", "4"]) == 0
+    assert "lm_coarse read the semantic tokens it had before" in capsys.readouterr().err
