@@ -174,6 +174,16 @@ def register(tsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             ".safetensors file), e.g. a shipped default, instead of random weights (its size "
             "and window; it must use the same codec, tokenizer and layout)",
         )
+        if stage == "coarse":
+            p.add_argument(
+                "--semantic-dropout",
+                type=float,
+                default=0.0,
+                metavar="P",
+                help="probability that a training window's semantic tokens are all dropped, so "
+                "the LM also learns to continue without them: what classifier-free guidance "
+                "(generation.coarse_guidance) needs (e.g. 0.2; default 0)",
+            )
         p.set_defaults(func=run_lm, stage=stage)
 
 
@@ -204,6 +214,7 @@ def run_lm(args: argparse.Namespace, stop: threading.Event) -> int:
         time_limit=args.time_limit,
         progress=not args.no_progress,
         init_from=args.init_from,
+        semantic_dropout=getattr(args, "semantic_dropout", 0.0),
     )
     try:
         result = train_lm(options, stop=stop)

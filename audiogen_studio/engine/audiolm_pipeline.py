@@ -172,6 +172,51 @@ class _Stream:
         return self.model.forward_cached(pending, self.cache, last_only=True)[:, -1]
 
 
+class _GuidedStream:
+    """The coarse stage under classifier-free guidance (Ho & Salimans 2022; MusicGen §2.4).
+
+    Two :class:`_Stream` s over the same ids: ``cond`` as given, ``uncond`` with every semantic
+    id (position ``≡ 0`` modulo the group, the sequence starts on a group boundary) replaced by
+    ``null_id``, the "no conditioning" a coarse LM trained with semantic dropout knows. The next
+    id's logits are ``u + scale·(c - u)`` (``scale`` 1: the conditional LM alone), so the
+    sampled codes follow the semantic tokens more closely than the acoustic history does.
+    Both streams slide together (same lengths); each feeds its own KV cache, so guidance
+    doubles the coarse stage's compute.
+    """
+
+    def __init__(self, stage: _Stage, tokens: torch.Tensor, *, scale: float, null_id: int) -> None:
+        self.stage = stage.name
+        self.group = stage.group
+        self.scale = float(scale)
+        self.null_id = int(null_id)
+        self.cond = _Stream(stage, tokens)
+        self.uncond = _Stream(stage, self._null(tokens, 0))
+
+    @property
+    def tokens(self) -> torch.Tensor:
+        """The conditional sequence ``[B, L]``."""
+        return self.cond.tokens
+
+    def _null(self, ids: torch.Tensor, offset: int) -> torch.Tensor:
+        """``ids [B, n]`` (starting at sequence position ``offset``) without semantic ids."""
+        semantic = (torch.arange(offset, offset + ids.shape[1]) % self.group) == 0
+        out = ids.clone()
+        out[:, semantic.to(out.device)] = self.null_id
+        return out
+
+    def push(self, forced: torch.Tensor) -> None:
+        """Append ids ``[B, n]`` to both streams (semantic ones nulled in ``uncond``)."""
+        offset = self.cond.tokens.shape[1]
+        self.cond.push(forced)
+        self.uncond.push(self._null(forced.to(self.cond.tokens.device), offset))
+
+    def next_logits(self) -> torch.Tensor:
+        """Guided logits ``[B, V]`` of the next id."""
+        cond = self.cond.next_logits().float()
+        uncond = self.uncond.next_logits().float()
+        return uncond + self.scale * (cond - uncond)
+
+
 class AudioLMEngine:
     """Continues a prompt with a codec, a semantic tokenizer and three token LMs.
 
@@ -190,6 +235,9 @@ class AudioLMEngine:
             any prefix of its codebooks). For a fine LM whose codes cost more than they add.
         adaptation: how the LMs adapt to each prompt (default: not at all; a request's
             ``adapt_steps`` overrides the steps).
+        coarse_guidance: classifier-free guidance scale of the coarse stage (1: none; a coarse
+            LM trained with ``--semantic-dropout`` is needed for other values, see
+            :class:`_GuidedStream`).
     """
 
     def __init__(
@@ -208,7 +256,11 @@ class AudioLMEngine:
         stage_temperatures: Mapping[str, float] | None = None,
         decode_quantizers: int | None = None,
         adaptation: AdaptationSettings | None = None,
+        coarse_guidance: float = 1.0,
     ) -> None:
+        if not (math.isfinite(coarse_guidance) and coarse_guidance >= 0):
+            raise BundleError(f"{name}: coarse_guidance must be >= 0, got {coarse_guidance}")
+        self.coarse_guidance = float(coarse_guidance)
         self.device = resolve_device(device)
         self.adaptation = adaptation or AdaptationSettings()
         self._adapted = AdaptationCache()
@@ -296,6 +348,12 @@ class AudioLMEngine:
             adaptation = AdaptationSettings.from_dict(bundle.generation.get("adaptation", {}))
         except GenerationError as exc:
             raise BundleError(f"bundle '{bundle.name}': generation.adaptation: {exc}") from exc
+        guidance = bundle.generation.get("coarse_guidance", 1.0)
+        if isinstance(guidance, bool) or not isinstance(guidance, int | float):
+            raise BundleError(
+                f"bundle '{bundle.name}': generation.coarse_guidance must be a number, "
+                f"got {guidance!r}"
+            )
         decode_quantizers = bundle.generation.get("decode_quantizers")
         if decode_quantizers is not None and (
             isinstance(decode_quantizers, bool) or not isinstance(decode_quantizers, int)
@@ -341,6 +399,7 @@ class AudioLMEngine:
             stage_temperatures=stage_temperatures,
             decode_quantizers=decode_quantizers,
             adaptation=adaptation,
+            coarse_guidance=float(guidance),
         )
 
     # -- request helpers -----------------------------------------------------------------------
@@ -588,7 +647,7 @@ class AudioLMEngine:
 
     def _sample_into(
         self,
-        stream: _Stream,
+        stream: _Stream | _GuidedStream,
         count: int,
         spans: Callable[[int], tuple[int, int] | None],
         request: GenerationRequest,
@@ -644,11 +703,18 @@ class AudioLMEngine:
             decoder.push(codes[:, :kq, -PRIME_FRAMES:])  # primes the state; its audio is unused
             used = semantic.shape[1]
             sem_stream = _Stream(stages["semantic"], semantic[:, used - s_keep :])
-            coarse_stream = _Stream(
-                stages["coarse"],
-                layout.coarse_sequence(
-                    semantic[:, used - c_keep :], codes[:, :qc, (s_p - c_keep) * r - base :]
-                )[0],
+            coarse_ids = layout.coarse_sequence(
+                semantic[:, used - c_keep :], codes[:, :qc, (s_p - c_keep) * r - base :]
+            )[0]
+            coarse_stream: _Stream | _GuidedStream = (
+                _Stream(stages["coarse"], coarse_ids)
+                if self.coarse_guidance == 1.0
+                else _GuidedStream(
+                    stages["coarse"],
+                    coarse_ids,
+                    scale=self.coarse_guidance,
+                    null_id=layout.coarse_sep,
+                )
             )
             fine_stream = None
             if qf and kq > qc:  # the constructor made sure the fine LM is there

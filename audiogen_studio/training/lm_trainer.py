@@ -112,6 +112,10 @@ class LMTrainOptions:
             ``lm_<stage>`` weights and config start a *new* run (``size`` is then ignored, and
             the window defaults to that bundle's); it must model the same token layout. A
             resumed run ignores it (the checkpoint wins).
+        semantic_dropout: coarse stage only: the probability that a training window's semantic
+            ids are all replaced by the layout's separator id (conditioning dropout, so the LM
+            also learns ``p(c_t | c_<t)`` for classifier-free guidance: Ho & Salimans 2022;
+            MusicGen §2.4 drops its conditions with probability 0.2). 0: never.
     """
 
     stage: Stage
@@ -140,6 +144,7 @@ class LMTrainOptions:
     time_limit: float | None = None
     progress: bool = True
     init_from: str | Path | None = None
+    semantic_dropout: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
@@ -148,6 +153,10 @@ class LMTrainOptions:
             raise TrainingError(f"unknown stage {self.stage!r}: use {', '.join(STAGES)}")
         if self.size not in LM_SIZES:
             raise TrainingError(f"unknown LM size {self.size!r}: use {', '.join(LM_SIZES)}")
+        if not 0.0 <= self.semantic_dropout < 1.0:
+            raise TrainingError(f"semantic dropout must be in [0, 1), got {self.semantic_dropout}")
+        if self.semantic_dropout and self.stage != "coarse":
+            raise TrainingError("semantic dropout conditions the coarse stage only")
         for name in ("steps", "batch", "coarse_quantizers"):
             if getattr(self, name) < 1:
                 raise TrainingError(f"{name} must be at least 1")
@@ -378,6 +387,21 @@ def _lr_at(step: int, options: LMTrainOptions) -> float:
     return options.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
+def drop_semantic(
+    semantic: torch.Tensor, layout: TokenLayout, p: float, rng: np.random.Generator
+) -> torch.Tensor:
+    """``semantic [B, S]`` with each row, with probability ``p``, replaced by the separator id
+    (the coarse LM's "no conditioning"; classifier-free guidance's unconditional model)."""
+    if p <= 0:
+        return semantic
+    rows = torch.from_numpy(rng.random(semantic.shape[0]) < p)
+    if not bool(rows.any()):
+        return semantic
+    out = semantic.clone()
+    out[rows.to(out.device)] = layout.coarse_sep
+    return out
+
+
 def _loss(
     model: nn.Module,
     stage: str,
@@ -595,6 +619,7 @@ def _train(
         while step < options.steps:
             rng = np.random.default_rng([options.seed, dinfo.rank, step])
             sem, ac = draw("train", rng)
+            sem = drop_semantic(sem, layout, options.semantic_dropout, rng)
             for group in optimizer.param_groups:
                 group["lr"] = _lr_at(step, options)
             with autocast(device, amp_dtype):
@@ -688,6 +713,11 @@ def _train(
                 "size": size_name(config),
                 "batch": options.batch,
                 "lr": options.lr,
+                **(
+                    {"semantic_dropout": options.semantic_dropout}
+                    if options.semantic_dropout
+                    else {}
+                ),
                 "train_hours": round(dataset.train_hours, 6),
                 "train_tokens": corpus.train_tokens,
                 "device": str(device),
