@@ -175,13 +175,12 @@ class _Stream:
 class _GuidedStream:
     """The coarse stage under classifier-free guidance (Ho & Salimans 2022; MusicGen §2.4).
 
-    Two :class:`_Stream` s over the same ids: ``cond`` as given, ``uncond`` with every semantic
-    id (position ``≡ 0`` modulo the group, the sequence starts on a group boundary) replaced by
-    ``null_id``, the "no conditioning" a coarse LM trained with semantic dropout knows. The next
-    id's logits are ``u + scale·(c - u)`` (``scale`` 1: the conditional LM alone), so the
-    sampled codes follow the semantic tokens more closely than the acoustic history does.
-    Both streams slide together (same lengths); each feeds its own KV cache, so guidance
-    doubles the coarse stage's compute.
+    One :class:`_Stream` of ``2B`` rows: rows ``0..B-1`` are the ids as given, rows ``B..2B-1``
+    the same with every semantic id (position ``≡ 0`` modulo the group; the sequence starts on
+    a group boundary) replaced by ``null_id``, the "no conditioning" a coarse LM trained with
+    semantic dropout knows. The next id's logits are ``u + scale·(c - u)`` (``scale`` 1: the
+    conditional LM alone), so the sampled codes follow the semantic tokens more closely than
+    the acoustic history. Both halves share one batched KV cache and slide together.
     """
 
     def __init__(self, stage: _Stage, tokens: torch.Tensor, *, scale: float, null_id: int) -> None:
@@ -189,13 +188,18 @@ class _GuidedStream:
         self.group = stage.group
         self.scale = float(scale)
         self.null_id = int(null_id)
-        self.cond = _Stream(stage, tokens)
-        self.uncond = _Stream(stage, self._null(tokens, 0))
+        self.rows = tokens.shape[0]
+        self.inner = _Stream(stage, torch.cat([tokens, self._null(tokens, 0)]))
 
     @property
     def tokens(self) -> torch.Tensor:
         """The conditional sequence ``[B, L]``."""
-        return self.cond.tokens
+        return self.inner.tokens[: self.rows]
+
+    @property
+    def unconditional_tokens(self) -> torch.Tensor:
+        """The sequence without semantic ids ``[B, L]``."""
+        return self.inner.tokens[self.rows :]
 
     def _null(self, ids: torch.Tensor, offset: int) -> torch.Tensor:
         """``ids [B, n]`` (starting at sequence position ``offset``) without semantic ids."""
@@ -205,15 +209,15 @@ class _GuidedStream:
         return out
 
     def push(self, forced: torch.Tensor) -> None:
-        """Append ids ``[B, n]`` to both streams (semantic ones nulled in ``uncond``)."""
-        offset = self.cond.tokens.shape[1]
-        self.cond.push(forced)
-        self.uncond.push(self._null(forced.to(self.cond.tokens.device), offset))
+        """Append ids ``[B, n]`` to both halves (semantic ones nulled in the second)."""
+        forced = forced.to(self.inner.tokens.device)
+        offset = self.inner.tokens.shape[1]
+        self.inner.push(torch.cat([forced, self._null(forced, offset)]))
 
     def next_logits(self) -> torch.Tensor:
         """Guided logits ``[B, V]`` of the next id."""
-        cond = self.cond.next_logits().float()
-        uncond = self.uncond.next_logits().float()
+        logits = self.inner.next_logits().float()
+        cond, uncond = logits[: self.rows], logits[self.rows :]
         return uncond + self.scale * (cond - uncond)
 
 
