@@ -65,6 +65,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "coarse ones: the fine LM is skipped); 0 restores all",
     )
     cp.add_argument(
+        "--coarse-guidance",
+        type=float,
+        default=None,
+        metavar="W",
+        help="AudioLM: classifier-free guidance scale of the coarse stage (needs a coarse LM "
+        "trained with --semantic-dropout; 1 restores none)",
+    )
+    cp.add_argument(
         "--adaptation",
         type=adaptation_settings,
         default=None,
@@ -224,6 +232,7 @@ def run_models_card(args: argparse.Namespace) -> int:
         args.stage_temperatures,
         args.decode_quantizers,
         args.adaptation,
+        args.coarse_guidance,
     )
     if any(c is not None for c in changes) or metrics:
         try:
@@ -235,6 +244,7 @@ def run_models_card(args: argparse.Namespace) -> int:
                 stage_temperatures=args.stage_temperatures,
                 decode_quantizers=args.decode_quantizers,
                 adaptation=args.adaptation,
+                coarse_guidance=args.coarse_guidance,
             )
         except bundles.BundleError as exc:
             raise CliError(str(exc)) from exc

@@ -15,6 +15,7 @@ evaluation (``audiogen-studio eval``) adds ``metrics["quality"]``: a mapping of 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from collections.abc import Iterable, Mapping
@@ -144,6 +145,7 @@ def update_bundle(
     stage_temperatures: Mapping[str, float] | None = None,
     decode_quantizers: int | None = None,
     adaptation: Mapping[str, Any] | None = None,
+    coarse_guidance: float | None = None,
 ) -> BundleInfo:
     """Set ``version`` / ``description`` and merge ``metrics`` sections into ``bundle.json``.
 
@@ -154,7 +156,9 @@ def update_bundle(
     (``generation.decode_quantizers``; 0 removes it: all of them). ``adaptation`` replaces
     its prompt adaptation defaults (``generation.adaptation``, checked as
     :class:`~audiogen_studio.engine.prompt_adaptation.AdaptationSettings`; an empty mapping
-    removes them). The manifest is rewritten atomically (temp file + ``os.replace``).
+    removes them). ``coarse_guidance`` sets the coarse stage's classifier-free guidance scale
+    (``generation.coarse_guidance``; 1 removes it: no guidance). The manifest is rewritten
+    atomically (temp file + ``os.replace``).
 
     Raises:
         BundleError: no readable bundle at ``bundle_dir``, or stage temperatures or decode
@@ -210,6 +214,16 @@ def update_bundle(
                 raise BundleError(str(exc)) from exc
         else:
             generation.pop("adaptation", None)
+    if coarse_guidance is not None:
+        if info.kind != "audiolm":
+            raise BundleError(f"bundle '{info.name}' is a {info.kind} bundle: no coarse stage")
+        if not (math.isfinite(coarse_guidance) and coarse_guidance >= 0):
+            raise BundleError(f"coarse guidance must be >= 0, got {coarse_guidance}")
+        generation = data.setdefault("generation", {})
+        if coarse_guidance == 1.0:
+            generation.pop("coarse_guidance", None)
+        else:
+            generation["coarse_guidance"] = float(coarse_guidance)
     if not data.get("generation", True):
         del data["generation"]
     write_manifest(folder, data)
@@ -428,6 +442,15 @@ def render_model_card(info: BundleInfo) -> str:
             "",
             f"Generated audio is decoded from the codec's first {kq} quantizers "
             "(`generation.decode_quantizers`): the LMs' other codes are not used.",
+        ]
+    guidance = info.generation.get("coarse_guidance")
+    if isinstance(guidance, int | float) and not isinstance(guidance, bool) and guidance != 1:
+        lines += [
+            "",
+            f"The coarse stage samples with classifier-free guidance at scale {_fmt(guidance)} "
+            "(`generation.coarse_guidance`): logits `u + scale·(c − u)` of the coarse LM with "
+            "(`c`) and without (`u`) its semantic tokens, so the codes follow the semantic "
+            "tokens more closely; it doubles the coarse stage's work.",
         ]
 
     lines += _adaptation_lines(info.generation.get("adaptation"))

@@ -304,3 +304,18 @@ def test_adaptation_defaults_are_recorded_checked_shown_and_removed(
     (folder / "bundle.json").write_text(json.dumps({**data, "kind": "wavenet"}))
     with pytest.raises(bundles.BundleError, match="no LMs to adapt"):
         model_card.update_bundle(folder, adaptation={"steps": 3})
+
+
+def test_coarse_guidance_is_recorded_checked_shown_and_removed(tmp_path: Path) -> None:
+    folder = _trained_bundle(tmp_path)
+    assert main(["models", "card", str(folder), "--coarse-guidance", "2.5"]) == 0
+    assert bundles.read_bundle(folder).generation == {"coarse_guidance": 2.5}
+    assert "classifier-free guidance at scale 2.5" in (folder / "README.md").read_text()
+    before = (folder / "bundle.json").read_text()
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(bundles.BundleError, match=">= 0"):
+            model_card.update_bundle(folder, coarse_guidance=bad)
+    assert (folder / "bundle.json").read_text() == before
+    model_card.update_bundle(folder, coarse_guidance=1.0)
+    assert "generation" not in json.loads((folder / "bundle.json").read_text())
+    assert "guidance" not in model_card.render_model_card(bundles.read_bundle(folder))
