@@ -450,7 +450,7 @@ def render_model_card(info: BundleInfo) -> str:
             f"The coarse stage samples with classifier-free guidance at scale {_fmt(guidance)} "
             "(`generation.coarse_guidance`): logits `u + scale·(c − u)` of the coarse LM with "
             "(`c`) and without (`u`) its semantic tokens, so the codes follow the semantic "
-            "tokens more closely; it doubles the coarse stage's work.",
+            "tokens more closely; the coarse LM runs on two rows for it.",
         ]
 
     lines += _adaptation_lines(info.generation.get("adaptation"))
