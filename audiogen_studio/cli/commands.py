@@ -73,6 +73,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "trained with --semantic-dropout; 1 restores none)",
     )
     cp.add_argument(
+        "--semantic-cache",
+        type=float,
+        default=None,
+        metavar="M",
+        help="AudioLM: weight in [0, 1) of the prompt's semantic-token frequencies mixed into "
+        "the semantic LM's distribution (0 removes it)",
+    )
+    cp.add_argument(
         "--adaptation",
         type=adaptation_settings,
         default=None,
@@ -233,6 +241,7 @@ def run_models_card(args: argparse.Namespace) -> int:
         args.decode_quantizers,
         args.adaptation,
         args.coarse_guidance,
+        args.semantic_cache,
     )
     if any(c is not None for c in changes) or metrics:
         try:
@@ -245,6 +254,7 @@ def run_models_card(args: argparse.Namespace) -> int:
                 decode_quantizers=args.decode_quantizers,
                 adaptation=args.adaptation,
                 coarse_guidance=args.coarse_guidance,
+                semantic_cache=args.semantic_cache,
             )
         except bundles.BundleError as exc:
             raise CliError(str(exc)) from exc

@@ -221,6 +221,30 @@ class _GuidedStream:
         return uncond + self.scale * (cond - uncond)
 
 
+class _CacheMixedStream(_Stream):
+    """The semantic stage mixed with a unigram cache of the prompt's tokens (the cache language
+    model of Kuhn & De Mori 1990): the next id is drawn from ``(1 - mix)·p + mix·q``, ``p`` the
+    LM's distribution and ``q`` the add-½ frequencies of the ids the stream starts with (the
+    prompt's last semantic tokens). It costs nothing and keeps the continuation among the
+    prompt's tokens, e.g. its pitch classes with a chroma tokenizer.
+    """
+
+    def __init__(self, stage: _Stage, tokens: torch.Tensor, *, mix: float) -> None:
+        super().__init__(stage, tokens)
+        self.mix = float(mix)
+        vocab = stage.model.config.vocab_size
+        counts = torch.stack(
+            [torch.bincount(row.long().cpu(), minlength=vocab)[:vocab] for row in tokens]
+        ).float()
+        counts += 0.5
+        self.frequencies = (counts / counts.sum(dim=1, keepdim=True)).to(tokens.device)  # [B, V]
+
+    def next_logits(self) -> torch.Tensor:
+        """Log-probabilities ``[B, V]`` of the mixture."""
+        p = torch.softmax(super().next_logits().float(), dim=-1)
+        return torch.log((1.0 - self.mix) * p + self.mix * self.frequencies)
+
+
 class AudioLMEngine:
     """Continues a prompt with a codec, a semantic tokenizer and three token LMs.
 
@@ -242,6 +266,8 @@ class AudioLMEngine:
         coarse_guidance: classifier-free guidance scale of the coarse stage (1: none; a coarse
             LM trained with ``--semantic-dropout`` is needed for other values, see
             :class:`_GuidedStream`).
+        semantic_cache: weight in ``[0, 1)`` of the prompt's semantic-token frequencies mixed
+            into the semantic LM's distribution (0: none; :class:`_CacheMixedStream`).
     """
 
     def __init__(
@@ -261,10 +287,14 @@ class AudioLMEngine:
         decode_quantizers: int | None = None,
         adaptation: AdaptationSettings | None = None,
         coarse_guidance: float = 1.0,
+        semantic_cache: float = 0.0,
     ) -> None:
         if not (math.isfinite(coarse_guidance) and coarse_guidance >= 0):
             raise BundleError(f"{name}: coarse_guidance must be >= 0, got {coarse_guidance}")
+        if not 0.0 <= semantic_cache < 1.0:
+            raise BundleError(f"{name}: semantic_cache must be in [0, 1), got {semantic_cache}")
         self.coarse_guidance = float(coarse_guidance)
+        self.semantic_cache = float(semantic_cache)
         self.device = resolve_device(device)
         self.adaptation = adaptation or AdaptationSettings()
         self._adapted = AdaptationCache()
@@ -353,11 +383,12 @@ class AudioLMEngine:
         except GenerationError as exc:
             raise BundleError(f"bundle '{bundle.name}': generation.adaptation: {exc}") from exc
         guidance = bundle.generation.get("coarse_guidance", 1.0)
-        if isinstance(guidance, bool) or not isinstance(guidance, int | float):
-            raise BundleError(
-                f"bundle '{bundle.name}': generation.coarse_guidance must be a number, "
-                f"got {guidance!r}"
-            )
+        cache = bundle.generation.get("semantic_cache", 0.0)
+        for key, value in (("coarse_guidance", guidance), ("semantic_cache", cache)):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise BundleError(
+                    f"bundle '{bundle.name}': generation.{key} must be a number, got {value!r}"
+                )
         decode_quantizers = bundle.generation.get("decode_quantizers")
         if decode_quantizers is not None and (
             isinstance(decode_quantizers, bool) or not isinstance(decode_quantizers, int)
@@ -404,6 +435,7 @@ class AudioLMEngine:
             decode_quantizers=decode_quantizers,
             adaptation=adaptation,
             coarse_guidance=float(guidance),
+            semantic_cache=float(cache),
         )
 
     # -- request helpers -----------------------------------------------------------------------
@@ -706,7 +738,12 @@ class AudioLMEngine:
             kq = self.decode_quantizers
             decoder.push(codes[:, :kq, -PRIME_FRAMES:])  # primes the state; its audio is unused
             used = semantic.shape[1]
-            sem_stream = _Stream(stages["semantic"], semantic[:, used - s_keep :])
+            sem_ids = semantic[:, used - s_keep :]
+            sem_stream = (
+                _CacheMixedStream(stages["semantic"], sem_ids, mix=self.semantic_cache)
+                if self.semantic_cache > 0
+                else _Stream(stages["semantic"], sem_ids)
+            )
             coarse_ids = layout.coarse_sequence(
                 semantic[:, used - c_keep :], codes[:, :qc, (s_p - c_keep) * r - base :]
             )[0]

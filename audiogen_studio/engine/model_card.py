@@ -146,6 +146,7 @@ def update_bundle(
     decode_quantizers: int | None = None,
     adaptation: Mapping[str, Any] | None = None,
     coarse_guidance: float | None = None,
+    semantic_cache: float | None = None,
 ) -> BundleInfo:
     """Set ``version`` / ``description`` and merge ``metrics`` sections into ``bundle.json``.
 
@@ -157,7 +158,9 @@ def update_bundle(
     its prompt adaptation defaults (``generation.adaptation``, checked as
     :class:`~audiogen_studio.engine.prompt_adaptation.AdaptationSettings`; an empty mapping
     removes them). ``coarse_guidance`` sets the coarse stage's classifier-free guidance scale
-    (``generation.coarse_guidance``; 1 removes it: no guidance). The manifest is rewritten
+    (``generation.coarse_guidance``; 1 removes it: no guidance); ``semantic_cache`` the weight
+    of the prompt's token frequencies in the semantic stage (``generation.semantic_cache``,
+    in ``[0, 1)``; 0 removes it). The manifest is rewritten
     atomically (temp file + ``os.replace``).
 
     Raises:
@@ -224,6 +227,16 @@ def update_bundle(
             generation.pop("coarse_guidance", None)
         else:
             generation["coarse_guidance"] = float(coarse_guidance)
+    if semantic_cache is not None:
+        if info.kind != "audiolm":
+            raise BundleError(f"bundle '{info.name}' is a {info.kind} bundle: no semantic stage")
+        if not 0.0 <= semantic_cache < 1.0:
+            raise BundleError(f"semantic cache must be in [0, 1), got {semantic_cache}")
+        generation = data.setdefault("generation", {})
+        if semantic_cache:
+            generation["semantic_cache"] = float(semantic_cache)
+        else:
+            generation.pop("semantic_cache", None)
     if not data.get("generation", True):
         del data["generation"]
     write_manifest(folder, data)
@@ -451,6 +464,14 @@ def render_model_card(info: BundleInfo) -> str:
             "(`generation.coarse_guidance`): logits `u + scale·(c − u)` of the coarse LM with "
             "(`c`) and without (`u`) its semantic tokens, so the codes follow the semantic "
             "tokens more closely; the coarse LM runs on two rows for it.",
+        ]
+    cache = info.generation.get("semantic_cache")
+    if isinstance(cache, int | float) and not isinstance(cache, bool) and cache:
+        lines += [
+            "",
+            f"The semantic stage draws from the LM's distribution mixed with {_fmt(cache)} of "
+            "the prompt's own semantic-token frequencies (`generation.semantic_cache`, a cache "
+            "language model), which keeps the continuation among the prompt's tokens.",
         ]
 
     lines += _adaptation_lines(info.generation.get("adaptation"))

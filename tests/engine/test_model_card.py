@@ -319,3 +319,14 @@ def test_coarse_guidance_is_recorded_checked_shown_and_removed(tmp_path: Path) -
     model_card.update_bundle(folder, coarse_guidance=1.0)
     assert "generation" not in json.loads((folder / "bundle.json").read_text())
     assert "guidance" not in model_card.render_model_card(bundles.read_bundle(folder))
+
+
+def test_semantic_cache_is_recorded_checked_shown_and_removed(tmp_path: Path) -> None:
+    folder = _trained_bundle(tmp_path)
+    assert main(["models", "card", str(folder), "--semantic-cache", "0.5"]) == 0
+    assert bundles.read_bundle(folder).generation == {"semantic_cache": 0.5}
+    assert "mixed with 0.5 of the prompt's own" in (folder / "README.md").read_text()
+    with pytest.raises(bundles.BundleError, match=r"in \[0, 1\)"):
+        model_card.update_bundle(folder, semantic_cache=1.0)
+    model_card.update_bundle(folder, semantic_cache=0.0)
+    assert "generation" not in json.loads((folder / "bundle.json").read_text())
