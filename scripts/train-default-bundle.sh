@@ -45,8 +45,14 @@ common=(--data "$DATA" --bundle "$OUT" --threads 1 --device "$DEVICE" --no-progr
 layout=(--coarse-quantizers 3 --fine-quantizers 5)
 
 # 1. semantic tokenizer and acoustic codec are independent: side by side
-$AG train semantic "${common[@]}" --name "$KIND" --config default --steps 3000 --batch 8 \
-  --crop-seconds 2 --kmeans-seconds 300 --time-limit "${SEMANTIC_SECONDS:-3000}" --save-every 250 &
+# music (0.5.0): semantic tokens from pitch-class features, so they carry harmony (nothing to
+# train: k-means of 12 pitch classes, energy and onset); speech: the HuBERT-style encoder
+if [ "$KIND" = music ]; then
+  $AG train semantic "${common[@]}" --name "$KIND" --encoder chroma --kmeans-seconds 1200 &
+else
+  $AG train semantic "${common[@]}" --name "$KIND" --config default --steps 3000 --batch 8 \
+    --crop-seconds 2 --kmeans-seconds 300 --time-limit "${SEMANTIC_SECONDS:-3000}" --save-every 250 &
+fi
 semantic=$!
 init=(); [ -n "${INIT_DECODER:-}" ] && init=(--init-decoder "$INIT_DECODER")
 # the decoder trains at a constant rate; re-runs at lower rates polish it (each resumes)
@@ -76,8 +82,12 @@ $AG train lm-semantic "${common[@]}" "${layout[@]}" --size small --window 250 --
   --batch 16 --time-limit "${LM_SECONDS:-3600}" --save-every 200 --val-every 200 --patience 6 &
 lm_semantic=$!
 sleep 120  # let it write the token cache the other two read
+# music's coarse LM also learns to continue without its semantic tokens (a fifth of the windows
+# drop them), for the classifier-free guidance it generates with (step 3). (Music 0.5.0's grew
+# instead from 0.4.0's coarse LM: --init-from, 1,816 steps without dropout, then 975 with it.)
+dropout=(); [ "$KIND" = music ] && dropout=(--semantic-dropout 0.2)
 $AG train lm-coarse "${common[@]}" "${layout[@]}" --size small --window 100 --steps 20000 \
-  --batch 16 --time-limit "${LM_SECONDS:-3600}" --save-every 200 --val-every 200 &
+  --batch 16 --time-limit "${LM_SECONDS:-3600}" --save-every 200 --val-every 200 "${dropout[@]}" &
 lm_coarse=$!
 $AG train lm-fine "${common[@]}" "${layout[@]}" --size small --window 50 --steps 20000 \
   --batch 16 --time-limit "${LM_SECONDS:-3600}" --save-every 200 --val-every 200
@@ -100,7 +110,10 @@ if [ -n "$best" ]; then $AG models card "$OUT" --stage-temperatures "$best"; fi
 if [ "$KIND" = speech ]; then
   $AG models card "$OUT" --decode-quantizers 3 --adaptation steps=12,lr=8e-4,mix=0.35,blocks=2
 else
-  $AG models card "$OUT" --adaptation steps=8,lr=1.2e-3,mix=1,blocks=2,seconds=1
+  # and music's coarse stage samples with guidance 3, its semantic stage mixes 0.5 of the
+  # prompt's token frequencies in (chosen on the validation prompts; figures in the card)
+  $AG models card "$OUT" --adaptation steps=8,lr=1.2e-3,mix=1,blocks=2,seconds=1 \
+    --coarse-guidance 3 --semantic-cache 0.5
 fi
 
 # 4. measure on held-out audio, record the figures in the bundle, pack it for shipping
