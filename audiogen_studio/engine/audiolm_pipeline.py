@@ -17,6 +17,10 @@ Then, window after window (a short first window so that audio starts early, then
 Before step 1, when the request or the bundle asks for it, the LMs named by the adaptation
 settings (the coarse one by default) are replaced, for this request, by copies fine-tuned for a
 few steps on the prompt's own tokens (:mod:`~audiogen_studio.engine.prompt_adaptation`).
+Two bundle settings steer the sampling: ``generation.semantic_cache`` mixes the prompt's
+semantic-token frequencies into step 1 (:class:`_CacheMixedStream`), and
+``generation.coarse_guidance`` samples step 2 with classifier-free guidance
+(:class:`_GuidedStream`).
 
 So audio is out after one short window, not after the whole semantic sequence. When a stream's
 cache is full its context slides: the cache is reset and re-filled with the last half of its
@@ -226,7 +230,8 @@ class _CacheMixedStream(_Stream):
     model of Kuhn & De Mori 1990): the next id is drawn from ``(1 - mix)·p + mix·q``, ``p`` the
     LM's distribution and ``q`` the add-½ frequencies of the ids the stream starts with (the
     prompt's last semantic tokens). It costs nothing and keeps the continuation among the
-    prompt's tokens, e.g. its pitch classes with a chroma tokenizer.
+    prompt's tokens, e.g. its pitch classes with a chroma tokenizer. The stage's temperature
+    then applies to the mixture's log-probabilities.
     """
 
     def __init__(self, stage: _Stage, tokens: torch.Tensor, *, mix: float) -> None:
