@@ -200,11 +200,6 @@ class _GuidedStream:
         """The conditional sequence ``[B, L]``."""
         return self.inner.tokens[: self.rows]
 
-    @property
-    def unconditional_tokens(self) -> torch.Tensor:
-        """The sequence without semantic ids ``[B, L]``."""
-        return self.inner.tokens[self.rows :]
-
     def _null(self, ids: torch.Tensor, offset: int) -> torch.Tensor:
         """``ids [B, n]`` (starting at sequence position ``offset``) without semantic ids."""
         semantic = (torch.arange(offset, offset + ids.shape[1]) % self.group) == 0

@@ -40,9 +40,12 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from audiogen_studio.models.checkpoint import config_from_dict
-from audiogen_studio.models.semantic import FeatureEncoder, frame_count
+from audiogen_studio.models.semantic import FeatureEncoder, frame_count, pad_to_centred_frames
 
-__all__ = ["ChromaConfig", "ChromaEncoder", "chroma_filterbank"]
+__all__ = ["PITCH_CLASSES", "ChromaConfig", "ChromaEncoder", "chroma_filterbank"]
+
+#: names of the first 12 feature dimensions (and filterbank rows)
+PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
 # MIDI note of A4 and its frequency: pitch class of MIDI note m is m mod 12 (C = 0).
 _A4_MIDI = 69
@@ -157,14 +160,11 @@ class ChromaEncoder(FeatureEncoder):
 
     def _magnitudes(self, audio: torch.Tensor, n_fft: int, window: torch.Tensor) -> torch.Tensor:
         """``|STFT| [B, n_fft/2 + 1, F]`` with frame ``j`` centred on ``j·hop + hop/2``."""
-        frames = frame_count(audio.shape[-1], self.hop)
-        left = n_fft // 2 - self.hop // 2
-        right = n_fft + (frames - 1) * self.hop - left - audio.shape[-1]
-        padded = F.pad(audio, (left, right))
+        padded = pad_to_centred_frames(audio, self.hop, n_fft)
         spec = torch.stft(
             padded, n_fft, hop_length=self.hop, window=window, center=False, return_complex=True
         )
-        return spec.abs()[..., :frames]
+        return spec.abs()[..., : frame_count(audio.shape[-1], self.hop)]
 
     def features(self, audio: torch.Tensor, layer: int) -> torch.Tensor:
         """``audio [B, T]`` → ``[B, ceil(T / hop), 14]`` (layer must be 0)."""
@@ -183,11 +183,6 @@ class ChromaEncoder(FeatureEncoder):
         energy = torch.log(power + 1e-10)  # [B, F]
         onset = (energy - F.pad(energy, (1, 0), value=-23.0)[:, :-1]).clamp_min(0.0)
         return torch.cat((chroma, energy[..., None], onset[..., None]), dim=-1)
-
-    @staticmethod
-    def pitch_class_names() -> tuple[str, ...]:
-        """Names of the first 12 feature dimensions."""
-        return ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
     def extra_repr(self) -> str:
         c = self.config

@@ -85,6 +85,7 @@ __all__ = [
     "frame_count",
     "masked_prediction_loss",
     "named_config",
+    "pad_to_centred_frames",
     "span_mask",
     "token_purity",
     "token_usage",
@@ -102,6 +103,17 @@ class SemanticInputError(AudioError, ValueError):
 def frame_count(length: int, hop: int) -> int:
     """Frames (= tokens) for ``length`` samples: ``ceil(length / hop)``."""
     return -(-int(length) // int(hop))
+
+
+def pad_to_centred_frames(audio: torch.Tensor, hop: int, window: int) -> torch.Tensor:
+    """``audio [..., T]`` zero-padded so that analysis windows of ``window`` samples every
+    ``hop`` give exactly ``ceil(T / hop)`` frames, frame ``j`` centred on ``j·hop + hop/2``
+    (this module's frame convention): ``window/2 - hop/2`` zeros on the left, the rest on the
+    right."""
+    frames = frame_count(audio.shape[-1], hop)
+    left = window // 2 - hop // 2
+    right = window + (frames - 1) * hop - left - audio.shape[-1]
+    return F.pad(audio, (left, right))
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -417,10 +429,7 @@ class MelFrontend(nn.Module):
         )
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        frames = frame_count(audio.shape[-1], self.hop)
-        left = self.n_fft // 2 - self.hop // 2
-        right = self.n_fft + (frames - 1) * self.hop - left - audio.shape[-1]
-        padded = F.pad(audio.float(), (left, right))
+        padded = pad_to_centred_frames(audio.float(), self.hop, self.n_fft)
         with torch.autocast(device_type=audio.device.type, enabled=False):
             mel = self.mel(padded)  # [B, n_mels, F]
         return torch.log(mel.clamp_min(LOG_MEL_FLOOR)).transpose(1, 2)

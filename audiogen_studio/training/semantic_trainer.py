@@ -1154,10 +1154,6 @@ def tokenizer_from_ssl(
     from audiogen_studio.training.encoder_tokenizer import fit_encoder_tokenizer
 
     encoder = load_ssl_encoder(weights, arch=arch, device=resolve_device(device))
-    try:
-        encoder.check_layer(layer)
-    except ValueError as exc:
-        raise TrainingError(f"{Path(weights).name}: {exc}") from exc
     return fit_encoder_tokenizer(
         encoder,
         data,

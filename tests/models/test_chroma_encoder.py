@@ -10,11 +10,15 @@ import torch
 
 from audiogen_studio.audio import synth
 from audiogen_studio.models.checkpoint import load_state
-from audiogen_studio.models.chroma_encoder import ChromaConfig, ChromaEncoder, chroma_filterbank
+from audiogen_studio.models.chroma_encoder import (
+    PITCH_CLASSES,
+    ChromaConfig,
+    ChromaEncoder,
+    chroma_filterbank,
+)
 from audiogen_studio.models.semantic import SemanticTokenizer, build_encoder
 
 RATE = 16_000
-NAMES = ChromaEncoder.pitch_class_names()
 
 
 def _tone(midi: float, seconds: float = 1.0, amplitude: float = 0.3) -> torch.Tensor:
@@ -38,7 +42,7 @@ def test_filterbank_maps_each_band_bin_to_its_pitch_classes() -> None:
     np.testing.assert_allclose(bank[:, band].sum(0), 1.0, atol=1e-6)
     assert not bank[:, ~band].any()
     a4 = int(np.argmin(np.abs(freqs - 440.0)))  # 439.45 Hz: 0.02 semitone flat of A
-    assert NAMES[int(np.argmax(bank[:, a4]))] == "A"
+    assert PITCH_CLASSES[int(np.argmax(bank[:, a4]))] == "A"
 
 
 @pytest.mark.parametrize("samples", [1, 319, 320, 321, 16_000, 16_001])
@@ -65,7 +69,7 @@ def test_a_triad_names_its_three_notes_and_loudness_moves_only_energy() -> None:
     encoder = ChromaEncoder()
     chord = _tone(60) + _tone(64) + _tone(67)  # C E G
     top = set(_mean_chroma(encoder, chord).topk(3).indices.tolist())
-    assert {NAMES[i] for i in top} == {"C", "E", "G"}
+    assert {PITCH_CLASSES[i] for i in top} == {"C", "E", "G"}
     loud, quiet = encoder.features(chord, 0), encoder.features(0.1 * chord, 0)
     torch.testing.assert_close(loud[..., :12], quiet[..., :12], atol=1e-4, rtol=0)
     mid = slice(10, 40)
