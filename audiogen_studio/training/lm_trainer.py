@@ -301,7 +301,8 @@ def _layout_for(bundle: Path, options: LMTrainOptions) -> tuple[TokenLayout, Any
     tokenizer = SemanticTokenizer.from_pretrained(semantic_path).eval()
     stored = None
     for name in ("lm_semantic", "lm_coarse", "lm_fine"):
-        layout = info.components.get(name, {}).get("layout")
+        # an LM's component entry holds its layout in its config (write_component(config=...))
+        layout = info.components.get(name, {}).get("config", {}).get("layout")
         if layout:
             stored = TokenLayout.from_dict(layout)
             break

@@ -192,6 +192,18 @@ def test_patience_stops_when_validation_stops_improving(tmp_path: Path, data: Pa
         train_lm(_lm_options(data, bundle, patience=2, val_every=0))
 
 
+def test_a_stage_keeps_the_layout_the_bundles_lms_stored(tmp_path: Path, data: Path) -> None:
+    torch.set_num_threads(1)
+    bundle = random_audiolm_bundle(tmp_path / "bundle")  # its LMs: 2 coarse + 2 fine codebooks
+    # another coarse split asked for: the bundle's own layout wins, so its LMs still fit together
+    train_lm(_lm_options(data, bundle, stage="semantic", steps=2, val_every=0, coarse_quantizers=1))
+    entry = read_bundle(bundle).components["lm_semantic"]["config"]
+    layout = TokenLayout.from_dict(entry["layout"])
+    assert (layout.coarse_quantizers, layout.fine_quantizers) == (2, 2)
+    with pytest.raises(TrainingError, match="another token layout"):
+        train_lm(_lm_options(data, bundle, stage="fine", steps=2, val_every=0, fine_quantizers=1))
+
+
 def test_init_from_fine_tunes_another_bundles_lm(tmp_path: Path, data: Path) -> None:
     from safetensors.torch import load_file
 
