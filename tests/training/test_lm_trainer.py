@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from audiogen_studio.training.token_cache import encoder_digest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
 from audiolm_stack import random_audiolm_bundle
+from trainer_runs import torchrun
 
 
 @pytest.fixture
@@ -113,19 +112,15 @@ def test_missing_codec_or_tokenizer_is_a_clear_error(tmp_path: Path, data: Path)
 
 @pytest.mark.slow
 def test_torchrun_trains_a_stage_with_two_cpu_processes(tmp_path: Path, data: Path) -> None:
-    torchrun = Path(sys.executable).with_name("torchrun")
-    if not torchrun.is_file():
-        pytest.fail("torchrun is not installed next to this Python")
     bundle = random_audiolm_bundle(tmp_path / "bundle", windows={})
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(
+    proc = torchrun(
         [
-            str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "audiogen_studio",
-            "train", "lm-fine", "--data", str(data), "--bundle", str(bundle), "--size", "tiny",
-            "--window", "8", "--steps", "4", "--batch", "2", "--device", "cpu", "--no-progress",
-            "--save-every", "2", "--json",
+            "-m", "audiogen_studio", "train", "lm-fine", "--data", str(data), "--bundle",
+            str(bundle), "--size", "tiny", "--window", "8", "--steps", "4", "--batch", "2",
+            "--device", "cpu", "--no-progress", "--save-every", "2", "--json",
         ],
-        capture_output=True, text=True, timeout=180, env=env, check=False,
+        tmp_path,
+        timeout=180,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout[proc.stdout.index("{") :])  # only rank 0 prints

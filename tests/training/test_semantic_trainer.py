@@ -7,10 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from trainer_runs import torchrun
 
 from audiogen_studio.audio import synth
 from audiogen_studio.engine.bundles import BundleError, read_bundle
@@ -279,12 +276,6 @@ def test_a_users_ssl_weights_become_the_same_bundle_component(
 
 @pytest.mark.slow
 def test_torchrun_trains_with_two_cpu_processes(riff_dir: Path, tmp_path: Path) -> None:
-    torchrun = Path(sys.executable).with_name("torchrun")
-    if not torchrun.is_file():
-        found = shutil.which("torchrun")
-        if found is None:
-            pytest.skip("torchrun is not installed next to this Python")
-        torchrun = Path(found)
     out = tmp_path / "ddp"
     script = tmp_path / "run.py"
     script.write_text(
@@ -300,11 +291,7 @@ def test_torchrun_trains_with_two_cpu_processes(riff_dir: Path, tmp_path: Path) 
         f"open({str(tmp_path)!r} + f'/rank{{r.rank}}.json', 'w').write("
         "json.dumps({'rank': r.rank, 'world': r.world_size, 'step': r.step}))\n"
     )
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(
-        [str(torchrun), "--standalone", "--nproc_per_node", "2", str(script)],
-        capture_output=True, text=True, timeout=180, env=env, check=False,
-    )  # fmt: skip
+    proc = torchrun([str(script)], tmp_path, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     reports = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("rank*.json"))]
     assert sorted(r["rank"] for r in reports) == [0, 1]

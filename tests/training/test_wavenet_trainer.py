@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from trainer_runs import torchrun
 
 from audiogen_studio.audio import io
 from audiogen_studio.audio.clip import Clip
@@ -381,22 +381,15 @@ def test_cli_trains_and_prints_json(
 
 @pytest.mark.slow
 def test_torchrun_trains_with_two_cpu_processes(tones_dir: Path, tmp_path: Path) -> None:
-    torchrun = Path(sys.executable).with_name("torchrun")
-    if not torchrun.is_file():
-        found = shutil.which("torchrun")
-        if found is None:
-            pytest.skip("torchrun is not installed next to this Python")
-        torchrun = Path(found)
     out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(
+    proc = torchrun(
         [
-            str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "audiogen_studio",
-            "train", "wavenet", "--data", str(tones_dir), "--out", str(out), "--config", "tiny",
-            "--steps", "6", "--batch", "2", "--crop", "200", "--device", "cpu", "--no-progress",
-            "--val-every", "3", "--save-every", "3", "--json",
+            "-m", "audiogen_studio", "train", "wavenet", "--data", str(tones_dir), "--out",
+            str(out), "--config", "tiny", "--steps", "6", "--batch", "2", "--crop", "200",
+            "--device", "cpu", "--no-progress", "--val-every", "3", "--save-every", "3", "--json",
         ],
-        capture_output=True, text=True, timeout=120, env=env, check=False,
+        tmp_path,
+        timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout[proc.stdout.index("{") :])  # only rank 0 prints
