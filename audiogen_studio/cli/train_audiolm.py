@@ -103,11 +103,32 @@ def register(tsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--encoder",
-        choices=("hubert", "chroma"),
+        choices=("hubert", "chroma", "ssl"),
         default="hubert",
         help="hubert (default): train the self-supervised encoder; chroma: no training, "
         "k-means of pitch-class features (12 pitch classes, energy, onset), semantic tokens "
-        "that carry harmony, for music bundles (train lm-semantic and lm-coarse on them after)",
+        "that carry harmony, for music bundles (train lm-semantic and lm-coarse on them after); "
+        "ssl: no training, k-means of one layer of your own HuBERT / wav2vec 2.0 weights "
+        "(--ssl-weights)",
+    )
+    p.add_argument(
+        "--ssl-weights",
+        default=None,
+        metavar="FILE",
+        help="--encoder ssl: a local .safetensors file of a HuBERT or wav2vec 2.0 model "
+        "(torchaudio, Hugging Face or fairseq key names; pickled .pt/.bin files are refused)",
+    )
+    p.add_argument(
+        "--ssl-arch",
+        default=None,
+        help="--encoder ssl: hubert_base, hubert_large, ... (default: the file's metadata, "
+        "else inferred from its tensor shapes)",
+    )
+    p.add_argument(
+        "--layer",
+        type=positive_int,
+        default=6,
+        help="--encoder ssl: the transformer layer whose features are clustered (default 6)",
     )
     p.add_argument("--name", default=None, help="bundle name when the bundle is created")
     p.set_defaults(func=run_semantic, batch=8)
@@ -256,8 +277,10 @@ def run_semantic(args: argparse.Namespace, stop: threading.Event) -> int:
         train_semantic,
     )
 
-    if args.encoder == "chroma":
-        return _run_chroma_tokenizer(args)
+    if args.encoder != "hubert":
+        return _run_encoder_tokenizer(args)
+    if args.ssl_weights is not None:
+        raise CliError("--ssl-weights needs --encoder ssl")
 
     options = SemanticTrainOptions(
         data=args.data,
@@ -296,33 +319,50 @@ def run_semantic(args: argparse.Namespace, stop: threading.Event) -> int:
     return 0
 
 
-def _run_chroma_tokenizer(args: argparse.Namespace) -> int:
-    """``train semantic --encoder chroma``: fit k-means of pitch-class features, no training."""
+def _run_encoder_tokenizer(args: argparse.Namespace) -> int:
+    """``train semantic --encoder chroma|ssl``: fit k-means of a fixed encoder's features (pitch
+    classes, or one layer of the user's own SSL weights); nothing is trained."""
     from audiogen_studio.engine.bundles import BundleError
+    from audiogen_studio.models.ssl_adapter import SSLWeightsError
     from audiogen_studio.training.audio_dataset import TrainingError
     from audiogen_studio.training.encoder_tokenizer import tokenizer_from_chroma
+    from audiogen_studio.training.semantic_trainer import tokenizer_from_ssl
 
     if args.config is not None:
-        raise CliError("--config: the chroma encoder has nothing to train (drop --config)")
+        raise CliError(f"--config: the {args.encoder} encoder has nothing to train (drop --config)")
+    if args.encoder == "ssl" and args.ssl_weights is None:
+        raise CliError("--encoder ssl needs --ssl-weights FILE (a HuBERT / wav2vec 2.0 model)")
+    if args.encoder != "ssl" and args.ssl_weights is not None:
+        raise CliError("--ssl-weights needs --encoder ssl")
     stale = _lms_reading_semantic_tokens(args.bundle)
+    shared = {
+        "n_clusters": args.tokens or 500,
+        "kmeans_seconds": args.kmeans_seconds,
+        "crop_seconds": args.crop_seconds,
+        "seed": args.seed,
+        "name": args.name,
+    }
     started = time.perf_counter()
     try:
-        path = tokenizer_from_chroma(
-            args.data,
-            args.bundle,
-            n_clusters=args.tokens or 500,
-            kmeans_seconds=args.kmeans_seconds,
-            crop_seconds=args.crop_seconds,
-            seed=args.seed,
-            name=args.name,
-        )
-    except (TrainingError, BundleError, ValueError) as exc:
+        if args.encoder == "ssl":
+            path = tokenizer_from_ssl(
+                args.ssl_weights,
+                args.data,
+                args.bundle,
+                arch=args.ssl_arch,
+                layer=args.layer,
+                device=args.device,
+                **shared,
+            )
+        else:
+            path = tokenizer_from_chroma(args.data, args.bundle, **shared)
+    except (TrainingError, BundleError, SSLWeightsError, ValueError) as exc:
         raise CliError(str(exc)) from exc
     seconds = round(time.perf_counter() - started, 3)
     summary = {
         "bundle": str(args.bundle),
         "tokenizer_path": str(path),
-        "encoder": "chroma",
+        "encoder": args.encoder,
         "seconds": seconds,
         "retrain": stale,
     }
@@ -330,7 +370,7 @@ def _run_chroma_tokenizer(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         print(
-            f"chroma semantic tokenizer in {args.bundle} ({args.tokens or 500} tokens), "
+            f"{args.encoder} semantic tokenizer in {args.bundle} ({args.tokens or 500} tokens), "
             f"{seconds:.1f} s; train lm-semantic and lm-coarse on it next"
         )
     if stale:

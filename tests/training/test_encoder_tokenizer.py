@@ -1,4 +1,5 @@
-"""Semantic tokenizers fitted without training: the chroma encoder into a bundle, and its CLI."""
+"""Semantic tokenizers fitted without training: the chroma encoder and a user's SSL weights
+into a bundle, and their CLI."""
 
 from __future__ import annotations
 
@@ -74,3 +75,29 @@ def test_cli_warns_that_the_bundles_lms_read_the_former_tokens(
     args = ["train", "semantic", "--encoder", "chroma", "--data", str(riff_dir)]
     assert main([*args, "--bundle", str(out), "--tokens", "4", "--kmeans-seconds", "4"]) == 0
     assert "lm_coarse read the semantic tokens it had before" in capsys.readouterr().err
+
+
+def test_cli_fits_a_tokenizer_on_the_users_ssl_weights(
+    riff_dir: Path, tmp_path: Path, tiny_ssl_weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "bundle"
+    base = ["train", "semantic", "--data", str(riff_dir), "--bundle", str(out)]
+    fit = ["--tokens", "8", "--kmeans-seconds", "8", "--device", "cpu"]
+    args = [*base, "--encoder", "ssl", "--ssl-weights", str(tiny_ssl_weights), "--layer", "2"]
+    assert main([*args, *fit, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["encoder"] == "ssl"
+    info = read_bundle(out)
+    assert info.components["semantic"]["config"]["encoder"] == "torchaudio-ssl"
+    assert info.components["semantic"]["config"]["n_tokens"] == 8
+    assert SemanticTokenizer.from_pretrained(info.component_path("semantic")).n_tokens == 8
+    # clear one-line errors: no weights, weights without --encoder ssl, a layer it lacks, a pickle
+    assert main([*base, "--encoder", "ssl"]) == 2
+    assert "needs --ssl-weights" in capsys.readouterr().err
+    assert main([*base, "--ssl-weights", str(tiny_ssl_weights)]) == 2
+    assert "needs --encoder ssl" in capsys.readouterr().err
+    assert main([*args[:-1], "3", *fit]) == 2
+    assert "layer must be within 1..2" in capsys.readouterr().err
+    (tmp_path / "w.pt").write_bytes(b"not safetensors")
+    assert main([*base, "--encoder", "ssl", "--ssl-weights", str(tmp_path / "w.pt"), *fit]) == 2
+    assert "safetensors" in capsys.readouterr().err

@@ -22,10 +22,7 @@ from audiogen_studio.engine.bundles import BundleError, read_bundle
 from audiogen_studio.models.checkpoint import load_state
 from audiogen_studio.models.semantic import NAMED_CONFIGS, SemanticInputError, SemanticTokenizer
 from audiogen_studio.models.ssl_adapter import (
-    SSLConfig,
     SSLWeightsError,
-    TorchaudioSSLEncoder,
-    save_ssl_weights,
 )
 from audiogen_studio.training.audio_dataset import TrainingError
 from audiogen_studio.training.semantic_trainer import (
@@ -239,24 +236,9 @@ def test_bad_data_bundles_and_audio_are_clear_errors(riff_dir: Path, tmp_path: P
 
 
 def test_a_users_ssl_weights_become_the_same_bundle_component(
-    riff_dir: Path, tmp_path: Path
+    riff_dir: Path, tmp_path: Path, tiny_ssl_weights: Path
 ) -> None:
-    conv = [[16, 10, 5], [16, 3, 2], [16, 3, 2], [16, 3, 2], [16, 3, 2], [16, 2, 2], [16, 2, 2]]
-    config = SSLConfig(
-        model={
-            "extractor_mode": "group_norm",
-            "extractor_conv_layer_config": conv,
-            "extractor_conv_bias": False,
-            "encoder_embed_dim": 32,
-            "encoder_pos_conv_kernel": 16,
-            "encoder_pos_conv_groups": 4,
-            "encoder_num_layers": 2,
-            "encoder_num_heads": 4,
-            "encoder_ff_interm_features": 64,
-            "encoder_layer_norm_first": False,
-        }
-    )
-    weights = save_ssl_weights(TorchaudioSSLEncoder(config), tmp_path / "w.safetensors", config)
+    weights = tiny_ssl_weights
     out = tmp_path / "bundle"
     path = tokenizer_from_ssl(
         weights, riff_dir, out, layer=2, n_clusters=8, kmeans_seconds=8.0, device="cpu"
