@@ -143,7 +143,8 @@ def register(tsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             f"lm-{stage}",
             help=text,
             description=f"{text}. Tokens are extracted once into BUNDLE/work/ and reused; "
-            "re-run the same command to resume from BUNDLE/checkpoint/.",
+            "re-run the same command to resume from BUNDLE/checkpoint/. --data may also be a "
+            "folder of exported tokens ('train tokens'), so no audio is needed.",
         )
         add_common(p)
         p.add_argument("--size", default="default", help="transformer size: tiny, small or default")
@@ -206,6 +207,65 @@ def register(tsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                 "(generation.coarse_guidance) needs (e.g. 0.2; default 0)",
             )
         p.set_defaults(func=run_lm, stage=stage)
+
+    p = tsub.add_parser(
+        "tokens",
+        help="export a corpus's AudioLM tokens, to train the LM stages elsewhere",
+        description="Tokenise DATA with BUNDLE's codec and semantic tokenizer (cached in "
+        "BUNDLE/work/, as the LM stages do) and write the tokens with a tokens.json to OUT: a "
+        "few MB that 'train lm-<stage> --data OUT --bundle <a copy of BUNDLE>' trains on "
+        "without the audio (e.g. on a GPU machine). The copy needs the codec and semantic "
+        "files, which must be the ones that made the tokens.",
+    )
+    p.add_argument("--data", required=True, metavar="DIR_OR_MANIFEST", help="audio to tokenise")
+    p.add_argument("--bundle", required=True, help="AudioLM bundle with codec and tokenizer")
+    p.add_argument("--out", required=True, help="new folder for the tokens")
+    p.add_argument(
+        "--coarse-quantizers",
+        type=positive_int,
+        default=2,
+        help="codec quantizers of the coarse stage when the bundle has no LMs yet (default 2)",
+    )
+    p.add_argument(
+        "--fine-quantizers",
+        type=positive_int,
+        default=None,
+        help="codec quantizers of the fine stage when the bundle has no LMs yet (default: "
+        "the rest)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=run_tokens)
+
+
+def run_tokens(args: argparse.Namespace) -> int:
+    """Export a corpus's tokens."""
+    from audiogen_studio.engine.bundles import BundleError
+    from audiogen_studio.training.audio_dataset import TrainingError
+    from audiogen_studio.training.lm_trainer import export_tokens
+    from audiogen_studio.training.token_cache import read_token_export
+
+    try:
+        out = export_tokens(
+            args.data,
+            args.bundle,
+            args.out,
+            coarse_quantizers=args.coarse_quantizers,
+            fine_quantizers=args.fine_quantizers,
+            progress=not args.no_progress,
+        )
+        _, meta = read_token_export(out)
+    except (TrainingError, BundleError, ValueError) as exc:
+        raise CliError(str(exc)) from exc
+    summary = {"out": str(out), **meta}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(
+            f"{meta['train_tokens']:,} train and {meta['valid_tokens']:,} validation semantic "
+            f"tokens ({meta['train_hours']:.2f} h of audio) in {out}"
+        )
+    return 0
 
 
 @interruptible

@@ -12,6 +12,9 @@
   (conditioning interleaved frame by frame), and minimises next-token cross-entropy on the
   stage's own positions (semantic: all; coarse: the coarse ids; fine: the fine ids), AdamW with
   warm-up and cosine decay, gradient clipping;
+- ``data`` may instead be a folder of tokens that :func:`export_tokens` wrote (``train tokens``),
+  checked against the bundle's tokenizer weights and layout: the stages then train where the
+  audio is not (the same tokens, so the same run);
 - ``init_from`` fine-tunes: a new run starts from another bundle's ``lm_<stage>`` (e.g. a shipped
   default, continued on your own material) instead of random weights;
 - resumable from ``BUNDLE/checkpoint/lm_<stage>/`` (a resume on other ``data`` restarts the
@@ -63,7 +66,13 @@ from audiogen_studio.training.common import (
     finite_or_none,
     progress_bar,
 )
-from audiogen_studio.training.token_cache import TokenCorpus, encoder_digest, file_digest
+from audiogen_studio.training.token_cache import (
+    TokenCorpus,
+    encoder_digest,
+    file_digest,
+    is_token_export,
+    read_token_export,
+)
 from audiogen_studio.training.waveform_dataset import WaveformDataset
 
 log = logging.getLogger(__name__)
@@ -340,10 +349,7 @@ def tokenize_corpus(
     progress: bool,
 ) -> TokenCorpus:
     """Tokens of ``dataset`` with the bundle's codec and tokenizer (cached in BUNDLE/work)."""
-    info = read_bundle(bundle)
-    key = encoder_digest(info.component_path("codec")) + file_digest(
-        info.component_path("semantic")
-    )
+    key = tokenizer_key(bundle)
     hop = int(tokenizer.hop)
     n_q = layout.quantizers
 
@@ -379,6 +385,120 @@ def tokenize_corpus(
     finally:
         for bar in bars:
             bar.close()
+
+
+@dataclass(frozen=True)
+class TokenSource:
+    """What the trainer records of the data its tokens came from."""
+
+    valid_key: str  # :func:`validation_key` of the audio
+    sample_rate: int
+    train_hours: float
+
+
+def tokenizer_key(bundle: Path) -> str:
+    """Digests of the weights that make a bundle's tokens (the codec's encoder side and the
+    semantic tokenizer's file): equal keys, equal tokens."""
+    info = read_bundle(bundle)
+    return encoder_digest(info.component_path("codec")) + file_digest(
+        info.component_path("semantic")
+    )
+
+
+def _tokenised_audio(
+    options: LMTrainOptions,
+    bundle: Path,
+    layout: TokenLayout,
+    codec: Any,
+    tokenizer: Any,
+    dinfo: DistInfo,
+) -> tuple[TokenCorpus, TokenSource]:
+    """Tokens of ``options.data`` (audio), rank 0 writing the caches, the others reading them."""
+    dataset: WaveformDataset | None = None
+    corpus: TokenCorpus | None = None
+    rate = int(codec.config.sample_rate)
+    for write in (True, False):
+        if dinfo.main == write:
+            dataset = WaveformDataset.prepare(
+                options.data, sample_rate=rate, cache_dir=bundle / WORK_DIR, write_cache=write
+            )
+            corpus = tokenize_corpus(
+                bundle, dataset, codec, tokenizer, layout, write=write, progress=options.progress
+            )
+        dinfo.barrier()
+    assert dataset is not None and corpus is not None
+    source = TokenSource(validation_key(dataset), int(dataset.sample_rate), dataset.train_hours)
+    return corpus, source
+
+
+def exported_tokens(
+    folder: str | Path, bundle: Path, layout: TokenLayout
+) -> tuple[TokenCorpus, TokenSource]:
+    """The tokens of an :func:`export_tokens` folder, checked against ``bundle``.
+
+    Raises:
+        TrainingError: the export was made by other tokenizer weights or for another layout.
+    """
+    corpus, meta = read_token_export(folder)
+    if meta.get("tokenizer_key") != tokenizer_key(bundle):
+        raise TrainingError(
+            f"{folder}: these tokens were extracted with another codec or semantic tokenizer "
+            f"than {bundle}'s (export them again with 'train tokens --bundle {bundle}')"
+        )
+    exported = TokenLayout.from_dict(meta["layout"])
+    if exported != layout:
+        raise TrainingError(
+            f"{folder}: tokens exported for the layout {exported}, the bundle's LMs use {layout}"
+        )
+    source = TokenSource(
+        str(meta["validation_key"]), int(meta["sample_rate"]), float(meta["train_hours"])
+    )
+    return corpus, source
+
+
+def export_tokens(
+    data: str | Path,
+    bundle: str | Path,
+    out: str | Path,
+    *,
+    coarse_quantizers: int = 2,
+    fine_quantizers: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Tokenise ``data`` with ``bundle``'s codec and semantic tokenizer (through the bundle's
+    token cache, as a training run does) and export the tokens to ``out`` for the LM stages to
+    train on elsewhere (``train lm-<stage> --data OUT --bundle <a copy of the bundle>``).
+
+    The layout is the bundle's LMs' when it has any, else ``coarse_quantizers`` /
+    ``fine_quantizers``. Returns ``out``.
+    """
+    bundle = Path(bundle).expanduser()
+    options = LMTrainOptions(
+        stage="semantic",
+        data=data,
+        bundle=bundle,
+        coarse_quantizers=coarse_quantizers,
+        fine_quantizers=fine_quantizers,
+        progress=progress,
+    )
+    options.check()
+    layout, codec, tokenizer = _layout_for(bundle, options)
+    corpus, source = _tokenised_audio(
+        options, bundle, layout, codec, tokenizer, DistInfo(1, 0, 0, False)
+    )
+    meta = {
+        "tokenizer_key": tokenizer_key(bundle),
+        "layout": layout.to_dict(),
+        "validation_key": source.valid_key,
+        "sample_rate": source.sample_rate,
+        "train_hours": round(source.train_hours, 6),
+        "train_tokens": corpus.train_tokens,
+        "valid_tokens": 0 if corpus.valid is None else int(corpus.valid.semantic.shape[0]),
+        "data": str(data),
+        "bundle": str(bundle),
+        "audiogen_studio": __version__,
+    }
+    return corpus.export(out, meta)
 
 
 def _lr_at(step: int, options: LMTrainOptions) -> float:
@@ -452,25 +572,10 @@ def _train(
     dinfo.barrier()
     resume = ckpt.read_state()
 
-    dataset: WaveformDataset | None = None
-    corpus: TokenCorpus | None = None
-    rate = int(codec.config.sample_rate)
-    for write in (True, False):
-        if dinfo.main == write:
-            dataset = WaveformDataset.prepare(
-                options.data, sample_rate=rate, cache_dir=bundle / WORK_DIR, write_cache=write
-            )
-            corpus = tokenize_corpus(
-                bundle,
-                dataset,
-                codec,
-                tokenizer,
-                layout,
-                write=write,
-                progress=options.progress,
-            )
-        dinfo.barrier()
-    assert dataset is not None and corpus is not None
+    if is_token_export(options.data):
+        corpus, source = exported_tokens(options.data, bundle, layout)
+    else:
+        corpus, source = _tokenised_audio(options, bundle, layout, codec, tokenizer, dinfo)
     del codec, tokenizer
 
     window = options.window or DEFAULT_WINDOWS[stage]
@@ -524,7 +629,7 @@ def _train(
     best_file = bundle / "checkpoint" / f"{component}.best.safetensors"
     best: dict[str, Any] | None = None  # {"step", "val_loss"} of best_file
     stale = 0  # validations in a row without a new best
-    valid_key = validation_key(dataset)
+    valid_key = source.valid_key
     init_from = initial.source if initial is not None else None
     if resume is not None:
         ckpt.load({"model": model}, {"optimizer": optimizer}, device)
@@ -703,7 +808,7 @@ def _train(
             component,
             file=file,
             config={"lm": config.to_dict(), "layout": layout.to_dict(), "window": window},
-            sample_rate=int(dataset.sample_rate),
+            sample_rate=source.sample_rate,
             training={
                 "data": str(options.data),
                 "init_from": init_from,
@@ -719,7 +824,7 @@ def _train(
                     if options.semantic_dropout
                     else {}
                 ),
-                "train_hours": round(dataset.train_hours, 6),
+                "train_hours": round(source.train_hours, 6),
                 "train_tokens": corpus.train_tokens,
                 "device": str(device),
                 "world_size": dinfo.world,

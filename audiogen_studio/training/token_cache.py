@@ -14,6 +14,11 @@ codec's encoder side (:func:`encoder_digest`: everything but its decoder) and th
 tokenizer's file, so re-fitting a codec's codebooks invalidates the tokens, while a resumed LM run
 and a codec whose decoder alone trained on reuse them (Borsos et al. 2022 train each stage on
 precomputed tokens too).
+
+:meth:`TokenCorpus.export` writes the same arrays with a ``tokens.json`` (the weights key, the
+token layout, the validation split's key, hours) to a folder of its own, and
+:func:`read_token_export` reads it back: the LM stages then train on another machine (a GPU box)
+from a few MB of tokens instead of the audio.
 """
 
 from __future__ import annotations
@@ -38,6 +43,12 @@ from audiogen_studio.training.waveform_dataset import WaveformDataset
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
+EXPORT_FILE = "tokens.json"
+EXPORT_FORMAT = 1
+#: What ``tokens.json`` must say: what made the tokens, their layout, and what the trainer records.
+EXPORT_KEYS = (
+    "ratio", "tokenizer_key", "layout", "validation_key", "sample_rate", "train_hours"
+)  # fmt: skip
 Split = Literal["train", "valid"]
 Encoder = Callable[[npt.NDArray[np.float32]], tuple[npt.NDArray[Any], npt.NDArray[Any]]]
 
@@ -199,10 +210,58 @@ class TokenCorpus:
             ac[row] = data.acoustic[:, start * self.ratio : (start + n) * self.ratio]
         return torch.from_numpy(sem), torch.from_numpy(ac)
 
+    def export(self, folder: str | Path, meta: dict[str, Any]) -> Path:
+        """Write the arrays and ``folder/tokens.json`` (``meta`` plus the format); returns the
+        folder. ``meta`` says what made the tokens (see :func:`read_token_export`)."""
+        folder = Path(folder).expanduser()
+        if folder.exists() and not (folder / EXPORT_FILE).is_file() and any(folder.iterdir()):
+            raise TrainingError(f"{folder}: not empty and not a token export; pick a new folder")
+        _write(folder, self.train, self.valid, prune=False)
+        body = {"format": EXPORT_FORMAT, "ratio": self.ratio, **meta}
+        (folder / EXPORT_FILE).write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
+        return folder
+
     @property
     def train_tokens(self) -> int:
         """Semantic tokens in the train split."""
         return int(self.train.semantic.shape[0])
+
+
+def is_token_export(path: str | Path) -> bool:
+    """Whether ``path`` is a folder written by :meth:`TokenCorpus.export`."""
+    return (Path(path).expanduser() / EXPORT_FILE).is_file()
+
+
+def read_token_export(folder: str | Path) -> tuple[TokenCorpus, dict[str, Any]]:
+    """The tokens (memory-mapped) and the ``tokens.json`` of an export.
+
+    Raises:
+        TrainingError: no export there, another format, or missing or damaged arrays.
+    """
+    folder = Path(folder).expanduser()
+    try:
+        meta = json.loads((folder / EXPORT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise TrainingError(f"{folder}: cannot read {EXPORT_FILE} ({exc})") from exc
+    if not isinstance(meta, dict) or meta.get("format") != EXPORT_FORMAT:
+        raise TrainingError(f"{folder}: a token export of another format than {EXPORT_FORMAT}")
+    missing = [k for k in EXPORT_KEYS if k not in meta]
+    if missing:
+        raise TrainingError(f"{folder}: {EXPORT_FILE} lacks {', '.join(missing)}")
+    try:
+        train = _load(folder, "train")
+        valid = _load(folder, "valid")
+    except (OSError, ValueError) as exc:
+        raise TrainingError(f"{folder}: damaged token arrays ({exc})") from exc
+    if train is None:
+        raise TrainingError(f"{folder}: the export has no train tokens")
+    for name, split in (("train", train), ("valid", valid)):
+        if split is not None and (
+            split.acoustic.shape[1] != split.semantic.shape[0] * int(meta["ratio"])
+            or int(split.segments[-1, 1]) != split.semantic.shape[0]
+        ):
+            raise TrainingError(f"{folder}: the {name} arrays do not fit each other")
+    return TokenCorpus(train=train, valid=valid, ratio=int(meta["ratio"])), meta
 
 
 def _dtype(limit: int) -> type[np.integer[Any]]:
@@ -232,7 +291,11 @@ def _load(folder: Path, name: str) -> TokenSplit | None:
     )
 
 
-def _write(folder: Path, train: TokenSplit, valid: TokenSplit | None) -> None:
+def _write(
+    folder: Path, train: TokenSplit, valid: TokenSplit | None, *, prune: bool = True
+) -> None:
+    """Write the splits into ``folder`` (replaced whole); ``prune`` removes the other
+    ``tokens-*`` caches beside it."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.parent / f".{folder.name}.{os.getpid()}.partial"
     if tmp.exists():
@@ -249,7 +312,7 @@ def _write(folder: Path, train: TokenSplit, valid: TokenSplit | None) -> None:
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)
-        for stale in folder.parent.glob("tokens-*"):
+        for stale in folder.parent.glob("tokens-*") if prune else ():
             if stale != folder and stale.is_dir():
                 shutil.rmtree(stale, ignore_errors=True)
     finally:

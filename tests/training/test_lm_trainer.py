@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -13,9 +14,10 @@ import torch
 from audiogen_studio.audio import io, synth
 from audiogen_studio.engine.bundles import read_bundle
 from audiogen_studio.models.audiolm_layout import TokenLayout
+from audiogen_studio.models.semantic import SemanticTokenizer
 from audiogen_studio.training.audio_dataset import TrainingError
-from audiogen_studio.training.lm_trainer import LMTrainOptions, train_lm
-from audiogen_studio.training.token_cache import encoder_digest
+from audiogen_studio.training.lm_trainer import LMTrainOptions, export_tokens, train_lm
+from audiogen_studio.training.token_cache import encoder_digest, read_token_export
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
 from audiolm_stack import random_audiolm_bundle
@@ -308,3 +310,82 @@ def test_an_unreadable_codec_file_is_a_clear_error(tmp_path: Path) -> None:
     broken.write_bytes(b"not a checkpoint")
     with pytest.raises(TrainingError, match="cannot read codec weights"):
         encoder_digest(broken)
+
+
+def test_exported_tokens_train_a_stage_as_the_audio_does(tmp_path: Path, data: Path) -> None:
+    from safetensors.torch import load_file
+
+    torch.set_num_threads(1)
+    from_audio = random_audiolm_bundle(tmp_path / "audio-bundle")
+    train_lm(_lm_options(data, from_audio, steps=12, val_every=6))
+    exporter = random_audiolm_bundle(tmp_path / "exporter")  # the same weights (seeded)
+    out = export_tokens(data, exporter, tmp_path / "tokens", progress=False)
+    corpus, meta = read_token_export(out)
+    assert corpus.train_tokens == meta["train_tokens"] > 0 and meta["valid_tokens"] > 0
+    assert meta["layout"] == read_bundle(exporter).components["lm_coarse"]["config"]["layout"]
+    # elsewhere: a copy of the bundle and the tokens, no audio
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(exporter, elsewhere, ignore=shutil.ignore_patterns("work"))
+    shutil.move(str(out), tmp_path / "moved")
+    train_lm(_lm_options(tmp_path / "moved", elsewhere, steps=12, val_every=6))
+    a, b = read_bundle(from_audio), read_bundle(elsewhere)
+    assert a.metrics["lm_coarse"]["val_loss"] == b.metrics["lm_coarse"]["val_loss"]
+    assert a.training["lm_coarse"]["train_hours"] == b.training["lm_coarse"]["train_hours"]
+    wa, wb = load_file(a.component_path("lm_coarse")), load_file(b.component_path("lm_coarse"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not (elsewhere / "work").exists()  # nothing was tokenised there
+
+
+def test_exported_tokens_refuse_other_tokenizers_layouts_and_damage(
+    tmp_path: Path, data: Path
+) -> None:
+    torch.set_num_threads(1)
+    bundle = random_audiolm_bundle(tmp_path / "bundle")
+    out = export_tokens(data, bundle, tmp_path / "tokens", progress=False)
+    other = random_audiolm_bundle(tmp_path / "other")
+    with torch.no_grad():  # another semantic tokenizer: other tokens
+        tokenizer = SemanticTokenizer.from_pretrained(other / "semantic.safetensors")
+        tokenizer.centroids.mul_(2.0)
+        tokenizer.save(other / "semantic.safetensors")
+    with pytest.raises(TrainingError, match="another codec or semantic tokenizer"):
+        train_lm(_lm_options(out, other, steps=2, val_every=0))
+    fresh = random_audiolm_bundle(tmp_path / "fresh", windows={})
+    for stage in ("semantic", "coarse", "fine"):
+        (fresh / f"lm_{stage}.safetensors").unlink()
+    info = json.loads((fresh / "bundle.json").read_text())
+    info["components"] = {k: v for k, v in info["components"].items() if not k.startswith("lm_")}
+    (fresh / "bundle.json").write_text(json.dumps(info))
+    with pytest.raises(TrainingError, match="tokens exported for the layout"):
+        train_lm(_lm_options(out, fresh, steps=2, val_every=0, coarse_quantizers=1))
+    meta = json.loads((out / "tokens.json").read_text())
+    (out / "tokens.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "layout"}))
+    with pytest.raises(TrainingError, match="lacks layout"):
+        read_token_export(out)
+    (out / "tokens.json").write_text(json.dumps(meta))
+    np.save(out / "train.semantic.npy", np.zeros(3, dtype=np.int16))
+    with pytest.raises(TrainingError, match="do not fit each other"):
+        read_token_export(out)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    with pytest.raises(TrainingError, match="not empty"):
+        export_tokens(data, bundle, tmp_path / "busy", progress=False)
+    assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
+
+
+def test_cli_exports_tokens_and_a_stage_trains_on_them(
+    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from audiogen_studio.cli.main import main
+
+    torch.set_num_threads(1)
+    bundle = random_audiolm_bundle(tmp_path / "bundle")
+    out = tmp_path / "tokens"
+    args = ["train", "tokens", "--data", str(data), "--bundle", str(bundle), "--out", str(out)]
+    assert main([*args, "--no-progress", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["out"] == str(out) and summary["train_tokens"] > 0
+    lm = ["train", "lm-fine", "--data", str(out), "--bundle", str(bundle), "--size", "tiny"]
+    assert main([*lm, "--window", "8", "--steps", "3", "--batch", "2", "--no-progress"]) == 0
+    assert read_bundle(bundle).training["lm_fine"]["data"] == str(out)
+    assert main([*args[:-1], str(tmp_path / "data")]) == 2  # a folder of audio, not empty
+    assert "not empty" in capsys.readouterr().err
