@@ -162,6 +162,19 @@ def portaudio() -> Any:
         unavailable(str(exc))
 
 
+@pytest.fixture
+def riff_pair(tmp_path: Path) -> Path:
+    """``tmp_path/data``: two renditions of the riff (``synth.riff(repeats=2)``, seeds 0 and 1),
+    a folder of WAV files to train on."""
+    from audiogen_studio.audio import io, synth
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for i in range(2):
+        io.save(synth.riff(repeats=2, seed=i), folder / f"riff{i}.wav")
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_wavenet_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A models folder holding ``tiny``: a tiny WaveNet trained on 440 + 1100 Hz (~8 s, CPU).

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from audiogen_studio.audio import io, synth
+from audiogen_studio.audio import synth
 from audiogen_studio.engine.api import GenerationRequest
 from audiogen_studio.engine.audiolm_pipeline import AudioLMEngine
 from audiogen_studio.engine.bundles import read_bundle
@@ -114,20 +114,13 @@ def test_audiolm_engine_streams_a_reproducible_take(
     assert not np.array_equal(other[0].generated.samples, first)
 
 
-@pytest.fixture
-def riffs(tmp_path: Path) -> Path:
-    folder = tmp_path / "data"
-    folder.mkdir()
-    for i in range(2):
-        io.save(synth.riff(repeats=2, seed=i), folder / f"riff{i}.wav")
-    return folder
-
-
-def test_lm_trainer_learns_on_the_device(device: torch.device, riffs: Path, tmp_path: Path) -> None:
+def test_lm_trainer_learns_on_the_device(
+    device: torch.device, riff_pair: Path, tmp_path: Path
+) -> None:
     bundle = random_audiolm_bundle(tmp_path / "bundle", windows={})
     options = LMTrainOptions(
         stage="coarse",
-        data=riffs,
+        data=riff_pair,
         bundle=bundle,
         steps=30,
         batch=4,
@@ -148,10 +141,10 @@ def test_lm_trainer_learns_on_the_device(device: torch.device, riffs: Path, tmp_
 
 
 def test_mel_codec_gan_phase_runs_on_the_device(
-    device: torch.device, riffs: Path, tmp_path: Path
+    device: torch.device, riff_pair: Path, tmp_path: Path
 ) -> None:
     options = MelCodecTrainOptions(
-        data=riffs,
+        data=riff_pair,
         out=tmp_path / "codec",
         config="tiny",
         steps=6,

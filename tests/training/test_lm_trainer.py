@@ -25,12 +25,8 @@ from trainer_runs import torchrun
 
 
 @pytest.fixture
-def data(tmp_path: Path) -> Path:
-    folder = tmp_path / "data"
-    folder.mkdir()
-    for i in range(2):
-        io.save(synth.riff(repeats=2, seed=i), folder / f"riff{i}.wav")
-    return folder
+def data(riff_pair: Path) -> Path:
+    return riff_pair
 
 
 def test_layout_round_trips_and_ranges() -> None:
