@@ -445,7 +445,10 @@ def exported_tokens(
             f"{folder}: these tokens were extracted with another codec or semantic tokenizer "
             f"than {bundle}'s (export them again with 'train tokens --bundle {bundle}')"
         )
-    exported = TokenLayout.from_dict(meta["layout"])
+    try:
+        exported = TokenLayout.from_dict(meta["layout"])
+    except (TypeError, ValueError, KeyError) as exc:
+        raise TrainingError(f"{folder}: a damaged layout in its tokens.json ({exc})") from exc
     if exported != layout:
         raise TrainingError(
             f"{folder}: tokens exported for the layout {exported}, the bundle's LMs use {layout}"

@@ -258,6 +258,8 @@ def read_token_export(folder: str | Path) -> tuple[TokenCorpus, dict[str, Any]]:
     for name, split in (("train", train), ("valid", valid)):
         if split is not None and (
             split.acoustic.shape[1] != split.semantic.shape[0] * int(meta["ratio"])
+            or split.segments.ndim != 2
+            or split.segments.shape[0] == 0
             or int(split.segments[-1, 1]) != split.semantic.shape[0]
         ):
             raise TrainingError(f"{folder}: the {name} arrays do not fit each other")
