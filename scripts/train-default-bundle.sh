@@ -70,18 +70,18 @@ if [ -n "${GAN_MINUTES:-}" ]; then
   $AG train mel-codec "${common[@]}" "${codec[@]}" --minutes "$GAN_MINUTES" --lr 5e-5 \
     --discriminator small
 fi
+wait $semantic
 # GPU_DECODER_SECONDS=S (with DEVICE=cuda) polishes the decoder further at batch 64: speech
 # 0.4.2's decoder is 0.4.1's after 8,283 + 9,716 such steps (665 s on an H100, a fresh 42-min
 # random subset of the train split each time), which raised PESQ-wb on the 24 test clips from
 # 1.86 to 1.91 where the CPU's batch-32 steps had stopped helping (README). --init-codec keeps
-# the codebooks, so the LMs' tokens stay valid.
+# the codebooks, so the LMs' tokens stay valid. (After the semantic stage: both write bundle.json.)
 if [ -n "${GPU_DECODER_SECONDS:-}" ]; then
   gpu=(--data "$DATA" --device "$DEVICE" --threads 8 --no-progress --name "$KIND")
   $AG train mel-codec "${gpu[@]}" --bundle "$OUT-gpu-decoder" --init-codec "$OUT" --batch 64 \
     --lr 5e-5 --segment 1 --val-every 1000 --save-every 2000 --time-limit "$GPU_DECODER_SECONDS"
   $AG models adopt "$OUT" "$OUT-gpu-decoder" codec
 fi
-wait $semantic
 
 # 2. the three LMs; the semantic stage first tokenises the corpus into OUT/work/ for the others.
 # (The shipped 0.3.0 LMs grew in steps instead: trained on the smaller corpus first, then
