@@ -216,9 +216,9 @@ class TokenCorpus:
         folder = Path(folder).expanduser()
         if folder.exists() and not (folder / EXPORT_FILE).is_file() and any(folder.iterdir()):
             raise TrainingError(f"{folder}: not empty and not a token export; pick a new folder")
-        _write(folder, self.train, self.valid, prune=False)
         body = {"format": EXPORT_FORMAT, "ratio": self.ratio, **meta}
-        (folder / EXPORT_FILE).write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
+        manifest = {EXPORT_FILE: json.dumps(body, indent=2) + "\n"}
+        _write(folder, self.train, self.valid, prune=False, extra=manifest)
         return folder
 
     @property
@@ -294,9 +294,15 @@ def _load(folder: Path, name: str) -> TokenSplit | None:
 
 
 def _write(
-    folder: Path, train: TokenSplit, valid: TokenSplit | None, *, prune: bool = True
+    folder: Path,
+    train: TokenSplit,
+    valid: TokenSplit | None,
+    *,
+    prune: bool = True,
+    extra: dict[str, str] | None = None,
 ) -> None:
-    """Write the splits into ``folder`` (replaced whole); ``prune`` removes the other
+    """Write the splits (and the text files ``extra`` names) into ``folder``, replaced whole in
+    one rename, so an interrupted write leaves no half folder; ``prune`` removes the other
     ``tokens-*`` caches beside it."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.parent / f".{folder.name}.{os.getpid()}.partial"
@@ -311,6 +317,8 @@ def _write(
             np.save(tmp / f"{name}.acoustic.npy", split.acoustic)
             np.save(tmp / f"{name}.segments.npy", split.segments)
         (tmp / "info.json").write_text(json.dumps({"version": CACHE_VERSION}), encoding="utf-8")
+        for name, text in (extra or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)
