@@ -521,6 +521,28 @@ def _load_mel_codec(source: str | Path, device: torch.device, flag: str) -> MelC
         raise TrainingError(f"{flag} {source}: not a mel codec ({exc})") from exc
 
 
+def _adopted_stage1(source: str | Path) -> dict[str, Any]:
+    """The stage-1 record of a run whose codec comes from ``--init-codec source``.
+
+    The codebooks are the source's, so when the source is a bundle folder its own stage-1
+    record (frames, seconds, ``rel_err`` of the codebook fit) still describes them and is
+    carried over, with ``adopted_from`` added; for a bare ``.safetensors`` file only
+    ``adopted_from`` is known.
+    """
+    record: dict[str, Any] = {}
+    path = Path(source).expanduser()
+    if path.is_dir():
+        try:
+            earlier = read_bundle(path).training.get("codec") or {}
+        except BundleError:
+            earlier = {}
+        stage1 = earlier.get("stage1")
+        if isinstance(stage1, dict):
+            record.update({k: v for k, v in stage1.items() if k != "adopted_from"})
+    record["adopted_from"] = str(source)
+    return record
+
+
 def checkpoint_dir(out: str | Path) -> CheckpointDir:
     """The checkpoint folder of a mel codec bundle: ``out/checkpoint/mel_codec``."""
     return CheckpointDir(Path(out).joinpath(*CHECKPOINT_SUBDIR), state_version=STATE_VERSION)
@@ -710,7 +732,7 @@ def _train(
         if dinfo.main:
             model.load_state_dict(adopted.state_dict())
             state["init_codec"] = str(options.init_codec)
-            state["stage1"] = {"adopted_from": str(options.init_codec)}
+            state["stage1"] = _adopted_stage1(options.init_codec)
             log.info("mel codec (codebooks and decoder) adopted from %s", options.init_codec)
             ckpt.save(modules, optimizers, snapshot(0, 0.0, deque()), configs)
         dinfo.barrier()

@@ -230,11 +230,24 @@ def test_init_codec_keeps_the_tokens_and_fine_tunes_the_decoder(
     assert torch.equal(codes[0], codes[1])
     info = read_bundle(tuned)
     assert info.training["codec"]["init_codec"] == str(source)
-    assert info.training["codec"]["stage1"] == {"adopted_from": str(source)}
+    # the codebooks are the source's, so is the record of their fit (and its error)
+    fitted = read_bundle(source).training["codec"]["stage1"]
+    assert info.training["codec"]["stage1"] == {**fitted, "adopted_from": str(source)}
     assert info.training["codec"]["nq_choices"] == [1]
     # validation measures the counts it trains for
     metrics = info.metrics["codec"]
-    assert {"val_mel_l1", "val_mel_l1_q1"} <= metrics.keys() and "kmeans_rel_err" not in metrics
+    assert {"val_mel_l1", "val_mel_l1_q1"} <= metrics.keys()
+    assert metrics["kmeans_rel_err"] == read_bundle(source).metrics["codec"]["kmeans_rel_err"]
+    # from a bare weights file only its name is known
+    bare = tmp_path / "bare"
+    train_mel_codec(
+        _options(riff_folder, bare, config=None, steps=1, init_codec=source / "codec.safetensors")
+    )
+    bare_info = read_bundle(bare)
+    assert bare_info.training["codec"]["stage1"] == {
+        "adopted_from": str(source / "codec.safetensors")
+    }
+    assert "kmeans_rel_err" not in bare_info.metrics["codec"]
     # bad combinations are refused before training
     with pytest.raises(TrainingError, match="init-codec or --init-decoder"):
         _options(riff_folder, tmp_path / "x", init_codec=source, init_decoder=source).check()
