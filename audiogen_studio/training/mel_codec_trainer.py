@@ -732,7 +732,7 @@ def _train(
         if dinfo.main:
             model.load_state_dict(adopted.state_dict())
             state["init_codec"] = str(options.init_codec)
-            state["stage1"] = _adopted_stage1(options.init_codec)
+            state["stage1"] = _adopted_stage1(str(options.init_codec))
             log.info("mel codec (codebooks and decoder) adopted from %s", options.init_codec)
             ckpt.save(modules, optimizers, snapshot(0, 0.0, deque()), configs)
         dinfo.barrier()
