@@ -206,6 +206,16 @@ def register(tsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                 "the LM also learns to continue without them: what classifier-free guidance "
                 "(generation.coarse_guidance) needs (e.g. 0.2; default 0)",
             )
+        if stage == "semantic":
+            p.add_argument(
+                "--transpose",
+                type=float,
+                default=0.0,
+                metavar="P",
+                help="music bundles with pitch-class tokens (train semantic --encoder chroma): "
+                "probability that a training window is transposed by a random 1-11 semitones, "
+                "so the LM learns every piece in every key (e.g. 0.5; default 0)",
+            )
         p.set_defaults(func=run_lm, stage=stage)
 
     p = tsub.add_parser(
@@ -296,6 +306,7 @@ def run_lm(args: argparse.Namespace, stop: threading.Event) -> int:
         progress=not args.no_progress,
         init_from=args.init_from,
         semantic_dropout=getattr(args, "semantic_dropout", 0.0),
+        transpose=getattr(args, "transpose", 0.0),
     )
     try:
         result = train_lm(options, stop=stop)

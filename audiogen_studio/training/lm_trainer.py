@@ -73,6 +73,7 @@ from audiogen_studio.training.token_cache import (
     is_token_export,
     read_token_export,
 )
+from audiogen_studio.training.transposition import transpose_windows, transposition_table
 from audiogen_studio.training.waveform_dataset import WaveformDataset
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,9 @@ class LMTrainOptions:
             ids are all replaced by the layout's separator id (conditioning dropout, so the LM
             also learns ``p(c_t | c_<t)`` for classifier-free guidance: Ho & Salimans 2022;
             MusicGen §2.4 drops its conditions with probability 0.2). 0: never.
+        transpose: semantic stage of a chroma tokenizer only: the probability that a training
+            window is transposed by a random 1–11 semitones
+            (:mod:`~audiogen_studio.training.transposition`). 0: never.
     """
 
     stage: Stage
@@ -154,6 +158,7 @@ class LMTrainOptions:
     progress: bool = True
     init_from: str | Path | None = None
     semantic_dropout: float = 0.0
+    transpose: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
@@ -166,6 +171,13 @@ class LMTrainOptions:
             raise TrainingError(f"semantic dropout must be in [0, 1), got {self.semantic_dropout}")
         if self.semantic_dropout and self.stage != "coarse":
             raise TrainingError("semantic dropout conditions the coarse stage only")
+        if not 0.0 <= self.transpose <= 1.0:
+            raise TrainingError(f"transpose must be in [0, 1], got {self.transpose}")
+        if self.transpose and self.stage != "semantic":
+            raise TrainingError(
+                "transposition augments the semantic stage only (the acoustic tokens of a "
+                "window cannot be transposed with it)"
+            )
         for name in ("steps", "batch", "coarse_quantizers"):
             if getattr(self, name) < 1:
                 raise TrainingError(f"{name} must be at least 1")
@@ -569,6 +581,7 @@ def _train(
     stage = options.stage
     component = f"lm_{stage}"
     layout, codec, tokenizer = _layout_for(bundle, options)
+    shifts = transposition_table(tokenizer) if options.transpose else None
     ckpt = CheckpointDir(bundle / "checkpoint" / component, state_version=STATE_VERSION)
     if dinfo.main:
         ckpt.recover()
@@ -729,6 +742,8 @@ def _train(
             rng = np.random.default_rng([options.seed, dinfo.rank, step])
             sem, ac = draw("train", rng)
             sem = drop_semantic(sem, layout, options.semantic_dropout, rng)
+            if shifts is not None:
+                sem = transpose_windows(sem, shifts, options.transpose, rng)
             for group in optimizer.param_groups:
                 group["lr"] = _lr_at(step, options)
             with autocast(device, amp_dtype):
@@ -827,6 +842,7 @@ def _train(
                     if options.semantic_dropout
                     else {}
                 ),
+                **({"transpose": options.transpose} if options.transpose else {}),
                 "train_hours": round(source.train_hours, 6),
                 "train_tokens": corpus.train_tokens,
                 "device": str(device),
