@@ -19,7 +19,9 @@ instruments no model trained on):
   standard error (``stderr``); ``real_continuation`` holds the
   same figures for the clips' real next seconds: the ceiling these metrics reach on that data;
   ``codec_continuation`` (AudioLM bundles) scores those real seconds after the bundle's codec
-  with the quantizers its LMs generate: the ceiling the codec leaves the LMs.
+  with the quantizers its LMs generate: the ceiling the codec leaves the LMs. ``per_clip``
+  holds each prompt's figures, so that two runs on the same prompts (same corpus, split,
+  ``--clips`` and ``--seed``) compare prompt by prompt: ``benchmarks/compare_quality.py``.
 - ``vocoder`` (mel WaveNet vocoders only): ``--clips`` held-out speech clips of
   ``--prompt-seconds`` + ``--seconds`` re-synthesized from their log-mel, with the codec
   figures, beside Griffin-Lim from the same mel frames
@@ -51,6 +53,7 @@ from audiogen_studio.evaluation.held_out import (
     evaluate_codec_on_corpus,
     evaluate_continuations,
     load_bundle_codec,
+    take_figures,
 )
 
 
@@ -59,6 +62,10 @@ def _loadavg() -> float | None:
         return round(os.getloadavg()[0], 2)
     except OSError:
         return None
+
+
+def _rounded(figures: dict[str, float | None]) -> dict[str, float | None]:
+    return {k: None if v is None else round(v, report.DECIMALS) for k, v in figures.items()}
 
 
 def _met(summary: dict[str, Any]) -> dict[str, bool | None]:
@@ -221,6 +228,17 @@ def main(argv: list[str] | None = None) -> int:
             "real_continuation": rep.reference_summary,
             "codec_continuation": rep.codec_reference_summary,
             "clips": [f"{c.id} ({c.speaker_id})" for c in rep.clips],
+            # prompt by prompt, so that two runs on the same prompts compare pairwise
+            # (benchmarks/compare_quality.py)
+            "per_clip": [
+                {
+                    "id": c.id,
+                    "model": _rounded(take_figures(c.model)),
+                    "real_continuation": _rounded(take_figures(c.reference)),
+                    "codec_continuation": _rounded(take_figures(c.codec_reference)),
+                }
+                for c in rep.clips
+            ],
         }
         targets.update({f"{kind}_{k}": v for k, v in _met(rep.summary).items()})
     result["targets_met"] = targets

@@ -34,6 +34,7 @@ from audiogen_studio.evaluation.codec_quality import (
 from audiogen_studio.evaluation.common import (
     EvaluationError,
     as_mono,
+    finite,
     mean_or_none,
     resample_mono,
 )
@@ -283,6 +284,37 @@ def _stderr(values: Sequence[float | None]) -> float | None:
     return float(np.std(good, ddof=1) / np.sqrt(len(good)))
 
 
+def take_figures(score: ContinuationScores | None) -> dict[str, float | None]:
+    """The figures of one take, by name (``None`` where a figure could not be measured): the
+    seam's, then speech's or music's. :func:`summarize` averages them; benchmarks write them
+    per prompt so that two runs on the same prompts can be compared prompt by prompt."""
+    if score is None:
+        return {}
+    seam = score.seam
+    out: dict[str, float | None] = {
+        "seam_click_percentile": seam.click_percentile if seam else None,
+        "seam_loudness_percentile": seam.loudness_percentile if seam else None,
+        "seam_click_db": seam.click_db if seam else None,
+        "seam_loudness_jump_db": seam.loudness_jump_db if seam else None,
+    }
+    if score.kind == "speech":
+        sp = score.speech
+        if sp is not None:
+            out["speaker_cosine"] = sp.speaker_cosine
+            out["dnsmos_ovrl"] = sp.dnsmos.ovrl if sp.dnsmos else None
+            out["dnsmos_ovrl_prompt"] = sp.dnsmos_prompt.ovrl if sp.dnsmos_prompt else None
+            out["dnsmos_sig"] = sp.dnsmos.sig if sp.dnsmos else None
+            out["dnsmos_bak"] = sp.dnsmos.bak if sp.dnsmos else None
+            out["pitch_difference_semitones"] = sp.pitch_difference_semitones
+    elif score.music is not None:
+        mu = score.music
+        out["key_score"] = mu.key_score
+        out["tempo_ratio"] = mu.tempo_ratio
+        out["tempo_ratio_folded"] = mu.tempo_ratio_folded
+        out["chroma_correlation"] = mu.chroma_correlation
+    return {k: finite(v) for k, v in out.items()}
+
+
 def summarize(scores: Sequence[ContinuationScores], kind: Kind) -> dict[str, Any]:
     """Mean figures over takes, each with its standard error over the takes (``stderr``: how
     far another set of prompts may move it), next to its target (and the share of takes that
@@ -297,45 +329,30 @@ def summarize(scores: Sequence[ContinuationScores], kind: Kind) -> dict[str, Any
             out["takes_meeting"] = _fraction([target.met(v) for v in values])
         return out
 
-    seams = [s.seam for s in scores]
-    out: dict[str, Any] = {
-        "takes": len(scores),
-        "seam_click_percentile": fig(
-            [s.click_percentile if s else None for s in seams],
-            TARGETS["seam_click_percentile"],
-        ),
-        "seam_loudness_percentile": fig(
-            [s.loudness_percentile if s else None for s in seams],
-            TARGETS["seam_loudness_percentile"],
-        ),
-        "seam_click_db": fig([s.click_db if s else None for s in seams]),
-        "seam_loudness_jump_db": fig([s.loudness_jump_db if s else None for s in seams]),
-    }
+    wanted = {
+        "speech": ("speaker_cosine", "dnsmos_ovrl", "dnsmos_ovrl_prompt", "dnsmos_sig",
+                   "dnsmos_bak", "pitch_difference_semitones"),
+        "music": ("key_score", "tempo_ratio", "tempo_ratio_folded", "chroma_correlation"),
+    }[kind]  # fmt: skip
+    seam_names = ("seam_click_percentile", "seam_loudness_percentile", "seam_click_db",
+                  "seam_loudness_jump_db")  # fmt: skip
+    per_take = [take_figures(s) for s in scores]
+    # the seam over every take; speech's and music's figures over the takes that have them
+    kept = [t for t, s in zip(per_take, scores, strict=True) if getattr(s, kind) is not None]
+    out: dict[str, Any] = {"takes": len(scores)}
+    for name, takes in [(n, per_take) for n in seam_names] + [(n, kept) for n in wanted]:
+        out[name] = fig([t.get(name) for t in takes], TARGETS.get(name))
     if kind == "speech":
-        sp = [s.speech for s in scores if s.speech is not None]
-        out["speaker_cosine"] = fig([s.speaker_cosine for s in sp], TARGETS["speaker_cosine"])
-        out["dnsmos_ovrl"] = fig(
-            [s.dnsmos.ovrl if s.dnsmos else None for s in sp], TARGETS["dnsmos_ovrl"]
-        )
-        out["dnsmos_ovrl_prompt"] = fig(
-            [s.dnsmos_prompt.ovrl if s.dnsmos_prompt else None for s in sp]
-        )
-        out["dnsmos_sig"] = fig([s.dnsmos.sig if s.dnsmos else None for s in sp])
-        out["dnsmos_bak"] = fig([s.dnsmos.bak if s.dnsmos else None for s in sp])
-        pitch = [s.pitch_difference_semitones for s in sp]
-        out["pitch_difference_semitones"] = fig(pitch)
         # the median too: a pitch tracker's octave error (±12) or a take without voiced frames
         # moves the mean of a few takes by semitones
-        tracked = [float(v) for v in pitch if v is not None and np.isfinite(v)]
+        tracked = [
+            float(v)
+            for t in kept
+            if (v := t.get("pitch_difference_semitones")) is not None and np.isfinite(v)
+        ]
         out["pitch_difference_median_semitones"] = figure(
             float(np.median(tracked)) if tracked else None
         )
-    else:
-        mu = [s.music for s in scores if s.music is not None]
-        out["key_score"] = fig([m.key_score for m in mu], TARGETS["key_score"])
-        out["tempo_ratio"] = fig([m.tempo_ratio for m in mu], TARGETS["tempo_ratio"])
-        out["tempo_ratio_folded"] = fig([m.tempo_ratio_folded for m in mu])
-        out["chroma_correlation"] = fig([m.chroma_correlation for m in mu])
     return out
 
 

@@ -23,6 +23,7 @@ from audiogen_studio.evaluation.held_out import (
     ContinuationReport,
     evaluate_continuations,
     held_out_clips,
+    take_figures,
 )
 
 Say = Callable[..., npt.NDArray[np.float32]]
@@ -165,6 +166,13 @@ def test_music_continuations_are_scored_for_key_and_tempo(tmp_path: Path) -> Non
     assert "speaker_cosine" not in s
     assert report.clips[0].model.music is not None
     assert report.clips[0].model.music.key_prompt == "C major"
+    # the per-take figures are what the summary averages (one take here)
+    figures = take_figures(report.clips[0].model)
+    assert figures["key_score"] == s["key_score"]["value"]
+    assert figures["chroma_correlation"] == pytest.approx(
+        s["chroma_correlation"]["value"], abs=1e-4
+    )
+    assert "speaker_cosine" not in figures and take_figures(None) == {}
 
 
 class _HalfGainCodec:
