@@ -62,6 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if args.command == "train" and getattr(args, "no_progress", False):
+        # no progress bar (a log file, a cluster job): each validation is a line on stderr
+        logging.getLogger("audiogen_studio.training").setLevel(logging.INFO)
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()

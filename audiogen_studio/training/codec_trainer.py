@@ -772,6 +772,12 @@ def _train(
                     state["history"].append(
                         {"step": step, "recon": state["train_loss"], "val": val}
                     )
+                    log.info(
+                        "codec step %d/%d: validation %s",
+                        step,
+                        options.steps,
+                        ", ".join(f"{k} {v:.4f}" for k, v in val.items()),
+                    )
                 if options.save_every and step % options.save_every == 0:
                     ckpt.save(modules, optimizers, snapshot(), configs)
                 elapsed = time.perf_counter() - loop_start

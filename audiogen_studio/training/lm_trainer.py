@@ -763,6 +763,15 @@ def _train(
                 if options.val_every and step % options.val_every == 0:
                     val_loss = validate()
                     note_validation(val_loss)
+                    log.info(
+                        "lm-%s step %d/%d: train loss %.4f, validation %s%s",
+                        stage,
+                        step,
+                        options.steps,
+                        sum(recent) / len(recent),
+                        "-" if val_loss is None else f"{val_loss:.4f}",
+                        " (best)" if best is not None and best["step"] == step else "",
+                    )
                     history.append(
                         {"step": step, "loss": sum(recent) / len(recent), "val": val_loss}
                     )

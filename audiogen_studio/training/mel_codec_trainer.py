@@ -877,7 +877,13 @@ def _train(
                 if options.val_every and step % options.val_every == 0 and step < options.steps:
                     val = validate_now()
                     state["history"].append({"step": step, "loss": state["train_loss"], "val": val})
-                    log.info("step %d: val mel L1 %.4f", step, val["mel"])
+                    log.info(
+                        "mel-codec step %d/%d: train loss %.4f, validation mel L1 %.4f",
+                        step,
+                        options.steps,
+                        state["train_loss"],
+                        val["mel"],
+                    )
                 if options.save_every and step % options.save_every == 0:
                     seconds = base_seconds + time.perf_counter() - started
                     ckpt.save(modules, optimizers, snapshot(step, seconds, recent), configs)

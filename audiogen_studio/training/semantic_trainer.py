@@ -979,6 +979,14 @@ def _train(
                 boundary = step == end and step < options.steps
                 if (options.val_every and step % options.val_every == 0) or boundary:
                     val_loss, val_acc = validate_now()
+                    log.info(
+                        "semantic step %d/%d (iteration %d): train loss %.4f, validation %s",
+                        step,
+                        options.steps,
+                        core.iteration,
+                        state["train_loss"],
+                        "-" if val_loss is None else f"{val_loss:.4f}",
+                    )
                     state["history"].append(
                         {
                             "step": step,

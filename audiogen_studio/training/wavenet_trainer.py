@@ -486,6 +486,13 @@ def _train(
                     state["history"].append(
                         {"step": step, "loss": state["train_loss"], "val_loss": val_loss}
                     )
+                    log.info(
+                        "wavenet step %d/%d: train loss %.4f, validation %s",
+                        step,
+                        options.steps,
+                        state["train_loss"],
+                        "-" if val_loss is None else f"{val_loss:.4f}",
+                    )
                 if options.save_every and step % options.save_every == 0:
                     _save_checkpoint(out, model, optimizer, snapshot())
                 postfix = {"loss": f"{state['train_loss']:.3f}", "samples/s": f"{rate:,.0f}"}

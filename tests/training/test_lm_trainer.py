@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import sys
 from pathlib import Path
@@ -369,7 +370,7 @@ def test_exported_tokens_refuse_other_tokenizers_layouts_and_damage(
 
 
 def test_cli_exports_tokens_and_a_stage_trains_on_them(
-    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     from audiogen_studio.cli.main import main
 
@@ -381,7 +382,13 @@ def test_cli_exports_tokens_and_a_stage_trains_on_them(
     summary = json.loads(capsys.readouterr().out)
     assert summary["out"] == str(out) and summary["train_tokens"] > 0
     lm = ["train", "lm-fine", "--data", str(out), "--bundle", str(bundle), "--size", "tiny"]
-    assert main([*lm, "--window", "8", "--steps", "3", "--batch", "2", "--no-progress"]) == 0
+    small = ["--window", "8", "--steps", "3", "--batch", "2", "--no-progress", "--val-every", "2"]
+    try:
+        assert main([*lm, *small]) == 0
+    finally:
+        logging.getLogger("audiogen_studio.training").setLevel(logging.NOTSET)
     assert read_bundle(bundle).training["lm_fine"]["data"] == str(out)
+    # without a progress bar, each validation is a log line (a background run's only news)
+    assert "lm-fine step 2/3: train loss" in caplog.text and "(best)" in caplog.text
     assert main([*args[:-1], str(tmp_path / "data")]) == 2  # a folder of audio, not empty
     assert "not empty" in capsys.readouterr().err
