@@ -8,6 +8,7 @@ its tool is not installed (CI installs them all through scripts/setup.sh).
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import time
@@ -271,6 +272,22 @@ def test_manifest_repair_after_a_kill(tmp_path: Path) -> None:
     run_plan(_fake_plan(), _fake_render, _ctx(tmp_path), target_seconds=8.0, max_items=None, jobs=1)
     for line in manifest.read_text().splitlines():
         json.loads(line)
+
+
+def test_growing_a_hard_linked_copy_leaves_the_original_alone(tmp_path: Path) -> None:
+    original = tmp_path / "a"
+    first = run_plan(
+        _fake_plan(), _fake_render, _ctx(original), target_seconds=5.0, max_items=None, jobs=1
+    )
+    before = (original / MANIFEST_NAME).read_text()
+    copy = tmp_path / "b"
+    shutil.copytree(original, copy, copy_function=os.link)  # cp -al: one inode per file
+    more = run_plan(
+        _fake_plan(), _fake_render, _ctx(copy), target_seconds=10.0, max_items=None, jobs=1
+    )
+    assert more.new_items > 0 and more.reused_items == len(first.entries)
+    assert (original / MANIFEST_NAME).read_text() == before
+    assert len(read_manifest(copy)) == len(more.entries) > len(read_manifest(original))
 
 
 def test_python_timeout_turns_into_an_item_error() -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -153,11 +154,25 @@ def load_failures(corpus_dir: Path) -> dict[str, str]:
     return result
 
 
+def _unshare(path: Path) -> None:
+    """Give ``path`` an inode of its own when it is a hard link shared with another file (a
+    corpus copied with ``cp -al`` and then grown), so appending to it leaves the other alone."""
+    try:
+        if path.stat().st_nlink <= 1:
+            return
+    except FileNotFoundError:
+        return
+    tmp = path.with_name(f".{path.name}.partial")
+    shutil.copyfile(path, tmp)
+    os.replace(tmp, path)
+
+
 class JsonlAppender:
     """Append JSON lines to a file, flushed and fsynced per line (a context manager)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        _unshare(path)
         self._file = path.open("a", encoding="utf-8")
 
     def append(self, row: Mapping[str, Any]) -> None:
