@@ -101,6 +101,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="CPU threads for torch (default: torch's choice; 1 is best for small models or "
         "when other programs share the cores)",
     )
+    wp.add_argument(
+        "--init-from",
+        default=None,
+        metavar="BUNDLE",
+        help="fine-tune: start a new run from the WaveNet of this bundle folder (or "
+        ".safetensors file), e.g. models/wavenet-vocoder on your own voice, instead of random "
+        "weights (its config; a resumed run ignores it)",
+    )
     wp.add_argument("--no-progress", action="store_true", help="no progress bar")
     wp.add_argument("--json", action="store_true", help="print the result as JSON")
     wp.set_defaults(func=run_wavenet)
@@ -129,6 +137,7 @@ def run_wavenet(args: argparse.Namespace, stop: threading.Event) -> int:
         progress=not args.no_progress,
         time_limit=args.time_limit,
         threads=args.threads,
+        init_from=args.init_from,
     )
     try:
         result = train_wavenet(options, stop=stop)

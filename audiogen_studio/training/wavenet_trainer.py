@@ -43,8 +43,9 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from audiogen_studio import __version__
-from audiogen_studio.engine.bundles import BUNDLE_FILE, BUNDLE_FORMAT
+from audiogen_studio.engine.bundles import BUNDLE_FILE, BUNDLE_FORMAT, BundleError, read_bundle
 from audiogen_studio.models.checkpoint import (
+    CheckpointError,
     save_module,
 )
 from audiogen_studio.models.wavenet import (
@@ -120,6 +121,10 @@ class TrainOptions:
         threads: torch intra-op CPU threads for this process (``torch.set_num_threads``);
             ``None`` keeps torch's default. One thread is best for small models and whenever
             other processes share the cores (spinning OpenMP threads then lose 3-15x).
+        init_from: fine-tune: a WaveNet bundle folder (or its ``wavenet.safetensors``) whose
+            config and weights start a *new* run, e.g. a shipped default on the user's own
+            audio (``config`` must then be unset or the same; ``mel`` needs a vocoder). A
+            resumed run ignores it (the checkpoint wins).
     """
 
     data: str | Path
@@ -143,6 +148,7 @@ class TrainOptions:
     valid_fraction: float = 0.1
     cache: bool = True
     threads: int | None = None
+    init_from: str | Path | None = None
 
     def check(self) -> None:
         """Raise :class:`TrainingError` on nonsensical values."""
@@ -196,7 +202,39 @@ _write_json = write_json
 _finite_or_none = finite_or_none
 
 
-def _resolve_config(options: TrainOptions, stored: WaveNetConfig | None) -> WaveNetConfig:
+def _initial_wavenet(source: str | Path) -> WaveNet:
+    """The WaveNet (config and weights) in a bundle folder or ``.safetensors`` file
+    (``--init-from``)."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        try:
+            path = read_bundle(path).component_path("wavenet")
+        except BundleError as exc:
+            raise TrainingError(f"--init-from: {exc}") from exc
+    try:
+        return WaveNet.from_pretrained(path)
+    except CheckpointError as exc:
+        raise TrainingError(f"--init-from {source}: not a WaveNet ({exc})") from exc
+
+
+def _resolve_config(
+    options: TrainOptions, stored: WaveNetConfig | None, initial: WaveNetConfig | None = None
+) -> WaveNetConfig:
+    """The run's config: the checkpoint's when resuming, else ``--init-from``'s, else
+    ``options.config`` (``default``); an asked config must match either."""
+    if stored is None and initial is not None:
+        if options.mel and initial.mel_channels == 0:
+            raise TrainingError(
+                f"--init-from {options.init_from} is not mel-conditioned; drop --mel"
+            )
+        if options.config is not None:
+            asked = _resolve_config(dataclasses.replace(options, init_from=None), None)
+            if asked != initial:
+                raise TrainingError(
+                    f"--init-from {options.init_from} holds another WaveNet config than "
+                    "--config asks for; drop --config to fine-tune it as it is"
+                )
+        return initial
     if options.config is None:
         if stored is not None:
             if options.mel and stored.mel_channels == 0:
@@ -354,7 +392,14 @@ def _train(
     ckpt = _checkpoints(out)
     resume = open_checkpoint(out, ckpt, dinfo)
     stored = stored_config(resume, WaveNetConfig.from_dict, ckpt.folder)
-    config = _resolve_config(options, stored)
+    initial = (
+        _initial_wavenet(options.init_from)
+        if resume is None and options.init_from is not None
+        else None
+    )
+    if resume is not None and options.init_from is not None and dinfo.main:
+        log.info("resuming from %s: --init-from is ignored", ckpt.folder)
+    config = _resolve_config(options, stored, None if initial is None else initial.config)
     config_name = named_config_of(config, NAMED_CONFIGS, resume)
 
     # data: rank 0 decodes and writes the cache, the others read it
@@ -369,10 +414,17 @@ def _train(
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
     torch.manual_seed(options.seed)
-    model = WaveNet(config).to(device)
+    model = WaveNet(config)
+    init_from = None  # what this run started from (a resumed run: the checkpoint says)
+    if initial is not None:
+        model.load_state_dict(initial.state_dict())  # copies (float16 weights upcast) into fp32
+        init_from = str(options.init_from)
+        del initial
+    model = model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=options.lr)
     start_step = 0
     state: dict[str, Any] = {
+        "init_from": init_from,
         "history": [],
         "seconds": 0.0,
         "best_val_loss": None,
@@ -431,6 +483,7 @@ def _train(
             "best_val_loss": state["best_val_loss"],
             "seconds": base_seconds + time.perf_counter() - started,
             "history": state["history"],
+            "init_from": state["init_from"],
             "options": {
                 "data": str(options.data),
                 "batch": options.batch,
@@ -551,6 +604,7 @@ def _train(
             "amp": str(amp_dtype).removeprefix("torch.") if amp_dtype else None,
             "time_seconds": round(base_seconds + elapsed, 3),
             "config_name": config_name,
+            "init_from": state["init_from"],
             "batch": options.batch,
             "crop": options.crop,
             "lr": options.lr,

@@ -21,7 +21,7 @@ from audiogen_studio.audio import io
 from audiogen_studio.audio.clip import Clip
 from audiogen_studio.cli.main import main
 from audiogen_studio.engine.bundles import read_bundle
-from audiogen_studio.models.checkpoint import load_state
+from audiogen_studio.models.checkpoint import load_state, save_module
 from audiogen_studio.models.mulaw import mulaw_decode, silence_class
 from audiogen_studio.models.wavenet import NAMED_CONFIGS, WaveNet
 from audiogen_studio.training.audio_dataset import AudioDataset, TrainingError, find_audio_sources
@@ -356,6 +356,49 @@ def test_mel_vocoder_trains_into_a_vocoder_bundle(tones_dir: Path, tmp_path: Pat
     assert info.components["wavenet"]["config"]["mel_channels"] == 20
     model = WaveNet.from_pretrained(info.component_path("wavenet"))
     assert model.upsample is not None
+
+
+def test_init_from_fine_tunes_another_bundles_wavenet(tones_dir: Path, tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    train_wavenet(_opts(tones_dir, source, steps=20, val_every=0, save_every=0))
+    # shipped bundles hold float16 weights (models pack --half): the run starts from those
+    packed = tmp_path / "packed.safetensors"
+    original = WaveNet.from_pretrained(read_bundle(source).component_path("wavenet"))
+    save_module(original.half(), packed, original.config)
+    start = WaveNet.from_pretrained(packed)
+    tuned = tmp_path / "tuned"
+    reports: list[StepReport] = []
+    result = train_wavenet(
+        _opts(tones_dir, tuned, config=None, steps=3, val_every=0, save_every=0, init_from=packed),
+        on_step=reports.append,
+    )
+    assert result.start_step == 0 and result.config == start.config
+    # it starts where the source ended: its first loss is far below a fresh run's on the
+    # same crops (~ln 256)
+    fresh: list[StepReport] = []
+    train_wavenet(
+        _opts(tones_dir, tmp_path / "fresh", steps=1, val_every=0, save_every=0),
+        on_step=fresh.append,
+    )
+    assert reports[0].loss < fresh[0].loss - 1.0
+    info = read_bundle(tuned)
+    assert info.training["init_from"] == str(packed)
+    # a bundle folder works too; a resume ignores --init-from (the checkpoint wins)
+    again = train_wavenet(
+        _opts(tones_dir, tuned, config=None, steps=4, val_every=0, init_from=tmp_path / "none")
+    )
+    assert again.start_step == 3 and read_bundle(tuned).training["init_from"] == str(packed)
+    from_folder = train_wavenet(
+        _opts(tones_dir, tmp_path / "f", config=None, steps=1, val_every=0, init_from=source)
+    )
+    assert from_folder.config == start.config
+    # refused: another asked config, --mel on an unconditional WaveNet, a missing source
+    with pytest.raises(TrainingError, match="another WaveNet config"):
+        train_wavenet(_opts(tones_dir, tmp_path / "x", config="default", init_from=source))
+    with pytest.raises(TrainingError, match="not mel-conditioned"):
+        train_wavenet(_opts(tones_dir, tmp_path / "y", config=None, mel=True, init_from=source))
+    with pytest.raises(TrainingError, match="init-from"):
+        train_wavenet(_opts(tones_dir, tmp_path / "z", config=None, init_from=tmp_path / "none"))
 
 
 # --- command line and torchrun -----------------------------------------------------------------
