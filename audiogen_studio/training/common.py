@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from audiogen_studio.engine.bundles import BundleError, read_bundle
 from audiogen_studio.models.checkpoint import (
     CheckpointError,
     load_into,
@@ -52,6 +53,7 @@ __all__ = [
     "autocast",
     "check_fields",
     "check_valid_fraction",
+    "component_file",
     "distributed_session",
     "finite_or_none",
     "named_config_of",
@@ -66,6 +68,22 @@ __all__ = [
     "waveforms_on_ranks",
     "write_json",
 ]
+
+
+def component_file(source: str | Path, component: str, flag: str) -> Path:
+    """The weights file a flag such as ``--init-from`` names: ``source`` itself (a
+    ``.safetensors`` file), or the file of ``component`` when ``source`` is a bundle folder.
+
+    Raises:
+        TrainingError: a folder that is not a bundle holding ``component``.
+    """
+    path = Path(source).expanduser()
+    if not path.is_dir():
+        return path
+    try:
+        return read_bundle(path).component_path(component)
+    except BundleError as exc:
+        raise TrainingError(f"{flag}: {exc}") from exc
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -82,6 +82,7 @@ from audiogen_studio.training.common import (
     autocast,
     check_fields,
     check_valid_fraction,
+    component_file,
     distributed_session,
     finite_or_none,
     named_config_of,
@@ -509,14 +510,8 @@ def fit_tiny_mel_codec(
 def _load_mel_codec(source: str | Path, device: torch.device, flag: str) -> MelCodec:
     """The mel codec in a bundle folder or ``.safetensors`` file (``--init-decoder``,
     ``--init-codec``)."""
-    path = Path(source).expanduser()
-    if path.is_dir():
-        try:
-            path = read_bundle(path).component_path("codec")
-        except BundleError as exc:
-            raise TrainingError(f"{flag}: {exc}") from exc
     try:
-        return MelCodec.from_pretrained(path, device=device)
+        return MelCodec.from_pretrained(component_file(source, "codec", flag), device=device)
     except CheckpointError as exc:
         raise TrainingError(f"{flag} {source}: not a mel codec ({exc})") from exc
 

@@ -43,7 +43,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from audiogen_studio import __version__
-from audiogen_studio.engine.bundles import BUNDLE_FILE, BUNDLE_FORMAT, BundleError, read_bundle
+from audiogen_studio.engine.bundles import BUNDLE_FILE, BUNDLE_FORMAT
 from audiogen_studio.models.checkpoint import (
     CheckpointError,
     save_module,
@@ -62,6 +62,7 @@ from audiogen_studio.training.common import (
     autocast,
     check_fields,
     check_valid_fraction,
+    component_file,
     distributed_session,
     finite_or_none,
     named_config_of,
@@ -205,14 +206,8 @@ _finite_or_none = finite_or_none
 def _initial_wavenet(source: str | Path) -> WaveNet:
     """The WaveNet (config and weights) in a bundle folder or ``.safetensors`` file
     (``--init-from``)."""
-    path = Path(source).expanduser()
-    if path.is_dir():
-        try:
-            path = read_bundle(path).component_path("wavenet")
-        except BundleError as exc:
-            raise TrainingError(f"--init-from: {exc}") from exc
     try:
-        return WaveNet.from_pretrained(path)
+        return WaveNet.from_pretrained(component_file(source, "wavenet", "--init-from"))
     except CheckpointError as exc:
         raise TrainingError(f"--init-from {source}: not a WaveNet ({exc})") from exc
 
