@@ -9,7 +9,8 @@ instruments no model trained on):
   (music clips when no speech corpus is given; ViSQOL then in its audio mode):
   PESQ-wb, ESTOI, ViSQOL (speech mode), log-mel L1 and, for speech, DNSMOS (with the input's),
   next to Opus at the codec's bitrate (raised to Opus' 6 kbit/s floor when lower) and at double
-  it. Target: PESQ-wb above Opus at the same
+  it. The codes are searched with a beam of ``--codec-beam`` (default: as ``codec encode``; 1:
+  the greedy encoder that gives the LMs' tokens). Target: PESQ-wb above Opus at the same
   bitrate; moonshot: Opus at double.
 - ``speech_continuation`` / ``music_continuation``: the first ``--prompt-seconds`` of
   ``--clips`` held-out clips continued by ``--seconds``; speaker cosine (≥ 0.80), DNSMOS OVRL
@@ -46,6 +47,7 @@ from typing import Any
 import torch
 
 from audiogen_studio.cli.argtypes import stage_temperatures
+from audiogen_studio.cli.codec import DEFAULT_ENCODE_BEAM
 from audiogen_studio.evaluation import report
 from audiogen_studio.evaluation.common import EvaluationError
 from audiogen_studio.evaluation.held_out import (
@@ -119,6 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", default="test")
     ap.add_argument("--codec-clips", type=int, default=8)
     ap.add_argument("--codec-seconds", type=float, default=6.0)
+    ap.add_argument(
+        "--codec-beam",
+        type=int,
+        default=DEFAULT_ENCODE_BEAM,
+        help="the codec's encoder search width, as 'codec encode --beam' (1: greedy)",
+    )
     ap.add_argument("--clips", type=int, default=4, help="prompts per corpus")
     ap.add_argument("--prompt-seconds", type=float, default=3.0)
     ap.add_argument("--seconds", type=float, default=4.0, help="continuation length")
@@ -161,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {
             "codec_clips": a.codec_clips,
             "codec_seconds": a.codec_seconds,
+            "codec_beam": a.codec_beam,
             "clips": a.clips,
             "prompt_seconds": a.prompt_seconds,
             "seconds": a.seconds,
@@ -191,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                 with_visqol=not a.no_visqol,
                 visqol_mode=visqol_mode,
                 with_dnsmos=visqol_mode == "speech",
+                beam=a.codec_beam,
             )
             summary = codec_summary(codec_report)
             result["codec"] = summary

@@ -1,8 +1,9 @@
 """``audiogen-studio codec encode|decode`` and ``audiogen-studio train codec``.
 
-``codec encode IN --model BUNDLE -o TOKENS.safetensors [--n-q Q]`` turns audio into acoustic
-tokens; ``codec decode TOKENS.safetensors [--model BUNDLE] -o OUT.wav`` turns them back into
-audio of the original length and sample rate.
+``codec encode IN --model BUNDLE -o TOKENS.safetensors [--n-q Q] [--beam M]`` turns audio into
+acoustic tokens (searched with a beam of ``M``: :mod:`audiogen_studio.models.rvq_search`);
+``codec decode TOKENS.safetensors [--model BUNDLE] -o OUT.wav`` turns them back into audio of
+the original length and sample rate.
 
 A token file is safetensors holding one tensor ``codes [Q, F]`` (int16, or int32 for codebooks
 larger than 32768) and string metadata::
@@ -12,6 +13,7 @@ larger than 32768) and string metadata::
     codec_config      JSON of the codec config (decode refuses another codec)
     sample_rate       the codec's rate (Hz); frame_rate (frames/s); n_q
     samples           samples at the codec's rate before padding to whole frames
+    encoder_beam      the search width the codes were found with (decoding does not need it)
     original_rate     rate of the input file; original_frames: its frames; original_channels
 
 Stereo input is downmixed (the codec is mono); other rates are resampled at the edges.
@@ -31,6 +33,8 @@ from audiogen_studio.cli.errors import CliError
 from audiogen_studio.cli.interrupt import interruptible
 
 TOKENS_FORMAT = "audiogen-studio/codec-tokens-1"
+#: ``codec encode --beam`` default (models/rvq_search.py; chosen on held-out speech, README)
+DEFAULT_ENCODE_BEAM = 8
 
 __all__ = [
     "TOKENS_FORMAT",
@@ -71,6 +75,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=None,
         metavar="Q",
         help="codebooks to keep (fewer = lower bitrate; default: all)",
+    )
+    e.add_argument(
+        "--beam",
+        type=positive_int,
+        default=DEFAULT_ENCODE_BEAM,
+        metavar="M",
+        help="search the codes with a beam of M partial sums per codebook: closer to the "
+        f"input at the same bitrate, M times the (small) encoding work (default "
+        f"{DEFAULT_ENCODE_BEAM}; 1: greedy)",
     )
     _common(e)
     e.set_defaults(func=run_encode)
@@ -146,7 +159,8 @@ def run_encode(args: argparse.Namespace) -> int:
     # a codec whose decoder lags (mel) also encodes that much silence, so decode can realign
     samples = torch.nn.functional.pad(samples, (0, _latency(codec)))
     with torch.inference_mode():
-        codes = codec.encode(samples.to(next(codec.parameters()).device), n_q)[0].cpu()
+        audio = samples.to(next(codec.parameters()).device)
+        codes = codec.encode(audio, n_q, beam=int(args.beam))[0].cpu()
     dtype = torch.int16 if codec.config.codebook_size <= 32_768 else torch.int32
     metadata = {
         "format": TOKENS_FORMAT,
@@ -157,6 +171,7 @@ def run_encode(args: argparse.Namespace) -> int:
         "sample_rate": str(codec.sample_rate),
         "frame_rate": repr(codec.config.frame_rate),
         "n_q": str(n_q),
+        "encoder_beam": str(int(args.beam)),
         "samples": str(mono.frames),
         "original_rate": str(clip.rate),
         "original_frames": str(clip.frames),

@@ -41,6 +41,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c.add_argument(
         "--n-q", type=positive_int, default=None, metavar="Q", help="codebooks (default: all)"
     )
+    c.add_argument(
+        "--beam",
+        type=positive_int,
+        default=1,
+        metavar="M",
+        help="encode with a beam search of width M over the codes (same bitrate; "
+        "1: greedy, as the AudioLM tokens; 'codec encode' uses 8)",
+    )
     c.add_argument("--no-opus", action="store_true", help="skip the Opus comparison")
     c.add_argument("--no-visqol", action="store_true", help="skip ViSQOL (the slowest metric)")
     c.add_argument(
@@ -200,6 +208,7 @@ def run_codec(args: argparse.Namespace) -> int:
         with_visqol=not args.no_visqol,
         visqol_mode=args.visqol_mode,
         with_dnsmos=args.dnsmos,
+        beam=args.beam,
     )
     return _write(
         {

@@ -355,10 +355,16 @@ def codec_bitrate(codec: CodecLike, n_q: int | None = None) -> float:
 
 
 def codec_round_trip(
-    codec: CodecLike, audio: npt.ArrayLike, rate: int, *, n_q: int | None = None
+    codec: CodecLike,
+    audio: npt.ArrayLike,
+    rate: int,
+    *,
+    n_q: int | None = None,
+    beam: int = 1,
 ) -> npt.NDArray[np.float32]:
     """``audio [T]`` at ``rate`` through ``codec.encode``/``decode`` (at the codec's rate, first
-    ``n_q`` codebooks), back at ``rate`` and the input's length (``[T]``).
+    ``n_q`` codebooks, codes searched with a beam of ``beam``; 1: greedy), back at ``rate`` and
+    the input's length (``[T]``).
 
     A codec whose decoded audio lags its input by ``codec.latency`` samples (the mel codec's
     overlap-add) gets that many zeros appended before encoding, and the lag is cut off again.
@@ -372,7 +378,10 @@ def codec_round_trip(
     with torch.inference_mode():
         t = torch.from_numpy(np.array(y, dtype=np.float32))[None, None]  # [1, 1, T]
         t = torch.nn.functional.pad(t, (0, lag)).to(device)
-        codes = codec.encode(t) if n_q is None else codec.encode(t, n_q)  # type: ignore[call-arg]
+        if beam == 1:  # any codec, also one whose encode takes no search width
+            codes = codec.encode(t) if n_q is None else codec.encode(t, n_q)  # type: ignore[call-arg]
+        else:
+            codes = codec.encode(t, n_q, beam=beam)  # type: ignore[call-arg]
         out = codec.decode(codes)  # [1, 1, T'] with T' >= T + lag (whole frames)
         z = out.reshape(-1)[lag : lag + y.shape[0]].float().cpu().numpy()
     z = resample_mono(z, codec_rate, rate)
@@ -418,6 +427,7 @@ class CodecReport:
     systems: dict[str, SystemResult]
     visqol_mode: str | None
     input_dnsmos: float | None = None
+    beam: int = 1
 
 
 def evaluate_codec(
@@ -431,10 +441,12 @@ def evaluate_codec(
     with_visqol: bool = True,
     visqol_mode: str = "speech",
     with_dnsmos: bool = False,
+    beam: int = 1,
 ) -> CodecReport:
     """Score ``codec`` on ``clips`` (each ``[T]`` at ``rate``) and, with ``opus``, Opus at the
     codec's bitrate (raised to 6 kbit/s when lower) and at double it; ``with_dnsmos`` adds each
-    system's DNSMOS and the input's (:attr:`CodecReport.input_dnsmos`).
+    system's DNSMOS and the input's (:attr:`CodecReport.input_dnsmos`). ``beam`` > 1 encodes
+    with a beam search over the codes (same bitrate).
 
     Raises:
         EvaluationError: no clips.
@@ -459,7 +471,7 @@ def evaluate_codec(
             with_dnsmos=with_dnsmos,
         )
 
-    codec_scores = [score(codec_round_trip(codec, r, rate, n_q=n_q), r) for r in refs]
+    codec_scores = [score(codec_round_trip(codec, r, rate, n_q=n_q, beam=beam), r) for r in refs]
     systems["codec"] = SystemResult(
         "codec", kbps, None, CodecScores.mean(codec_scores), codec_scores
     )
@@ -488,6 +500,7 @@ def evaluate_codec(
         n_q=n_q,
         systems=systems,
         visqol_mode=visqol_mode if with_visqol else None,
+        beam=beam,
         input_dnsmos=(
             mean_or_none([_dnsmos_or_none(r, rate) for r in refs]) if with_dnsmos else None
         ),

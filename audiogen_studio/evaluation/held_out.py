@@ -166,9 +166,11 @@ def evaluate_codec_on_corpus(
     with_visqol: bool = True,
     visqol_mode: str = "speech",
     with_dnsmos: bool = False,
+    beam: int = 1,
 ) -> CodecReport:
     """:func:`~audiogen_studio.evaluation.codec_quality.evaluate_codec` on held-out clips of
-    ``corpus`` (each cut to ``seconds``), at the codec's rate."""
+    ``corpus`` (each cut to ``seconds``), at the codec's rate; ``beam``: the encoder's search
+    width (1: greedy)."""
     rate = int(codec.config.sample_rate)
     chosen = held_out_clips(corpus, split=split, clips=clips, seconds=seconds, rate=rate)
     return evaluate_codec(
@@ -181,6 +183,7 @@ def evaluate_codec_on_corpus(
         with_visqol=with_visqol,
         visqol_mode=visqol_mode,
         with_dnsmos=with_dnsmos,
+        beam=beam,
     )
 
 
@@ -197,6 +200,7 @@ def codec_summary(report: CodecReport) -> dict[str, Any]:
     )
     out: dict[str, Any] = {
         "codec_kbps": report.codec_kbps,
+        "encoder_beam": report.beam,
         "pesq_wb": figure(codec.pesq_wb, targets.get("pesq_wb")),
         "pesq_wb_moonshot": figure(codec.pesq_wb, targets.get("pesq_wb_moonshot")),
         "estoi": figure(codec.estoi),

@@ -549,9 +549,10 @@ class Codec(nn.Module):
         result = self.quantizer(z, n_q)
         return self.decoder(result.quantized), result
 
-    def encode(self, audio: torch.Tensor, n_q: int | None = None) -> torch.Tensor:
-        """Codes ``[B, n_q, F]`` (int64) of ``audio [B, 1, T]``, ``F = ceil(T / hop)``."""
-        return self.quantizer.encode(self.encode_latent(audio), n_q)
+    def encode(self, audio: torch.Tensor, n_q: int | None = None, *, beam: int = 1) -> torch.Tensor:
+        """Codes ``[B, n_q, F]`` (int64) of ``audio [B, 1, T]``, ``F = ceil(T / hop)``;
+        ``beam`` > 1 searches them (:mod:`~audiogen_studio.models.rvq_search`)."""
+        return self.quantizer.encode(self.encode_latent(audio), n_q, beam=beam)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Audio ``[B, 1, F hop]`` from codes ``[B, q, F]`` of the first ``q <= n_q`` books."""

@@ -553,10 +553,14 @@ class MelCodec(nn.Module):
 
     # -- the codec interface --------------------------------------------------------------------
 
-    def encode(self, audio: torch.Tensor, n_q: int | None = None) -> torch.Tensor:
-        """Codes ``[B, n_q, F]`` (int64) of ``audio [B, 1, T]``, ``F = ceil(T / hop)``."""
+    def encode(self, audio: torch.Tensor, n_q: int | None = None, *, beam: int = 1) -> torch.Tensor:
+        """Codes ``[B, n_q, F]`` (int64) of ``audio [B, 1, T]``, ``F = ceil(T / hop)``.
+
+        ``beam`` > 1 searches the codes with that many partial sums per stage
+        (:mod:`~audiogen_studio.models.rvq_search`): closer frames, same codebooks and bitrate.
+        """
         with torch.no_grad():
-            return self.quantizer.encode(self.features(audio), n_q)
+            return self.quantizer.encode(self.features(audio), n_q, beam=beam)
 
     def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
         """Normalised frames ``ẑ [B, n_mels, F]`` from codes ``[B, q, F]`` (``q <= n_q``)."""

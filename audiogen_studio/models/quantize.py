@@ -42,6 +42,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from audiogen_studio.models.kmeans import assign, kmeans
+from audiogen_studio.models.rvq_search import beam_search_codes
 
 __all__ = ["QuantizedResult", "ResidualVQ", "VectorQuantizer"]
 
@@ -296,12 +297,23 @@ class ResidualVQ(nn.Module):
         return QuantizedResult(out, code_tensor.contiguous(), torch.stack(losses).mean(), used)
 
     @torch.no_grad()
-    def encode(self, x: torch.Tensor, n_q: int | None = None) -> torch.Tensor:
-        """Codes ``[B, n_q, F]`` (int64) of frames ``x [B, D, F]``; no codebook update."""
+    def encode(self, x: torch.Tensor, n_q: int | None = None, *, beam: int = 1) -> torch.Tensor:
+        """Codes ``[B, n_q, F]`` (int64) of frames ``x [B, D, F]``; no codebook update.
+
+        ``beam`` 1 is the greedy stage-by-stage encoder; a wider beam keeps that many partial
+        sums per stage (:func:`~audiogen_studio.models.rvq_search.beam_search_codes`), which
+        lowers the quantization error with the same codebooks and bitrate.
+        """
         self._check(x)
         used = self._n_q(n_q)
+        if beam < 1:
+            raise ValueError(f"beam must be at least 1, got {beam}")
         batch, dim, frames = x.shape
         residual = x.float().transpose(1, 2).reshape(-1, dim)
+        if beam > 1 and used > 0:
+            books = [q.embed for q in self.codebooks[:used]]
+            found, _ = beam_search_codes(residual, books, beam)  # [B*F, used]
+            return found.reshape(batch, frames, used).transpose(1, 2).contiguous()
         codes = []
         for q in self.codebooks[:used]:
             idx = q.encode(residual)

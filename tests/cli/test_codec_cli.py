@@ -98,8 +98,35 @@ def test_round_trip_restores_length_rate_and_matches_the_codec(
         expected = codec.decode(codes16[None])[0, 0, :8000].numpy()
     got = io.load(out16).samples[0]
     assert got.shape == (8000,) and np.allclose(got, expected, atol=1e-6)
-    reencoded = codec.encode(torch.from_numpy(io.load(mono16).samples.copy())[None])
+    audio16 = torch.from_numpy(io.load(mono16).samples.copy())[None]
+    reencoded = codec.encode(audio16, beam=codec_cli.DEFAULT_ENCODE_BEAM)
     assert torch.equal(reencoded[0], codes16)
+    assert meta["encoder_beam"] == str(codec_cli.DEFAULT_ENCODE_BEAM)
+
+
+def test_the_beam_finds_closer_codes_and_width_one_is_greedy(bundle: Path, tmp_path: Path) -> None:
+    wav = io.save(synth.riff(note_seconds=0.1, repeats=1, rate=16_000), tmp_path / "r.wav")
+    codec = Codec.from_pretrained(bundle / "codec.safetensors")
+    audio = torch.from_numpy(io.load(wav).samples.copy())[None]
+    with torch.inference_mode():
+        latent = codec.encode_latent(audio)
+    found = {}
+    for beam in ("1", "8"):
+        tokens = tmp_path / f"b{beam}.safetensors"
+        argv = ["codec", "encode", str(wav), "--model", str(bundle), "-o", str(tokens)]
+        assert _cli([*argv, "--beam", beam]) == 0
+        with safe_open(str(tokens), framework="pt") as f:
+            found[beam] = f.get_tensor("codes").long()
+            assert f.metadata()["encoder_beam"] == beam
+    assert torch.equal(found["1"], codec.encode(audio)[0])  # --beam 1: the greedy encoder
+
+    def error(codes: torch.Tensor) -> float:
+        return float((codec.quantizer.decode(codes[None]) - latent).square().sum())
+
+    assert error(found["8"]) < error(found["1"])
+    argv[-1] = str(tmp_path / "b0.safetensors")
+    with pytest.raises((SystemExit, argparse.ArgumentError)):
+        _cli([*argv, "--beam", "0"])
 
 
 def test_fewer_codebooks(bundle: Path, tmp_path: Path) -> None:

@@ -209,6 +209,22 @@ def test_fit_quantizer_sets_statistics_and_residual_codebooks() -> None:
         codec.fit_quantizer(torch.zeros(10, 3))
 
 
+def test_a_beam_search_encodes_closer_frames_with_the_same_codebooks() -> None:
+    codec = _codec()
+    t = torch.arange(30 * TINY.hop) / TINY.sample_rate
+    audio = (0.3 * torch.sin(2 * np.pi * 440 * t) + 0.05 * torch.randn_like(t))[None, None]
+    z = codec.features(audio)  # [1, n_mels, F]
+    greedy, searched = codec.encode(audio), codec.encode(audio, beam=8)
+    assert searched.shape == greedy.shape and not torch.equal(searched, greedy)
+
+    def error(codes: torch.Tensor) -> float:
+        return float((codec.dequantize(codes) - z).square().sum())
+
+    assert error(searched) < error(greedy)
+    assert torch.equal(codec.encode(audio, 2, beam=1), greedy[:, :2])
+    assert codec.decode(searched).shape == codec.decode(greedy).shape
+
+
 def test_adopted_decoder_renders_the_same_audio_under_other_statistics() -> None:
     source = _codec(seed=0)
     target = MelCodec(TINY).eval()
