@@ -102,8 +102,9 @@ def quality_figures(report: Mapping[str, Any]) -> dict[str, Any]:
     """Flatten a quality report (``benchmarks/quality.py`` or ``audiogen-studio eval ... -o``)
     into the ``metrics["quality"]`` section a card shows.
 
-    Figures are the report's ``{"value", "stderr", "target", "met", "note"}`` mappings (the
-    standard error over the takes where the report has one), named by their
+    Figures are the report's ``{"value", "stderr", "target", "met", "takes_meeting", "note"}``
+    mappings (the standard error over the takes and the share of takes that meet the target on
+    their own, where the report has them), named by their
     path (``codec.pesq_wb``, ``speech_continuation.model.speaker_cosine``, ...); plain numbers
     under a figure group (e.g. ``codec.opus_same.pesq_wb``) are kept as reference values. Lists
     (per-clip details) and run settings are left out; ``_measured_with`` and ``_machine`` are
@@ -118,7 +119,7 @@ def quality_figures(report: Mapping[str, Any]) -> dict[str, Any]:
                 if "value" in value and not isinstance(value["value"], Mapping):
                     figures[name] = {
                         k: value[k]
-                        for k in ("value", "stderr", "target", "met", "note")
+                        for k in ("value", "stderr", "target", "met", "takes_meeting", "note")
                         if k in value
                     }
                 else:
@@ -338,6 +339,9 @@ def _quality_lines(quality: Mapping[str, Any]) -> list[str]:
         if isinstance(entry, Mapping):
             met = entry.get("met")
             verdict = "met" if met is True else "not met" if met is False else "—"
+            share = entry.get("takes_meeting")
+            if met is not None and isinstance(share, int | float) and not isinstance(share, bool):
+                verdict += f" ({share:.0%} of the takes do)"  # a mean can meet what few takes do
             measured = _fmt(entry.get("value"))
             if entry.get("stderr") is not None and entry.get("value") is not None:
                 measured += f" ± {_fmt(entry['stderr'])}"

@@ -120,6 +120,12 @@ def test_quality_report_becomes_the_cards_figures(
             "model": {
                 "speaker_cosine": {"value": 0.7, "target": ">= 0.8", "met": False},
                 "dnsmos_ovrl": {"value": 2.3, "stderr": 0.05, "takes_meeting": 0.0},
+                "tempo_ratio": {
+                    "value": 0.99,
+                    "target": "0.95..1.05",
+                    "met": True,
+                    "takes_meeting": 0.1379,
+                },
             }
         },
     }
@@ -133,7 +139,11 @@ def test_quality_report_becomes_the_cards_figures(
     assert figures["codec.opus_same.pesq_wb"] == {"value": 1.85}
     assert figures["codec.codec_kbps"] == {"value": 4.0}
     assert figures["speech_continuation.model.speaker_cosine"]["met"] is False
-    assert figures["speech_continuation.model.dnsmos_ovrl"] == {"value": 2.3, "stderr": 0.05}
+    assert figures["speech_continuation.model.dnsmos_ovrl"] == {
+        "value": 2.3,
+        "stderr": 0.05,
+        "takes_meeting": 0.0,
+    }
     assert figures["_machine"] == {"cpus": 2}
     assert not any(k.startswith(("settings", "codec_clips")) for k in figures)
     path = tmp_path / "report.json"
@@ -143,6 +153,8 @@ def test_quality_report_becomes_the_cards_figures(
     card = (folder / "README.md").read_text()
     assert "| speech_continuation.model.speaker_cosine | 0.7 | >= 0.8 | not met |" in card
     assert "| speech_continuation.model.dnsmos_ovrl | 2.3 ± 0.05 |  | — |" in card
+    # a mean can meet a target that few takes meet: the card says how many did
+    assert "| 0.99 | 0.95..1.05 | met (14% of the takes do) |" in card
     assert "Measured with `q.py`." in card
     path.write_text("[1, 2]")
     assert main(["models", "card", str(folder), "--quality", str(path)]) == 2
