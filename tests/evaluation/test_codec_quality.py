@@ -242,8 +242,17 @@ def test_the_real_codec_fits_the_interface(say: Say) -> None:
     half = cq.codec_bitrate(codec, n_q=1)
     assert half == pytest.approx(codec.config.bits_per_second / codec.config.n_q)
     report = cq.evaluate_codec(codec, [x], RATE, n_q=1, opus=False, with_visqol=False)
-    assert report.n_q == 1
+    assert report.n_q == 1 and report.beam == 1
     assert report.codec_kbps == pytest.approx(half / 1000)
+    # a beam-searched encoder: same bitrate, the codes the codec's own search finds
+    searched = cq.evaluate_codec(codec, [x], RATE, opus=False, with_visqol=False, beam=4)
+    assert searched.beam == 4
+    assert searched.codec_kbps == pytest.approx(codec.config.bits_per_second / 1000)
+    with torch.inference_mode():
+        codes = codec.encode(torch.from_numpy(x.copy())[None, None], beam=4)
+        expected = codec.decode(codes)[0, 0, : x.shape[0]].numpy()
+    np.testing.assert_allclose(cq.codec_round_trip(codec, x, RATE, beam=4), expected, atol=1e-6)
+    assert not np.allclose(cq.codec_round_trip(codec, x, RATE), expected, atol=1e-6)
 
 
 def test_silence_and_bad_input_are_handled(say: Say) -> None:

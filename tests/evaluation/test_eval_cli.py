@@ -143,6 +143,10 @@ def test_eval_codec_scores_a_bundle_next_to_opus(
         assert summary["pesq_wb"]["met"] is False
         assert summary["opus_same"]["kbps"] == 6.0  # Opus' floor: the tiny codec is lower
         assert summary["opus_same"]["pesq_wb"] > summary["pesq_wb"]["value"]
+    assert summary["encoder_beam"] == 1  # greedy unless asked: the AudioLM tokens' encoder
+    assert main([*argv, "--no-opus", "--beam", "4"]) == 0
+    searched = json.loads(capsys.readouterr().out)
+    assert searched["summary"]["encoder_beam"] == 4 and searched["report"]["beam"] == 4
     assert main([*argv[:-2], "--n-q", "99"]) == 2
     assert "codebooks" in capsys.readouterr().err
     if importlib.util.find_spec("speechmos") is not None:  # DNSMOS next to the input's
