@@ -18,6 +18,7 @@ import argparse
 from typing import Any
 
 from audiogen_studio.cli.argtypes import positive_float, positive_int, stage_temperatures
+from audiogen_studio.cli.codec import DEFAULT_ENCODE_BEAM
 from audiogen_studio.cli.errors import CliError
 
 
@@ -47,7 +48,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=1,
         metavar="M",
         help="encode with a beam search of width M over the codes (same bitrate; "
-        "1: greedy, as the AudioLM tokens; 'codec encode' uses 8)",
+        f"1: greedy, as the AudioLM tokens; 'codec encode' uses {DEFAULT_ENCODE_BEAM})",
     )
     c.add_argument("--no-opus", action="store_true", help="skip the Opus comparison")
     c.add_argument("--no-visqol", action="store_true", help="skip ViSQOL (the slowest metric)")
