@@ -872,12 +872,18 @@ def _train(
                 if options.val_every and step % options.val_every == 0 and step < options.steps:
                     val = validate_now()
                     state["history"].append({"step": step, "loss": state["train_loss"], "val": val})
+                    fewer = ", ".join(  # the other codebook counts it validates (mel_q8, ...)
+                        f"{k.removeprefix('mel_')} {v:.4f}"
+                        for k, v in val.items()
+                        if k.startswith("mel_q")
+                    )
                     log.info(
-                        "mel-codec step %d/%d: train loss %.4f, validation mel L1 %.4f",
+                        "mel-codec step %d/%d: train loss %.4f, validation mel L1 %.4f%s",
                         step,
                         options.steps,
                         state["train_loss"],
                         val["mel"],
+                        f" ({fewer})" if fewer else "",
                     )
                 if options.save_every and step % options.save_every == 0:
                     seconds = base_seconds + time.perf_counter() - started

@@ -199,24 +199,28 @@ def test_init_decoder_fine_tunes_from_another_bundle(riff_folder: Path, tmp_path
 
 
 def test_init_codec_keeps_the_tokens_and_fine_tunes_the_decoder(
-    riff_folder: Path, tmp_path: Path
+    riff_folder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     source = tmp_path / "source"
     train_mel_codec(_options(riff_folder, source, steps=2))
     tuned = tmp_path / "tuned"
     # no --config: the adopted codec's; nq_choices: the dropped crops use 1 codebook
-    result = train_mel_codec(
-        _options(
-            riff_folder,
-            tuned,
-            config=None,
-            steps=3,
-            init_codec=source,
-            nq_dropout=1.0,
-            nq_choices=(1,),
+    with caplog.at_level("INFO", logger="audiogen_studio.training.mel_codec_trainer"):
+        result = train_mel_codec(
+            _options(
+                riff_folder,
+                tuned,
+                config=None,
+                steps=3,
+                val_every=2,
+                init_codec=source,
+                nq_dropout=1.0,
+                nq_choices=(1,),
+            )
         )
-    )
     assert result.step == 3
+    # the log line of a validation also names the codebook counts it trains for
+    assert "mel-codec step 2/3: train loss" in caplog.text and "(q1 " in caplog.text
     before = _weights(source / "codec.safetensors")
     after = _weights(tuned / "codec.safetensors")
     assert before.keys() == after.keys()
