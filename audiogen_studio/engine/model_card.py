@@ -18,6 +18,7 @@ import json
 import math
 import os
 import shutil
+import struct
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from audiogen_studio.engine.bundles import (
     read_bundle,
     write_manifest,
 )
-from audiogen_studio.models.checkpoint import half_copy
+from audiogen_studio.models.checkpoint import canonical_bytes, half_copy
 
 __all__ = [
     "CARD_FILE",
@@ -75,8 +76,12 @@ def shipped_bytes(info: BundleInfo) -> int:
 def pack_bundle(source: str | Path, destination: str | Path, *, half: bool = False) -> Path:
     """Copy a trained bundle's run-time files (no checkpoints, no token caches) plus a fresh card.
 
-    ``destination`` is created (its parent must exist) or emptied of earlier weights first, so a
-    re-pack never leaves stale files. ``half`` stores float32 weights as float16
+    ``destination`` is created (its parent must exist); weights files it holds that the bundle
+    does not ship are removed, so a re-pack never leaves stale files. A weights file whose
+    content is unchanged (the same tensors and metadata, compared through
+    :func:`~audiogen_studio.models.checkpoint.canonical_bytes`) is left as it is, so re-packing
+    a bundle of which one component changed rewrites that file alone (in git: one new blob, not
+    one per file). ``half`` stores float32 weights as float16
     (:func:`~audiogen_studio.models.checkpoint.half_copy`: half the size, upcast on load).
     Returns the destination folder.
     """
@@ -85,17 +90,40 @@ def pack_bundle(source: str | Path, destination: str | Path, *, half: bool = Fal
     if dest.resolve() == info.path.resolve():
         raise BundleError("pack needs a destination other than the bundle itself")
     dest.mkdir(exist_ok=True)
-    for old in [*dest.glob("*.safetensors"), dest / BUNDLE_FILE, dest / CARD_FILE]:
-        old.unlink(missing_ok=True)
-    for path in shipped_files(info):
-        if half and path.suffix == ".safetensors":
-            half_copy(path, dest / path.name)
-            continue
+    files = shipped_files(info)
+    names = {path.name for path in files}
+    for old in dest.glob("*.safetensors"):
+        if old.name not in names:
+            old.unlink()
+    (dest / CARD_FILE).unlink(missing_ok=True)
+    for path in files:
+        target = dest / path.name
         tmp = dest / f".{path.name}.partial"
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, dest / path.name)
+        if half and path.suffix == ".safetensors":
+            half_copy(path, tmp)
+        else:
+            shutil.copyfile(path, tmp)
+        if _same_content(tmp, target):
+            tmp.unlink()
+        else:
+            os.replace(tmp, target)
     write_model_card(dest)
     return dest
+
+
+def _same_content(new: Path, old: Path) -> bool:
+    """Whether ``old`` exists and holds what ``new`` (its ``.partial`` replacement) holds; for
+    ``.safetensors`` files the same tensors and metadata, in whatever order the header lists
+    the metadata."""
+    if not old.is_file():
+        return False
+    a, b = new.read_bytes(), old.read_bytes()
+    if old.suffix != ".safetensors":
+        return a == b
+    try:
+        return canonical_bytes(a) == canonical_bytes(b)
+    except (ValueError, struct.error):  # not a readable safetensors header: rewrite it
+        return False
 
 
 def quality_figures(report: Mapping[str, Any]) -> dict[str, Any]:

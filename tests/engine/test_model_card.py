@@ -84,6 +84,55 @@ def test_pack_copies_only_runtime_files_and_replaces_stale_weights(tmp_path: Pat
         model_card.pack_bundle(folder, folder)
 
 
+def _checkpoint_bytes(
+    tensors: dict[str, object], metadata: dict[str, str], order: list[str]
+) -> bytes:
+    """A safetensors file whose header lists its metadata keys in ``order`` (as files written
+    before the header was made canonical do)."""
+    import struct
+
+    from safetensors.torch import save
+
+    data = save(tensors, metadata=metadata)  # type: ignore[arg-type]
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + length])
+    header["__metadata__"] = {key: metadata[key] for key in order}
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + data[8 + length :]
+
+
+def test_repacking_keeps_unchanged_weights_files_as_they_are(tmp_path: Path) -> None:
+    import torch
+
+    folder = _trained_bundle(tmp_path)
+    meta = {"format": "audiogen-studio/checkpoint-1", "module": "TokenLM", "extra": "{}"}
+    weights = {"w": torch.arange(6, dtype=torch.float32)}
+    (folder / "codec.safetensors").write_bytes(
+        _checkpoint_bytes(weights, meta, ["module", "format", "extra"])
+    )
+    (folder / "lm_fine.safetensors").write_bytes(_checkpoint_bytes(weights, meta, list(meta)))
+    dest = tmp_path / "packed"
+    model_card.pack_bundle(folder, dest, half=True)
+    # a shipped file from before the header was canonical: same tensors, other metadata order
+    legacy = _checkpoint_bytes({"w": weights["w"].half()}, meta, ["extra", "module", "format"])
+    (dest / "lm_fine.safetensors").write_bytes(legacy)
+    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in dest.glob("*.safetensors")}
+    # only the codec changes
+    new_codec = {"w": torch.arange(6, dtype=torch.float32) * 2}
+    (folder / "codec.safetensors").write_bytes(_checkpoint_bytes(new_codec, meta, list(meta)))
+    model_card.pack_bundle(folder, dest, half=True)
+    after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in dest.glob("*.safetensors")}
+    assert after["lm_fine.safetensors"] == before["lm_fine.safetensors"]
+    assert (dest / "lm_fine.safetensors").read_bytes() == legacy
+    assert after["codec.safetensors"] != before["codec.safetensors"]
+    from audiogen_studio.models.checkpoint import load_state
+
+    codec, _ = load_state(dest / "codec.safetensors")
+    assert torch.equal(codec["w"], new_codec["w"].half())
+    assert not list(dest.glob(".*partial"))
+
+
 def test_pack_refuses_a_bundle_with_missing_weights(tmp_path: Path) -> None:
     folder = _trained_bundle(tmp_path)
     (folder / "lm_fine.safetensors").unlink()
