@@ -6,7 +6,10 @@ Data sources (:func:`find_audio_sources`):
   ``train`` / ``valid`` / ``test``; ``test`` is never used here);
 - any other ``*.jsonl`` manifest: one JSON object per line with ``path`` (relative to the
   manifest's folder, or absolute) and an optional ``split`` (default ``train``);
-- a plain folder (searched recursively) or a single audio file: everything is ``train``.
+- a plain folder (searched recursively): everything is ``train``, except files below a ``valid``
+  folder (they validate) and below a ``test`` folder (left out), as in a copy of a corpus's
+  ``audio/train|valid|test/`` tree whose manifest was not kept (its held-out voices must stay
+  unheard); a single audio file is ``train``.
 
 When no ``valid`` audio is listed, the last ``valid_fraction`` of every long enough training file
 is held out instead (a time split: those samples are never trained on).
@@ -143,7 +146,32 @@ def find_audio_sources(data: str | Path) -> AudioSources:
         raise TrainingError(
             f"{path}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) and no {MANIFEST_NAME}"
         )
-    return AudioSources(path, tuple(files), ())
+    return _split_by_folder(path, files)
+
+
+def _split_by_folder(root: Path, files: list[Path]) -> AudioSources:
+    """The splits of a plain folder: files below a ``test`` folder (relative to ``root``) are left
+    out, files below a ``valid`` folder validate, the others train."""
+    by_split: dict[str, list[Path]] = {"train": [], "valid": [], "test": []}
+    for file in files:
+        folders = {part.lower() for part in file.relative_to(root).parts[:-1]}
+        split = "test" if "test" in folders else "valid" if "valid" in folders else "train"
+        by_split[split].append(file)
+    if not by_split["train"]:
+        raise TrainingError(
+            f"{root}: all its audio lies below 'valid' or 'test' folders, which are held out; "
+            f"give the folder of the training files, or a .jsonl manifest with a split per file"
+        )
+    if by_split["valid"] or by_split["test"]:
+        log.info(
+            "%s (no %s): %d file(s) below 'valid' folders validate, %d below 'test' folders are "
+            "left out",
+            root,
+            MANIFEST_NAME,
+            len(by_split["valid"]),
+            len(by_split["test"]),
+        )
+    return AudioSources(root, tuple(by_split["train"]), tuple(by_split["valid"]))
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -124,6 +125,27 @@ def test_sources_from_corpus_manifest_folder_and_file(tmp_path: Path) -> None:
     plain = find_audio_sources(corpus / "audio")
     assert len(plain.train) == 4 and plain.valid == ()
     assert find_audio_sources(corpus / "audio/train0.flac").train == (corpus / "audio/train0.flac",)
+
+
+def test_a_plain_copy_of_a_corpus_tree_keeps_its_held_out_folders(tmp_path: Path) -> None:
+    # a corpus's audio/train|valid|test/ tree copied without its manifest (a subset carried to
+    # another machine, say) must not train on the held-out voices
+    corpus = _corpus(tmp_path / "corpus")
+    copy = tmp_path / "copy"
+    for i, split in enumerate(["train", "train", "valid", "test"]):
+        name = f"{split}{i}.flac"
+        (copy / "audio" / split / "voice").mkdir(parents=True, exist_ok=True)
+        (copy / "audio" / split / "voice" / name).write_bytes(
+            (corpus / "audio" / name).read_bytes()
+        )
+    sources = find_audio_sources(copy)
+    assert [p.name for p in sources.train] == ["train0.flac", "train1.flac"]
+    assert [p.name for p in sources.valid] == ["valid2.flac"]
+    # folders above the data folder do not count: naming a held-out folder uses it
+    assert [p.name for p in find_audio_sources(copy / "audio" / "test").train] == ["test3.flac"]
+    shutil.rmtree(copy / "audio" / "train")
+    with pytest.raises(TrainingError, match="below 'valid' or 'test' folders"):
+        find_audio_sources(copy)
 
 
 def test_crops_are_teacher_forced_and_valid_is_held_out(tones_dir: Path, tmp_path: Path) -> None:
