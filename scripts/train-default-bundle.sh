@@ -52,7 +52,8 @@ if [ "$KIND" = wavenet ] || [ "$KIND" = vocoder ]; then
   # bfloat16 autocast: S seconds at rate 1e-3, then S/2 at 5e-4 (fresh Adam state each time).
   # wavenet-vocoder 0.1.2 is 0.1.1 after 4,034 + 3,462 such steps on an H100 (420 s beside two
   # other runs, then 225 s beside one; a fresh 42-min random subset of FINETUNE_DATA's train
-  # split each time): ESTOI 0.37 -> 0.52 on the held-out clips (README)
+  # split each time, `corpus subset --minutes 42 [--exclude]`, as --data for a GPU machine
+  # that takes 64 MiB): ESTOI 0.37 -> 0.52 on the held-out clips (README)
   if [ -n "${GPU_FINETUNE_SECONDS:-}" ]; then
     gpu=(--data "${FINETUNE_DATA:-$DATA}" --name "$(basename "$PACKED")" --batch 16 --crop 8000 --amp
       --steps 200000 --val-every 1000 --save-every 1000 --threads 4 --device "$DEVICE" --no-progress)
@@ -160,7 +161,8 @@ if [ "$KIND" = speech ]; then
   # GPU_MIXED_DECODER_SECONDS=S (with DEVICE=cuda) goes on with the same mixture at batch 64:
   # speech 0.4.4's decoder is 0.4.3's after 7,752 + 5,676 such steps on an H100 (420 s beside
   # two other runs, then 225 s beside one; a fresh 42-min random subset of the train split each
-  # time): generated DNSMOS on the test prompts 2.21 -> 2.25 (paired +0.04 +/- 0.03; README)
+  # time, as for the vocoder): generated DNSMOS on the test prompts 2.21 -> 2.25 (paired
+  # +0.04 +/- 0.03; README)
   if [ -n "${GPU_MIXED_DECODER_SECONDS:-}" ]; then
     $AG train mel-codec --data "$DATA" --bundle "$OUT-gpu-mixed-decoder" --init-codec "$OUT" \
       --name "$KIND" --nq-dropout 0.5 --nq-choices 3 --lr 5e-5 --batch 64 --val-every 1000 \

@@ -1,4 +1,5 @@
-"""``audiogen-studio corpus speech|music OUT_DIR``: build reproducible training corpora."""
+"""``audiogen-studio corpus speech|music OUT_DIR``: build reproducible training corpora;
+``corpus subset CORPUS OUT_DIR``: copy a seeded random piece of one."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ import os
 import sys
 from typing import Any
 
-from audiogen_studio.cli.argtypes import positive_float, positive_int, split_fraction
+from audiogen_studio.cli.argtypes import (
+    non_negative_float,
+    positive_float,
+    positive_int,
+    split_fraction,
+)
 from audiogen_studio.cli.errors import CliError
 
 
@@ -123,6 +129,35 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="SF2 file (default: FluidR3_GM, else pretty_midi's TimGM6mb)",
     )
     mp.set_defaults(func=run)
+    up = csub.add_parser(
+        "subset",
+        help="copy a seeded random piece of a corpus (train and some valid, never test)",
+        description="Copy whole files drawn at random (seeded) from a corpus's train split up to "
+        "--minutes, and from its valid split up to --valid-minutes, into a new corpus folder with "
+        "its own manifest.jsonl (the test split stays held out). For carrying part of a corpus "
+        "to another machine, quick trials, or fresh audio each run (--exclude earlier subsets).",
+    )
+    up.add_argument("corpus", metavar="CORPUS", help="corpus folder (with manifest.jsonl)")
+    up.add_argument("out_dir", metavar="OUT_DIR", help="new folder for the subset")
+    up.add_argument(
+        "--minutes", type=positive_float, required=True, help="minutes of train audio at most"
+    )
+    up.add_argument(
+        "--valid-minutes",
+        type=non_negative_float,
+        default=3.0,
+        help="minutes of valid audio at most (0: none; default 3)",
+    )
+    up.add_argument("--seed", type=int, default=0, help="seed of the draw (default 0)")
+    up.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="SUBSET",
+        help="a subset (or corpus) folder whose train items are not drawn again; repeatable",
+    )
+    up.add_argument("--json", action="store_true", help="print the summary as JSON")
+    up.set_defaults(func=run_subset)
 
 
 class _Bar:
@@ -235,4 +270,28 @@ def run(args: argparse.Namespace) -> int:
         f"  this run: {summary.new_items} new, {summary.reused_items} reused, "
         f"{summary.failed} failed, {summary.wall_seconds:.1f} s"
     )
+    return 0
+
+
+def run_subset(args: argparse.Namespace) -> int:
+    """``audiogen-studio corpus subset CORPUS OUT_DIR --minutes M [options]``."""
+    from audiogen_studio.training.corpora import CorpusError, make_subset
+
+    try:
+        summary = make_subset(
+            args.corpus,
+            args.out_dir,
+            minutes=args.minutes,
+            valid_minutes=args.valid_minutes,
+            seed=args.seed,
+            exclude=args.exclude,
+        )
+    except CorpusError as exc:
+        raise CliError(str(exc)) from exc
+    if args.json:
+        print(json.dumps({"out_dir": str(summary.out_dir), "splits": summary.splits}, indent=2))
+        return 0
+    print(f"subset of {args.corpus} in {summary.out_dir}")
+    for split, v in summary.splits.items():
+        print(f"  {split}: {v['files']} files, {v['minutes']:.1f} min, {v['speakers']} speakers")
     return 0

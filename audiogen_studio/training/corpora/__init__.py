@@ -4,6 +4,7 @@
 voices and takes the recorded Asterisk prompts; ``build_music_corpus(dir, MusicOptions(...))``
 renders music21's scores through fluidsynth with General MIDI instruments. Both are deterministic
 given the seed, parallel, resumable, and hold out whole voices / instruments for valid and test.
+``make_subset(corpus, out, minutes=...)`` copies a seeded random piece of one (no test split).
 See :mod:`audiogen_studio.training.corpora.manifest` for the manifest format.
 """
 
@@ -20,6 +21,7 @@ from audiogen_studio.training.corpora.build import (
 from audiogen_studio.training.corpora.common import CORPUS_RATE, CorpusError, ItemError
 from audiogen_studio.training.corpora.jobs import PlannedItem, Progress
 from audiogen_studio.training.corpora.manifest import MANIFEST_NAME, read_manifest
+from audiogen_studio.training.corpora.subset import SubsetSummary, make_subset
 
 __all__ = [
     "CORPUS_JSON",
@@ -32,7 +34,9 @@ __all__ = [
     "PlannedItem",
     "Progress",
     "SpeechOptions",
+    "SubsetSummary",
     "build_music_corpus",
     "build_speech_corpus",
+    "make_subset",
     "read_manifest",
 ]

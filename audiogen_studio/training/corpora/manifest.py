@@ -108,6 +108,13 @@ def read_manifest(corpus_dir: str | Path) -> list[dict[str, Any]]:
     return list(by_id.values())
 
 
+def write_manifest(corpus_dir: str | Path, rows: Iterable[Mapping[str, Any]]) -> Path:
+    """Write ``corpus_dir/manifest.jsonl`` with ``rows`` at once (atomically, fsynced)."""
+    path = Path(corpus_dir) / MANIFEST_NAME
+    _rewrite(path, rows)
+    return path
+
+
 def _rewrite(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
     tmp = path.with_name(f".{path.name}.partial")
     with tmp.open("w", encoding="utf-8") as f:
