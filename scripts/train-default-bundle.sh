@@ -175,6 +175,14 @@ else
   # prompt's token frequencies in (chosen on the validation prompts; figures in the card)
   $AG models card "$OUT" --adaptation steps=8,lr=1.2e-3,mix=1,blocks=2,seconds=1 \
     --coarse-guidance 3 --semantic-cache 0.5
+  # then the codec decoder also learns the 8 codebooks music decodes (the 3 coarse + 5 fine the
+  # LMs model; its runs above drew 4..12): half the crops from 8, half from all 12. Music 0.5.1
+  # is 0.5.0 after 45 min of it on one thread on the 200-min corpus (README).
+  $AG train mel-codec --data "$DATA" --bundle "$OUT-mixed-decoder" --init-codec "$OUT" \
+    --name "$KIND" --nq-dropout 0.5 --nq-choices 8 --lr 2e-4 --batch 16 --segment 1 \
+    --val-every 1000 --save-every 500 --time-limit "${MIXED_DECODER_SECONDS:-2700}" --threads 1 \
+    --device "$DEVICE" --no-progress
+  $AG models adopt "$OUT" "$OUT-mixed-decoder" codec
 fi
 
 # 4. measure on held-out audio, record the figures in the bundle, pack it for shipping
