@@ -95,9 +95,12 @@ def test_subset_refusals_leave_everything_as_it_was(tmp_path: Path) -> None:
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "take.wav").write_bytes(b"mine")
-    with pytest.raises(CorpusError, match="not empty"):
+    with pytest.raises(CorpusError, match="not an empty folder"):
         make_subset(corpus, busy, minutes=1)
     assert sorted(p.name for p in busy.iterdir()) == ["take.wav"]
+    with pytest.raises(CorpusError, match="not an empty folder"):
+        make_subset(corpus, busy / "take.wav", minutes=1)
+    assert (busy / "take.wav").read_bytes() == b"mine"
     with pytest.raises(CorpusError, match="shorter than every train item"):
         make_subset(corpus, tmp_path / "short", minutes=0.05)
     assert not (tmp_path / "short").exists()
@@ -114,4 +117,4 @@ def test_corpus_subset_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     report = json.loads(capsys.readouterr().out)
     assert report["splits"]["train"]["files"] == 3 and report["splits"]["valid"]["files"] == 2
     assert main(["corpus", "subset", str(corpus), str(out), "--minutes", "0.3"]) == 2
-    assert "not empty" in capsys.readouterr().err
+    assert "not an empty folder" in capsys.readouterr().err

@@ -100,28 +100,29 @@ def make_subset(
         raise CorpusError(f"{source}: no {MANIFEST_NAME} with entries (not a corpus folder)")
     if out.resolve() == source.resolve():
         raise CorpusError("the subset needs a folder of its own, not the corpus itself")
-    if out.exists() and any(out.iterdir()):
-        raise CorpusError(f"{out} exists and is not empty: give a new folder")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise CorpusError(f"{out} exists and is not an empty folder: give a new folder")
     skip = _excluded_ids(exclude)
     rng = random.Random(seed)
-    chosen: list[Mapping[str, Any]] = []
-    for split, limit in (("train", minutes), ("valid", valid_minutes)):
-        pool = [e for e in entries if e["split"] == split]
-        if split == "train":
-            pool = [e for e in pool if str(e["id"]) not in skip]
-        if split == "train" and not pool:
-            raise CorpusError(f"{source}: no train items left to draw (all excluded?)")
-        chosen += _pick(pool, limit * 60.0, rng) if limit > 0 else []
-    if not any(e["split"] == "train" for e in chosen):
+    train = [e for e in entries if e["split"] == "train" and str(e["id"]) not in skip]
+    if not train:
+        raise CorpusError(f"{source}: no train items left to draw (all excluded?)")
+    chosen = _pick(train, minutes * 60.0, rng)
+    if not chosen:
         raise CorpusError(f"--minutes {minutes:g} is shorter than every train item of {source}")
+    if valid_minutes > 0:
+        chosen += _pick([e for e in entries if e["split"] == "valid"], valid_minutes * 60.0, rng)
     missing = [e["path"] for e in chosen if not (source / e["path"]).is_file()]
     if missing:
         raise CorpusError(f"{source}: {len(missing)} listed file(s) are missing, e.g. {missing[0]}")
-    out.mkdir(parents=True, exist_ok=True)
-    for entry in chosen:
-        target = out / entry["path"]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source / entry["path"], target)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for entry in chosen:
+            target = out / entry["path"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source / entry["path"], target)
+    except OSError as exc:  # a full disk, say: the source corpus is only read
+        raise CorpusError(f"{out}: cannot copy the subset there ({exc})") from exc
     write_manifest(out, chosen)
     splits: dict[str, dict[str, Any]] = {}
     for split in ("train", "valid"):
