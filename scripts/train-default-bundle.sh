@@ -18,8 +18,9 @@
 # Stage times (seconds): SEMANTIC_SECONDS, CODEC_MINUTES, LM_SECONDS, WAVENET_SECONDS;
 # GAN_MINUTES (unset: none) adds the codec decoder's GAN phase; GPU_DECODER_SECONDS (unset:
 # none) a reconstruction phase at batch 64 on the GPU; FINETUNE_DATA (wavenet/vocoder, unset:
-# none) a fine-tuning phase on that corpus; GPU_FINETUNE_SECONDS (wavenet/vocoder) and
-# GPU_MIXED_DECODER_SECONDS (speech) phases at large batch on the GPU.
+# none) a fine-tuning phase on that corpus; MIXED_DECODER_SECONDS the decoder's phase on the
+# codebooks generation decodes; GPU_FINETUNE_SECONDS (wavenet/vocoder) and
+# GPU_MIXED_DECODER_SECONDS (speech, music) phases at large batch on the GPU.
 set -euo pipefail
 usage="usage: train-default-bundle.sh speech|music|wavenet|vocoder CORPUS OUT [PACKED]"
 KIND=${1:?$usage}
@@ -149,40 +150,37 @@ if [ -n "$best" ]; then $AG models card "$OUT" --stage-temperatures "$best"; fi
 # speech the fine LM's lowered speaker cosine); music takes 8 steps on the last 1 s, kept whole
 if [ "$KIND" = speech ]; then
   $AG models card "$OUT" --decode-quantizers 3 --adaptation steps=12,lr=8e-4,mix=0.35,blocks=2
-  # then the codec decoder also learns those 3 codebooks (its runs above drew 4..12): half the
-  # crops from 3, half from all 12. Speech 0.4.3 is 0.4.2 after 55 min of it on one thread:
-  # generated DNSMOS 2.15 -> 2.21 on the test prompts, the 12-codebook codec unchanged (README).
-  # --init-codec keeps the codebooks, so the LMs' tokens stay valid.
-  $AG train mel-codec --data "$DATA" --bundle "$OUT-mixed-decoder" --init-codec "$OUT" \
-    --name "$KIND" --nq-dropout 0.5 --nq-choices 3 --lr 1e-4 --batch 16 --val-every 500 \
-    --save-every 500 --time-limit "${MIXED_DECODER_SECONDS:-3300}" --threads 1 \
-    --device "$DEVICE" --no-progress
-  $AG models adopt "$OUT" "$OUT-mixed-decoder" codec
-  # GPU_MIXED_DECODER_SECONDS=S (with DEVICE=cuda) goes on with the same mixture at batch 64:
-  # speech 0.4.4's decoder is 0.4.3's after 7,752 + 5,676 such steps on an H100 (420 s beside
-  # two other runs, then 225 s beside one; a fresh 42-min random subset of the train split each
-  # time, as for the vocoder): generated DNSMOS on the test prompts 2.21 -> 2.25 (paired
-  # +0.04 +/- 0.03; README)
-  if [ -n "${GPU_MIXED_DECODER_SECONDS:-}" ]; then
-    $AG train mel-codec --data "$DATA" --bundle "$OUT-gpu-mixed-decoder" --init-codec "$OUT" \
-      --name "$KIND" --nq-dropout 0.5 --nq-choices 3 --lr 5e-5 --batch 64 --val-every 1000 \
-      --save-every 2000 --time-limit "$GPU_MIXED_DECODER_SECONDS" --threads 8 \
-      --device "$DEVICE" --no-progress
-    $AG models adopt "$OUT" "$OUT-gpu-mixed-decoder" codec
-  fi
+  # the codebooks generation decodes: the 3 coarse ones (decode_quantizers above)
+  decoded=3; mixed=(--lr 1e-4 --val-every 500); mixed_seconds=3300
 else
   # and music's coarse stage samples with guidance 3, its semantic stage mixes 0.5 of the
   # prompt's token frequencies in (chosen on the validation prompts; figures in the card)
   $AG models card "$OUT" --adaptation steps=8,lr=1.2e-3,mix=1,blocks=2,seconds=1 \
     --coarse-guidance 3 --semantic-cache 0.5
-  # then the codec decoder also learns the 8 codebooks music decodes (the 3 coarse + 5 fine the
-  # LMs model; its runs above drew 4..12): half the crops from 8, half from all 12. Music 0.5.1
-  # is 0.5.0 after 45 min of it on one thread on the 200-min corpus (README).
-  $AG train mel-codec --data "$DATA" --bundle "$OUT-mixed-decoder" --init-codec "$OUT" \
-    --name "$KIND" --nq-dropout 0.5 --nq-choices 8 --lr 2e-4 --batch 16 --segment 1 \
-    --val-every 1000 --save-every 500 --time-limit "${MIXED_DECODER_SECONDS:-2700}" --threads 1 \
+  # the codebooks generation decodes: the 3 coarse + 5 fine the LMs model
+  decoded=8; mixed=(--lr 2e-4 --segment 1 --val-every 1000); mixed_seconds=2700
+fi
+# then the codec decoder also learns the codebooks generation decodes (its runs above drew
+# 4..12): half the crops from those, half from all 12. Speech 0.4.3 is 0.4.2 after 55 min of it
+# on one thread (generated DNSMOS 2.15 -> 2.21 on the test prompts, the 12-codebook codec
+# unchanged); music 0.5.1 is 0.5.0 after 45 min on the 200-min corpus (chroma 0.51 -> 0.55;
+# README). --init-codec keeps the codebooks, so the LMs' tokens stay valid.
+$AG train mel-codec --data "$DATA" --bundle "$OUT-mixed-decoder" --init-codec "$OUT" \
+  --name "$KIND" --nq-dropout 0.5 --nq-choices "$decoded" "${mixed[@]}" --batch 16 \
+  --save-every 500 --time-limit "${MIXED_DECODER_SECONDS:-$mixed_seconds}" --threads 1 \
+  --device "$DEVICE" --no-progress
+$AG models adopt "$OUT" "$OUT-mixed-decoder" codec
+# GPU_MIXED_DECODER_SECONDS=S (with DEVICE=cuda) goes on with the same mixture at batch 64:
+# speech 0.4.4's decoder is 0.4.3's after 7,752 + 5,676 such steps on an H100 (420 s beside
+# two other runs, then 225 s beside one; a fresh 42-min random subset of the train split each
+# time, as for the vocoder): generated DNSMOS on the test prompts 2.21 -> 2.25 (paired
+# +0.04 +/- 0.03; README)
+if [ -n "${GPU_MIXED_DECODER_SECONDS:-}" ]; then
+  $AG train mel-codec --data "$DATA" --bundle "$OUT-gpu-mixed-decoder" --init-codec "$OUT" \
+    --name "$KIND" --nq-dropout 0.5 --nq-choices "$decoded" --lr 5e-5 --batch 64 \
+    --val-every 1000 --save-every 2000 --time-limit "$GPU_MIXED_DECODER_SECONDS" --threads 8 \
     --device "$DEVICE" --no-progress
-  $AG models adopt "$OUT" "$OUT-mixed-decoder" codec
+  $AG models adopt "$OUT" "$OUT-gpu-mixed-decoder" codec
 fi
 
 # 4. measure on held-out audio, record the figures in the bundle, pack it for shipping
