@@ -66,7 +66,12 @@ from audiogen_studio.models.acoustic_codec import (
     load_acoustic_codec,
 )
 from audiogen_studio.models.audiolm_layout import TokenLayout
-from audiogen_studio.models.checkpoint import CheckpointError, load_into
+from audiogen_studio.models.checkpoint import (
+    CheckpointError,
+    holds_float16_values,
+    load_into,
+    round_to_float16_,
+)
 from audiogen_studio.models.device import resolve_device
 from audiogen_studio.models.lm import LMConfig, TokenLM
 from audiogen_studio.models.sampling import sample_next
@@ -158,8 +163,10 @@ class _Stream:
         """Append ids ``[B, n]`` that are given, not sampled (conditioning)."""
         self.tokens = torch.cat([self.tokens, forced.to(self.tokens.device)], dim=1)
 
-    def next_logits(self) -> torch.Tensor:
-        """Logits ``[B, V]`` of the next id, after feeding everything not yet in the cache."""
+    def next_logits(self, span: tuple[int, int] | None = None) -> torch.Tensor:
+        """Logits ``[B, V]`` of the next id, after feeding everything not yet in the cache;
+        with ``span = (lo, hi)``, the id range it is sampled from, only those (the rest
+        ``-inf``: the LM projects onto those rows of its output matrix alone)."""
         total = self.tokens.shape[1]
         if total - self.start > self.capacity:
             keep = self.capacity // 2
@@ -169,11 +176,12 @@ class _Stream:
         pending = self.tokens[:, self.start + self.fed :]
         self.fed += pending.shape[1]
         if 1 < pending.shape[1] <= FUSED_FEED_MAX and self.model.fused_decode is not None:
-            # a few conditioning ids: one fused single-token step each beats a torch pass
+            # a few conditioning ids: one fused single-token step each beats a torch pass (their
+            # logits are not used: one row of the output projection instead of V)
             for i in range(pending.shape[1] - 1):
-                self.model.forward_cached(pending[:, i : i + 1], self.cache)
+                self.model.forward_cached(pending[:, i : i + 1], self.cache, rows=(0, 1))
             pending = pending[:, -1:]
-        return self.model.forward_cached(pending, self.cache, last_only=True)[:, -1]
+        return self.model.forward_cached(pending, self.cache, last_only=True, rows=span)[:, -1]
 
 
 class _GuidedStream:
@@ -213,11 +221,17 @@ class _GuidedStream:
         offset = self.inner.tokens.shape[1]
         self.inner.push(torch.cat([forced, self._null(forced, offset)]))
 
-    def next_logits(self) -> torch.Tensor:
-        """Guided logits ``[B, V]`` of the next id."""
-        logits = self.inner.next_logits().float()
+    def next_logits(self, span: tuple[int, int] | None = None) -> torch.Tensor:
+        """Guided logits ``[B, V]`` of the next id (with ``span``: of those ids, the rest
+        ``-inf``)."""
+        logits = self.inner.next_logits(span).float()
         cond, uncond = logits[: self.rows], logits[self.rows :]
-        return uncond + self.scale * (cond - uncond)
+        if span is None:
+            return uncond + self.scale * (cond - uncond)
+        lo, hi = span
+        out = torch.full_like(cond, float("-inf"))
+        out[:, lo:hi] = uncond[:, lo:hi] + self.scale * (cond[:, lo:hi] - uncond[:, lo:hi])
+        return out
 
 
 class _CacheMixedStream(_Stream):
@@ -239,8 +253,9 @@ class _CacheMixedStream(_Stream):
         counts += 0.5
         self.frequencies = (counts / counts.sum(dim=1, keepdim=True)).to(tokens.device)  # [B, V]
 
-    def next_logits(self) -> torch.Tensor:
-        """Log-probabilities ``[B, V]`` of the mixture."""
+    def next_logits(self, span: tuple[int, int] | None = None) -> torch.Tensor:
+        """Log-probabilities ``[B, V]`` of the mixture (over the whole vocabulary: the mixture
+        needs every id's probability, so ``span`` only restricts what is drawn later)."""
         p = torch.softmax(super().next_logits().float(), dim=-1)
         return torch.log((1.0 - self.mix) * p + self.mix * self.frequencies)
 
@@ -555,6 +570,11 @@ class AudioLMEngine:
                     blocks=settings.blocks,
                     should_stop=None if cancel is None else cancel.is_set,
                 )
+                if holds_float16_values(stage.model.parameters()):
+                    # a bundle stored as float16: the copy keeps to float16 values too, as if
+                    # saved and loaded like the bundle, so the fused CPU step streams half the
+                    # bytes per token (the adaptation's change survives: ~2^-11 relative rounding)
+                    round_to_float16_(model)
                 self._accelerate(model)
                 self._adapted.put(key, model)
                 log.info(
@@ -695,7 +715,8 @@ class AudioLMEngine:
         for i in range(count):
             if cancel is not None and cancel.is_set():
                 raise _CancelledError
-            token = self._sample(stream.next_logits(), request, generators, spans(i), stream.stage)
+            span = spans(i)
+            token = self._sample(stream.next_logits(span), request, generators, span, stream.stage)
             out[:, i] = token
             stream.push(token[:, None])
         return out

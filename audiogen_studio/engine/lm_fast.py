@@ -37,6 +37,9 @@ from typing import Any, cast
 import numba
 import numpy as np
 import torch
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 
 from audiogen_studio.engine.wavenet_fast import (
     _VL,
@@ -48,13 +51,61 @@ from audiogen_studio.engine.wavenet_fast import (
     _vstore,
     _vzero,
 )
-from audiogen_studio.models.lm import KVCache, TokenLM
+from audiogen_studio.models.checkpoint import holds_float16_values
+from audiogen_studio.models.lm import KVCache, TokenLM, check_rows
 
 __all__ = ["FusedDecoder", "accelerate", "decelerate"]
 
 log = logging.getLogger(__name__)
 
 _F32 = np.float32
+_MATRICES = ("qkv", "proj", "ff_in", "ff_out")  # each block's weight matrices
+
+
+def _pow2_typer(typingctx: Any, k: Any) -> Any:
+    """``2.0 ** k`` as float32 for an integer ``-126 <= k <= 127``, built from its bits
+    (``(k + 127) << 23``), so a loop over it vectorises (no libm call)."""
+    if not isinstance(k, types.Integer):
+        return None
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        i32 = ir.IntType(32)
+        k32 = builder.trunc(args[0], i32) if args[0].type.width > 32 else args[0]
+        bits = builder.shl(builder.add(k32, ir.Constant(i32, 127)), ir.Constant(i32, 23))
+        return builder.bitcast(bits, ir.FloatType())
+
+    return types.float32(k), codegen
+
+
+_pow2: Any = intrinsic(_pow2_typer)
+
+_LOG2E = _F32(1.4426950408889634)
+_LN2_HI = _F32(0.693145751953125)  # ln 2 split in two (Cody & Waite): exact k·hi for |k| < 2^8
+_LN2_LO = _F32(1.428606765330187e-06)
+
+
+@numba.njit(fastmath=True, error_model="numpy", cache=True, inline="always")
+def _exp_neg(x: Any) -> Any:
+    """``exp(x)`` for ``x <= 0`` without libm, so the softmax loops vectorise: ``2^k·p(r)``
+    with ``k = round(x·log2 e)``, ``r = x - k·ln 2`` in ``[-ln2/2, ln2/2]`` and ``p`` the
+    degree-6 Taylor polynomial (relative error < 5e-7). Below -87 it returns ``exp(-87)``
+    (~1.6e-38: nothing next to the softmax's largest term, 1)."""
+    x = max(x, _F32(-87.0))
+    k = np.floor(x * _LOG2E + _F32(0.5))
+    r = (x - k * _LN2_HI) - k * _LN2_LO
+    p = _F32(1.0) + r * (
+        _F32(1.0)
+        + r
+        * (
+            _F32(0.5)
+            + r
+            * (
+                _F32(1.0 / 6.0)
+                + r * (_F32(1.0 / 24.0) + r * (_F32(1.0 / 120.0) + r * _F32(1.0 / 720.0)))
+            )
+        )
+    )
+    return p * _pow2(np.int32(k))
 
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True, inline="always")
@@ -116,7 +167,9 @@ def _decode(
     swiglu: bool,
     layer_norm: bool,
     eps: float,
-    logits: Any,  # [B, Vpad] output (V rounded up to 16)
+    h0: int,  # first 16-row block of the output projection to compute
+    h1: int,  # one past the last
+    logits: Any,  # [B, 16·(h1 - h0)] output: the logits of ids 16·h0 .. 16·h1 - 1
 ) -> None:
     b_n = ids.shape[0]
     depth = kv.shape[0]
@@ -179,11 +232,11 @@ def _decode(
                 m = sc[0]
                 for t in range(n):
                     m = max(m, sc[t])
+                for t in range(n):
+                    sc[t] = _exp_neg((sc[t] - m) * scale)
                 total = _F32(0.0)
                 for t in range(n):
-                    e = np.exp((sc[t] - m) * scale)
-                    sc[t] = e
-                    total += e
+                    total += sc[t]
                 inv = _F32(1.0) / total
                 if hd % _VL == 0:  # weighted sum of value rows, 16 components per vector
                     flat = vals.reshape(vals.size)
@@ -215,9 +268,11 @@ def _decode(
         _matvec(wi[layer], d, h, fi, b_n)
         for b in range(b_n):
             if swiglu:
-                for i in range(f):
+                for i in range(f):  # SiLU(a)·g, sigmoid from exp(-|a|) (no overflow)
                     a = fi[b, i]
-                    u[b, i] = a / (_F32(1.0) + np.exp(-a)) * fi[b, f + i]
+                    e = _exp_neg(-abs(a))
+                    sig = (_F32(1.0) if a >= 0 else e) / (_F32(1.0) + e)
+                    u[b, i] = a * sig * fi[b, f + i]
             else:
                 for i in range(f):
                     a = fi[b, i]
@@ -227,7 +282,7 @@ def _decode(
             for i in range(d):
                 x[b, i] += tmp[b, i]
     _norm(x, gf, h, layer_norm, eps)
-    _matvec(whead, d, h, logits, b_n)
+    _matvec(whead[h0 * d * _VL : h1 * d * _VL], d, h, logits, b_n)
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -246,9 +301,12 @@ class FusedDecoder:
     step. Not thread-safe: one generation at a time per model.
     """
 
-    def __init__(self, model: TokenLM, *, fp16_weights: bool = False) -> None:
+    def __init__(self, model: TokenLM, *, fp16_weights: bool | None = None) -> None:
         self.model = model
-        self.fp16_weights = bool(fp16_weights)
+        #: what was asked: ``True``/``False``, or ``None`` for "when lossless"
+        self.fp16_weights = fp16_weights
+        #: whether the packed matrices are float16 now (decided at every pack)
+        self.packed_fp16 = False
         self._key: tuple[tuple[int, int], ...] | None = None
         # (cache, length, epoch) after the last step: a call that continues it with nothing
         # written by torch in between (same epoch) is the same decode run
@@ -282,8 +340,16 @@ class FusedDecoder:
             mats = [_np(getattr(blk, name).weight) for blk in blocks]
             return np.ascontiguousarray(np.stack([mat(w) if blocked else w for w in mats]))
 
+        fp16 = self.fp16_weights
+        if fp16 is None:  # lossless only: every matrix already holds float16 values
+            fp16 = holds_float16_values(
+                [getattr(blk, name).weight for blk in blocks for name in _MATRICES]
+                + [m.output_weight]
+            )
+        self.packed_fp16 = fp16
+
         def mat(w: np.ndarray) -> np.ndarray:
-            if self.fp16_weights:  # float16 bits, widened to float32 lanes by the kernel's loads
+            if fp16:  # float16 bits, widened to float32 lanes by the kernel's loads
                 return _blocked(np.ascontiguousarray(w.astype(np.float16).view(np.uint16)))
             return _blocked(w)
 
@@ -298,7 +364,11 @@ class FusedDecoder:
             _np(cast(torch.Tensor, m.norm_f.weight)),
             mat(_np(m.output_weight)),
         )
-        log.debug("packed the weights of a %s for the fused decode step", type(m).__name__)
+        log.debug(
+            "packed the weights of a %s for the fused decode step (%s matrices)",
+            type(m).__name__,
+            "float16" if fp16 else "float32",
+        )
 
     def supports(self, tokens: torch.Tensor, cache: KVCache) -> bool:
         """Whether :meth:`__call__` can run this call (else the caller uses torch)."""
@@ -316,9 +386,17 @@ class FusedDecoder:
             and not self.model.training
         )
 
-    def __call__(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor | None:
+    def __call__(
+        self, tokens: torch.Tensor, cache: KVCache, rows: tuple[int, int] | None = None
+    ) -> torch.Tensor | None:
+        """Logits ``[B, 1, V]`` of the next id after ``tokens [B, 1]``, appended to ``cache``;
+        with ``rows = (lo, hi)`` only those ids' logits (the 16-row blocks that hold them go
+        through the output projection), the rest ``-inf``. ``None``: not supported here."""
         if not self.supports(tokens, cache):
             return None
+        vocab = self._vocab
+        lo, hi = (0, vocab) if rows is None else check_rows(rows, vocab)
+        h0, h1 = lo // _VL, -(-hi // _VL)
         b = tokens.shape[0]
         pos = cache.length
         kv = cache.kv.detach().numpy()
@@ -337,9 +415,9 @@ class FusedDecoder:
             _sync_keys(kv, self._kt, pos)
         emb, g1, wqkv, wo, g2, wi, wout, gf, whead = self._weights
         ids = tokens[:, 0].to(torch.int64).numpy()
-        if int(ids.min()) < 0 or int(ids.max()) >= self._vocab:
-            raise IndexError(f"token ids outside [0, {self._vocab})")
-        logits = np.empty((b, -(-self._vocab // _VL) * _VL), np.float32)
+        if int(ids.min()) < 0 or int(ids.max()) >= vocab:
+            raise IndexError(f"token ids outside [0, {vocab})")
+        logits = np.empty((b, (h1 - h0) * _VL), np.float32)
         _decode(
             ids,
             pos,
@@ -362,20 +440,29 @@ class FusedDecoder:
             self._swiglu,
             self._layer_norm,
             self._eps,
+            h0,
+            h1,
             logits,
         )
         cache.length = pos + 1
         self._last = (weakref.ref(cache), pos + 1, cache.epoch)
-        return torch.from_numpy(logits)[:, None, : self._vocab]
+        if rows is None:
+            return torch.from_numpy(logits)[:, None, :vocab]
+        out = torch.full((b, 1, vocab), float("-inf"))
+        out[:, 0, lo:hi] = torch.from_numpy(logits[:, lo - h0 * _VL : hi - h0 * _VL])
+        return out
 
 
-def accelerate(model: TokenLM, *, fp16_weights: bool = False) -> bool:
+def accelerate(model: TokenLM, *, fp16_weights: bool | None = None) -> bool:
     """Install the fused CPU decode step on ``model`` (``forward_cached`` uses it for one-token
     calls whenever it can). Returns ``True`` when installed; safe to call more than once.
 
     ``fp16_weights`` stores the matrices as float16 (math stays float32): half the bytes streamed
-    per token, but logits then differ from torch's by the weight rounding (~1e-3), so sampled
-    tokens are no longer identical to the torch path's. Off by default.
+    per token. ``True`` rounds any weights (logits then differ from torch's by the rounding,
+    ~1e-3, so sampled tokens are no longer identical to the torch path's); ``None`` (default)
+    does it only when it is lossless, i.e. every matrix already holds float16 values (a bundle
+    stored as float16 and upcast on load), re-decided whenever the weights change (a prompt-
+    adapted copy is float32); ``False`` never.
     """
     current = model.fused_decode
     if isinstance(current, FusedDecoder) and current.fp16_weights == fp16_weights:

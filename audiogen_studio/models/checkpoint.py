@@ -26,7 +26,7 @@ import json
 import os
 import struct
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -173,6 +173,25 @@ def half_copy(source: str | Path, destination: str | Path) -> Path:
         for name, t in tensors.items()
     }
     return _atomic_save(halved, dst, metadata)
+
+
+def holds_float16_values(tensors: Iterable[torch.Tensor]) -> bool:
+    """Whether every floating-point element of ``tensors`` is a float16 value (rounding to
+    float16 loses nothing), as in a model loaded from a :func:`half_copy`."""
+    for t in tensors:
+        t = t.detach()
+        if t.is_floating_point() and not torch.equal(t.to(torch.float16).to(t.dtype), t):
+            return False
+    return True
+
+
+def round_to_float16_(module: nn.Module) -> None:
+    """Round every floating-point parameter of ``module`` to the nearest float16 value, in
+    place (dtype kept): what a :func:`half_copy` of its checkpoint would load back."""
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.is_floating_point():
+                p.copy_(p.to(torch.float16).to(p.dtype))
 
 
 def _open_checked(p: Path) -> None:

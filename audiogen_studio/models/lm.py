@@ -65,6 +65,7 @@ __all__ = [
     "LMConfig",
     "TokenLM",
     "alibi_slopes",
+    "check_rows",
 ]
 
 #: ``allowed`` of :meth:`TokenLM.generate`: one spec for every step, or a function of the step
@@ -207,6 +208,18 @@ class KVCache:
         self.epoch += 1
 
 
+def check_rows(rows: tuple[int, int], vocab: int) -> tuple[int, int]:
+    """``(lo, hi)`` as ints, for an id range ``0 <= lo < hi <= vocab`` of logits to compute.
+
+    Raises:
+        ValueError: an empty range or one outside ``[0, vocab)``.
+    """
+    lo, hi = (int(v) for v in rows)
+    if not 0 <= lo < hi <= vocab:
+        raise ValueError(f"logit rows [{lo}, {hi}) are empty or outside [0, {vocab})")
+    return lo, hi
+
+
 def alibi_slopes(heads: int) -> torch.Tensor:
     """ALiBi head slopes ``[H]`` (Press et al. 2022, §3): ``2^(-8i/H)``, ``i = 1..H``, for a power
     of two; otherwise the power-of-two set below ``H`` plus every other slope of the next one."""
@@ -277,10 +290,13 @@ class TokenLM(nn.Module):
             self.register_buffer("rope_sin", sin.float(), persistent=False)
         else:
             self.register_buffer("alibi", alibi_slopes(c.heads), persistent=False)
-        #: Optional replacement of the one-token cached step, ``f(tokens [B, 1], cache) ->
-        #: logits [B, 1, V]`` or ``None`` to fall back to torch. ``engine/lm_fast.py`` installs
-        #: a fused numba step here (models/ itself imports no compiler).
-        self.fused_decode: Callable[[torch.Tensor, KVCache], torch.Tensor | None] | None = None
+        #: Optional replacement of the one-token cached step, ``f(tokens [B, 1], cache, rows)
+        #: -> logits [B, 1, V]`` (with ``rows``, only those ids' logits, the rest ``-inf``) or
+        #: ``None`` to fall back to torch. ``engine/lm_fast.py`` installs a fused numba step
+        #: here (models/ itself imports no compiler).
+        self.fused_decode: (
+            Callable[[torch.Tensor, KVCache, tuple[int, int] | None], torch.Tensor | None] | None
+        ) = None
         self.reset_parameters()
 
     # --- parameters ------------------------------------------------------------------------------
@@ -344,8 +360,16 @@ class TokenLM(nn.Module):
             u = F.gelu(u)
         return F.linear(u, blk.ff_out.weight)
 
-    def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.norm_f(x), self.output_weight)
+    def _logits(self, x: torch.Tensor, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        """Logits ``[B, T, V]`` of hidden states ``x [B, T, D]``; with ``rows = (lo, hi)`` only
+        ids ``lo <= id < hi`` are projected (``hi - lo`` rows of the output matrix instead of
+        ``V``) and every other logit is ``-inf``."""
+        if rows is None:
+            return F.linear(self.norm_f(x), self.output_weight)
+        lo, hi = check_rows(rows, self.config.vocab_size)
+        out = x.new_full((*x.shape[:-1], self.config.vocab_size), float("-inf"))
+        out[..., lo:hi] = F.linear(self.norm_f(x), self.output_weight[lo:hi])
+        return out
 
     # --- full forward (training) ---------------------------------------------------------------
 
@@ -428,16 +452,26 @@ class TokenLM(nn.Module):
         return KVCache(kv)
 
     def forward_cached(
-        self, tokens: torch.Tensor, cache: KVCache, *, last_only: bool = False
+        self,
+        tokens: torch.Tensor,
+        cache: KVCache,
+        *,
+        last_only: bool = False,
+        rows: tuple[int, int] | None = None,
     ) -> torch.Tensor:
         """Run ``tokens [B, t]`` at positions ``cache.length ..`` and append them to the cache.
 
         Returns logits ``[B, t, V]`` (``[B, 1, V]`` for the last position when ``last_only``),
-        equal to ``forward(all tokens so far)`` at those positions. Not for training (the
-        cache write is in place); call it under ``torch.inference_mode()`` for speed.
+        equal to ``forward(all tokens so far)`` at those positions. With ``rows = (lo, hi)``
+        only the logits of ids ``lo <= id < hi`` are computed, equal to those of the full
+        projection, and all others are ``-inf``: a caller that samples within one id range
+        (the AudioLM coarse and fine stages: one quantizer's 1,024 codes of a vocabulary of
+        up to ~8k) skips most of the output projection. Not for training (the cache write is
+        in place); call it under ``torch.inference_mode()`` for speed.
 
         Raises:
-            ValueError: batch mismatch, or ``t`` more tokens than the cache has room for.
+            ValueError: batch mismatch, ``t`` more tokens than the cache has room for, or
+                ``rows`` empty or outside ``[0, V)``.
         """
         b, t = tokens.shape
         start = cache.length
@@ -448,8 +482,10 @@ class TokenLM(nn.Module):
             raise ValueError(
                 f"{t} tokens do not fit a cache holding {start} of {cache.max_len} positions"
             )
+        if rows is not None:
+            rows = check_rows(rows, self.config.vocab_size)
         if t == 1 and self.fused_decode is not None:
-            fused = self.fused_decode(tokens, cache)
+            fused = self.fused_decode(tokens, cache, rows)
             if fused is not None:
                 return fused
         h_, hd = self.config.heads, self.config.head_dim
@@ -489,7 +525,7 @@ class TokenLM(nn.Module):
         cache.epoch += 1
         if last_only:
             x = x[:, -1:]
-        return self._logits(x)
+        return self._logits(x, rows)
 
     def refill(self, cache: KVCache, tokens: torch.Tensor) -> torch.Tensor:
         """Slide the window: empty ``cache`` and prefill it with ``tokens [B, t]`` (the kept

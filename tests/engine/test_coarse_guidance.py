@@ -120,3 +120,21 @@ def test_semantic_dropout_nulls_whole_windows_at_its_rate() -> None:
     with pytest.raises(TrainingError, match=r"in \[0, 1\)"):
         LMTrainOptions(stage="coarse", semantic_dropout=1.0, **base).check()
     LMTrainOptions(stage="coarse", semantic_dropout=0.2, **base).check()
+
+
+def test_a_span_gives_the_guided_logits_of_those_ids_alone(bundle: Path) -> None:
+    engine = AudioLMEngine.from_bundle(read_bundle(bundle), device="cpu")
+    stage, layout = engine.stages["coarse"], engine.layout
+    ids = _coarse_ids(layout, frames=4, seed=3)
+    start = layout.coarse_group
+    whole = _GuidedStream(stage, ids[:, :start], scale=3.0, null_id=layout.coarse_sep)
+    spanned = _GuidedStream(stage, ids[:, :start], scale=3.0, null_id=layout.coarse_sep)
+    with torch.inference_mode():
+        for n in range(start, ids.shape[1]):
+            span = layout.coarse_range((n - start) % layout.coarse_quantizers)
+            lo, hi = span
+            want, got = whole.next_logits(), spanned.next_logits(span)
+            torch.testing.assert_close(got[:, lo:hi], want[:, lo:hi], atol=1e-5, rtol=1e-5)
+            assert bool(torch.isneginf(got[:, :lo]).all() and torch.isneginf(got[:, hi:]).all())
+            whole.push(ids[:, n : n + 1])
+            spanned.push(ids[:, n : n + 1])

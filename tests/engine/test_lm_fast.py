@@ -161,3 +161,90 @@ def test_fused_step_declines_what_it_cannot_run() -> None:
         cache.truncate(4)
         with pytest.raises(IndexError):
             decoder(torch.tensor([[40]]), cache)
+
+
+@pytest.mark.parametrize("rows", [(0, 1), (5, 37), (16, 32), (33, 40), (0, 40)])
+@pytest.mark.parametrize("fields", VARIANTS[:3])
+def test_fused_rows_equal_torch_within_and_are_minus_inf_outside(
+    fields: dict[str, Any], rows: tuple[int, int]
+) -> None:
+    model = _model(**fields)
+    x = _tokens(2, 30)
+    lo, hi = rows
+    with torch.inference_mode():
+        full = model(x)
+        accelerate(model)
+        cache = model.new_cache(2, 64)
+        model.forward_cached(x[:, :10], cache)
+        for i in range(10, 30):
+            got = model.forward_cached(x[:, i : i + 1], cache, rows=rows)[:, 0]
+            assert model.fused_decode is not None and cache.length == i + 1
+            torch.testing.assert_close(got[:, lo:hi], full[:, i, lo:hi], atol=1e-5, rtol=1e-5)
+            outside = torch.cat([got[:, :lo], got[:, hi:]], dim=1)
+            assert bool(torch.isneginf(outside).all())
+
+
+def test_rows_outside_the_vocabulary_are_refused_before_anything_runs() -> None:
+    model = _model()
+    accelerate(model)
+    cache = model.new_cache(1, 8)
+    with torch.inference_mode():
+        model.forward_cached(_tokens(1, 3), cache)
+        for rows in [(0, 0), (5, 3), (-1, 4), (30, 41)]:
+            with pytest.raises(ValueError, match="logit rows"):
+                model.forward_cached(_tokens(1, 1), cache, rows=rows)
+    assert cache.length == 3  # nothing was written
+
+
+def _float16_valued(model: TokenLM) -> TokenLM:
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.half().float())
+    return model
+
+
+def test_float16_storage_is_chosen_only_when_lossless() -> None:
+    x = _tokens(2, 24)
+    plain = _model()
+    halved = _float16_valued(_model())
+    with torch.inference_mode():
+        for model, expect_fp16 in [(plain, False), (halved, True)]:
+            full = model(x)
+            accelerate(model)
+            decoder = model.fused_decode
+            assert isinstance(decoder, FusedDecoder)
+            cache = model.new_cache(2, 64)
+            model.forward_cached(x[:, :8], cache)
+            steps = [model.forward_cached(x[:, i : i + 1], cache) for i in range(8, 24)]
+            assert decoder.packed_fp16 is expect_fp16
+            # float16 storage of float16 values: the same logits as torch's float32 step
+            torch.testing.assert_close(torch.cat(steps, 1), full[:, 8:], atol=1e-5, rtol=1e-5)
+        # weights that leave float16 values (e.g. an adapted copy) are packed as float32 again
+        with torch.no_grad():
+            halved.block_list[0].qkv.weight.mul_(1.0001)
+        cache = halved.new_cache(2, 64)
+        halved.forward_cached(x[:, :8], cache)
+        halved.forward_cached(x[:, 8:9], cache)
+        decoder = halved.fused_decode
+        assert isinstance(decoder, FusedDecoder) and decoder.packed_fp16 is False
+
+
+def test_kernel_exp_matches_libm() -> None:
+    import numba
+    import numpy as np
+
+    from audiogen_studio.engine.lm_fast import _exp_neg
+
+    @numba.njit(fastmath=True)
+    def run(x: Any, out: Any) -> None:
+        for i in range(x.size):
+            out[i] = _exp_neg(x[i])
+
+    x = -np.concatenate([np.linspace(0, 90, 200_001), [0.0, 1e-8, 87.0, 1e4]]).astype(np.float32)
+    out = np.empty_like(x)
+    run(x, out)
+    ref = np.exp(x.astype(np.float64))
+    inside = x >= -87
+    assert np.max(np.abs(out[inside] - ref[inside]) / ref[inside]) < 1e-6
+    assert np.all(out[~inside] <= 2e-38) and np.all(out >= 0)
+    assert out[0] == 1.0

@@ -404,3 +404,34 @@ def test_end_to_end_benchmark_times_every_adaptation(bundle: Path, adapt_calls: 
     assert result["prepare_ms"] > 0 and result["first_chunk_ms_prepared"] > 0
     plain = end_to_end(str(bundle), prompt_seconds=0.5, seconds=0.3, runs=1)
     assert plain["e2e_adapt_steps"] == 0 and "rtf_no_adaptation" not in plain
+
+
+def test_the_copy_of_a_float16_bundle_keeps_to_float16_values(
+    bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from audiogen_studio.models.checkpoint import holds_float16_values, round_to_float16_
+
+    copies: list[TokenLM] = []
+    real = audiolm_pipeline.adapt_copy
+
+    def recording(*args: object, **kwargs: object) -> TokenLM:
+        copies.append(real(*args, **kwargs))  # type: ignore[arg-type]
+        return copies[-1]
+
+    monkeypatch.setattr(audiolm_pipeline, "adapt_copy", recording)
+    torch.set_num_threads(1)
+    request = GenerationRequest(prompt=_prompt(), seconds=0.2, seed=1, adapt_steps=3)
+    engine = AudioLMEngine.from_bundle(read_bundle(bundle), device="cpu")
+    collect(engine, request)  # a float32 bundle: the adapted copy stays float32
+    assert not holds_float16_values(copies[-1].parameters())
+    half = AudioLMEngine.from_bundle(read_bundle(bundle), device="cpu")
+    round_to_float16_(half.stages["coarse"].model)  # as a bundle shipped as float16 loads
+    collect(half, request)
+    adapted = copies[-1]
+    assert holds_float16_values(adapted.parameters())  # so the fused step packs it as float16
+    source = half.stages["coarse"].model
+    changed = [
+        not torch.equal(a, b)
+        for a, b in zip(adapted.parameters(), source.parameters(), strict=True)
+    ]
+    assert any(changed)  # the adaptation's change survives the rounding

@@ -57,3 +57,22 @@ def test_the_rewritten_header_is_sorted_padded_and_readable(tmp_path: Path) -> N
     state16, _ = load_state(half)
     assert all(t.dtype == torch.float16 for t in state16.values())
     assert torch.allclose(state16["0.weight"].float(), module.state_dict()["0.weight"], atol=1e-3)
+
+
+def test_float16_values_are_recognised_and_rounded_to(tmp_path: Path) -> None:
+    from audiogen_studio.models.checkpoint import holds_float16_values, round_to_float16_
+
+    torch.manual_seed(0)
+    module = torch.nn.Linear(8, 4)
+    assert not holds_float16_values(module.parameters())
+    path = save_module(module, tmp_path / "m.safetensors", {"width": 8})
+    loaded = torch.nn.Linear(8, 4)
+    loaded.load_state_dict(load_state(half_copy(path, tmp_path / "h.safetensors"))[0])
+    assert holds_float16_values(loaded.parameters())  # what a shipped half copy loads as
+    round_to_float16_(module)
+    assert holds_float16_values(module.parameters())
+    assert module.weight.dtype == torch.float32
+    torch.testing.assert_close(module.weight, loaded.weight, atol=0, rtol=0)
+    assert holds_float16_values([torch.arange(4)])  # integer tensors do not count
+    assert not holds_float16_values([torch.tensor([1e6])])  # beyond float16's range
+    assert not holds_float16_values([torch.tensor([float("nan")])])

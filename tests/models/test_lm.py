@@ -317,3 +317,21 @@ def test_checkpoint_rebuilds_the_model(tmp_path: Path) -> None:
         torch.testing.assert_close(rebuilt(x), model(x), atol=0, rtol=0)
     # derived tables are not stored
     assert not any("rope" in k or "alibi" in k for k in model.state_dict())
+
+
+@pytest.mark.parametrize("fields", VARIANTS[:3])
+def test_cached_rows_equal_full_logits_within_and_minus_inf_outside(
+    fields: dict[str, Any],
+) -> None:
+    model = _model(**fields)  # torch alone: this layer installs no fused step
+    x = _tokens(2, 24)
+    with torch.inference_mode():
+        full = model(x)
+        cache = model.new_cache(2, 64)
+        prefill = model.forward_cached(x[:, :10], cache, rows=(3, 17))  # t > 1 as well
+        steps = [model.forward_cached(x[:, i : i + 1], cache, rows=(3, 17)) for i in range(10, 24)]
+        got = torch.cat([prefill, *steps], 1)
+    torch.testing.assert_close(got[..., 3:17], full[..., 3:17], atol=1e-5, rtol=0)
+    assert bool(torch.isneginf(got[..., :3]).all() and torch.isneginf(got[..., 17:]).all())
+    with pytest.raises(ValueError, match="logit rows"):
+        model.forward_cached(x[:, :1], model.new_cache(2, 8), rows=(0, 41))
