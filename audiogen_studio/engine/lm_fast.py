@@ -12,6 +12,23 @@ explicit 16-lane SIMD kernels over weights in blocks of 16 rows (no horizontal s
 vector feeds every take of the batch); attention scores are computed 16 positions per vector
 from a transposed mirror of the cached keys, and the value sum 16 components per vector.
 
+Three things keep the step cheap on the shipped bundles (``benchmarks/lm_step.py`` measures
+each side by side):
+
+- **Only the sampled rows of the output projection.** ``forward_cached(..., rows=(lo, hi))``
+  passes the id range a step samples from; the kernel projects onto the 16-row blocks that hold
+  it and leaves the other logits ``-inf``. An AudioLM coarse or fine step samples one
+  quantizer's 1,024 codes from a vocabulary of ~3.6k or ~8.2k ids (AudioLM §4.2, the flattened
+  codebooks), and the fine LM's output matrix was half of its weights.
+- **float16 weight storage when it is lossless.** Bundles ship as float16 and are upcast on
+  load, so their matrices hold float16 values: storing them as float16 bits (widened to float32
+  lanes by the loads, math in float32) halves the bytes streamed per token and changes no logit.
+  ``accelerate(fp16_weights=None)`` (the default) checks this at every pack; ``True`` rounds
+  any weights.
+- **No libm in the loops.** The attention softmax and SiLU use :func:`_exp_neg`, a
+  range-reduced polynomial ``exp`` (relative error < 5e-7) that vectorises; libm's ``expf`` is a
+  scalar call per element (~14x slower per element here).
+
 Install it with :func:`accelerate`: ``TokenLM.forward_cached`` then routes every one-token call
 on a CPU float32 model through it (prefill, ``t > 1``, stays in torch, where it is efficient), so
 ``TokenLM.generate`` and any caller of ``forward_cached`` get it with no other change. The copies
@@ -146,7 +163,7 @@ def _sync_keys(kv: Any, kt: Any, n: int) -> None:
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
 def _decode(
-    ids: Any,  # int64 [B]
+    ids: Any,  # int64 [B, 1] (checked to lie in [0, V) before anything is written)
     pos: int,  # position of the new token (== cache length before the step)
     emb: Any,  # [V, D]
     g1: Any,  # [depth, D]
@@ -167,11 +184,17 @@ def _decode(
     swiglu: bool,
     layer_norm: bool,
     eps: float,
-    h0: int,  # first 16-row block of the output projection to compute
-    h1: int,  # one past the last
-    logits: Any,  # [B, 16·(h1 - h0)] output: the logits of ids 16·h0 .. 16·h1 - 1
-) -> None:
+    lo: int,  # the logits of ids lo <= id < hi are computed (the 16-row blocks holding them)
+    hi: int,
+    out: Any,  # [B, V] output: those logits, -inf elsewhere
+) -> bool:
+    """One token of every row: ``False`` (and nothing written) when an id is outside
+    ``[0, V)``; else writes the cache at ``pos`` and the logits into ``out``."""
     b_n = ids.shape[0]
+    vocab = out.shape[1]
+    for b in range(b_n):
+        if ids[b, 0] < 0 or ids[b, 0] >= vocab:
+            return False
     depth = kv.shape[0]
     heads = kv.shape[3]
     hd = kv.shape[5]
@@ -191,7 +214,7 @@ def _decode(
     sc = np.empty((n + pad) // _VL * _VL, np.float32)
     acc = np.empty((hd + pad) // _VL * _VL, np.float32)
     for b in range(b_n):
-        x[b, :] = emb[ids[b]]
+        x[b, :] = emb[ids[b, 0]]
     for layer in range(depth):
         _norm(x, g1[layer], h, layer_norm, eps)
         _matvec(wqkv[layer], d, h, qkv, b_n)
@@ -282,7 +305,20 @@ def _decode(
             for i in range(d):
                 x[b, i] += tmp[b, i]
     _norm(x, gf, h, layer_norm, eps)
+    h0 = lo // _VL
+    h1 = (hi + pad) // _VL
+    logits = np.empty((b_n, (h1 - h0) * _VL), np.float32)
     _matvec(whead[h0 * d * _VL : h1 * d * _VL], d, h, logits, b_n)
+    off = h0 * _VL
+    minus_inf = _F32(-np.inf)
+    for b in range(b_n):
+        for i in range(lo):
+            out[b, i] = minus_inf
+        for i in range(lo, hi):
+            out[b, i] = logits[b, i - off]
+        for i in range(hi, vocab):
+            out[b, i] = minus_inf
+    return True
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -313,6 +349,7 @@ class FusedDecoder:
         self._last: tuple[weakref.ref[KVCache], int, int] | None = None
         self._weights: tuple[np.ndarray, ...] = ()
         self._kt = np.zeros((0, 0, 0, 0), np.float32)
+        self._kv = np.zeros((0, 0, 0, 0, 0, 0), np.float32)  # NumPy view of the run's cache
         c = model.config
         self._rotary = c.positions == "rotary"
         self._swiglu = c.mlp == "swiglu"
@@ -391,34 +428,52 @@ class FusedDecoder:
     ) -> torch.Tensor | None:
         """Logits ``[B, 1, V]`` of the next id after ``tokens [B, 1]``, appended to ``cache``;
         with ``rows = (lo, hi)`` only those ids' logits (the 16-row blocks that hold them go
-        through the output projection), the rest ``-inf``. ``None``: not supported here."""
-        if not self.supports(tokens, cache):
-            return None
+        through the output projection), the rest ``-inf``. ``None``: not supported here.
+
+        Python work per call is kept to a minimum: after the kernel has streamed the weights,
+        every interpreter step runs from a cold cache (~1 µs per attribute access), so a call
+        that continues the previous one on the same cache reuses its checks and NumPy view.
+        """
         vocab = self._vocab
-        lo, hi = (0, vocab) if rows is None else check_rows(rows, vocab)
-        h0, h1 = lo // _VL, -(-hi // _VL)
-        b = tokens.shape[0]
+        if rows is None:
+            lo, hi = 0, vocab
+        else:
+            lo, hi = rows
+            if not 0 <= lo < hi <= vocab:
+                check_rows(rows, vocab)  # raises with the message
         pos = cache.length
-        kv = cache.kv.detach().numpy()
         last = self._last
-        if last is None or last[0]() is not cache or last[1] != pos or last[2] != cache.epoch:
+        if last is not None and last[0]() is cache and last[1] == pos and last[2] == cache.epoch:
+            # the same decode run: cache and weights are as the last call left them
+            if (
+                tokens.dim() != 2
+                or tokens.shape[1] != 1
+                or (torch.is_grad_enabled() and self.model.embed.weight.requires_grad)
+                or self.model.training
+            ):
+                return None
+            kv = self._kv
+        else:
+            if not self.supports(tokens, cache):
+                return None
             # a new decode run (after a prefill, reset, truncate, or on another cache): re-check
             # the weights and mirror the keys torch wrote
             key = self._fingerprint()
             if key != self._key:
                 self._pack()
                 self._key = key
-            depth, _, _, heads, length, hd = kv.shape
+            kv = cache.kv.detach().numpy()
+            depth, _, b, heads, length, hd = kv.shape
             shape = (depth, b, heads, hd * (-(-length // _VL) * _VL))
             if self._kt.shape != shape:
                 self._kt = np.zeros(shape, np.float32)
             _sync_keys(kv, self._kt, pos)
+        ids = tokens.numpy() if tokens.dtype == torch.int64 else tokens.to(torch.int64).numpy()
+        if not ids.flags.c_contiguous:  # e.g. a column of a [B, L] batch: one kernel layout
+            ids = np.ascontiguousarray(ids)
+        out = np.empty((ids.shape[0], vocab), np.float32)
         emb, g1, wqkv, wo, g2, wi, wout, gf, whead = self._weights
-        ids = tokens[:, 0].to(torch.int64).numpy()
-        if int(ids.min()) < 0 or int(ids.max()) >= vocab:
-            raise IndexError(f"token ids outside [0, {vocab})")
-        logits = np.empty((b, (h1 - h0) * _VL), np.float32)
-        _decode(
+        if not _decode(
             ids,
             pos,
             emb,
@@ -440,17 +495,15 @@ class FusedDecoder:
             self._swiglu,
             self._layer_norm,
             self._eps,
-            h0,
-            h1,
-            logits,
-        )
+            lo,
+            hi,
+            out,
+        ):
+            raise IndexError(f"token ids outside [0, {vocab})")
         cache.length = pos + 1
+        self._kv = kv
         self._last = (weakref.ref(cache), pos + 1, cache.epoch)
-        if rows is None:
-            return torch.from_numpy(logits)[:, None, :vocab]
-        out = torch.full((b, 1, vocab), float("-inf"))
-        out[:, 0, lo:hi] = torch.from_numpy(logits[:, lo - h0 * _VL : hi - h0 * _VL])
-        return out
+        return torch.from_numpy(out)[:, None]
 
 
 def accelerate(model: TokenLM, *, fp16_weights: bool | None = None) -> bool:
