@@ -175,8 +175,9 @@ def _numba_target() -> None:
 
 
 def _wavenet_kernel() -> None:
-    """Run the fused WaveNet step (``engine/wavenet_fast.py``) on a tiny model: the kernel the
-    engine uses (float32 weights, sampling) is loaded from numba's cache or compiled."""
+    """Run the fused WaveNet step (``engine/wavenet_fast.py``) on a tiny model: the kernels the
+    engine uses (sampling, with float32 weights and with the float16 storage of bundles shipped
+    as float16) are loaded from numba's cache or compiled."""
     import numpy as np
     import torch
 
@@ -187,25 +188,31 @@ def _wavenet_kernel() -> None:
     config = WaveNetConfig(
         layers=2, stacks=1, residual_channels=16, gate_channels=32, skip_channels=16
     )
-    fast = FastWaveNet.from_model(WaveNet(config).eval())
-    fast.prime(np.zeros((1, 8), np.int64))
-    fast.generate(4, temperature=1.0, uniforms=[np.random.default_rng(0)])
+    model = WaveNet(config).eval()
+    for weights in (np.float32, np.float16):
+        fast = FastWaveNet.from_model(model, weight_dtype=weights)
+        fast.prime(np.zeros((1, 8), np.int64))
+        fast.generate(4, temperature=1.0, uniforms=[np.random.default_rng(0)])
 
 
 def _lm_kernel() -> None:
-    """Run the fused LM decode step (``engine/lm_fast.py``) once on a tiny model."""
+    """Run the fused LM decode step (``engine/lm_fast.py``) on a tiny model, with float32 and
+    with float16 weight storage (what a bundle shipped as float16 gets)."""
     import torch
 
     from audiogen_studio.engine.lm_fast import accelerate
+    from audiogen_studio.models.checkpoint import round_to_float16_
     from audiogen_studio.models.lm import LMConfig, TokenLM
 
     torch.manual_seed(0)
     model = TokenLM(LMConfig(vocab_size=16, dim=32, depth=1, heads=2, max_seq_len=32)).eval()
     accelerate(model)
-    with torch.inference_mode():
-        cache = model.new_cache(1, 16)
-        model.forward_cached(torch.zeros((1, 2), dtype=torch.int64), cache)  # torch prefill
-        model.forward_cached(torch.zeros((1, 1), dtype=torch.int64), cache)  # fused step
+    for _ in range(2):
+        with torch.inference_mode():
+            cache = model.new_cache(1, 16)
+            model.forward_cached(torch.zeros((1, 2), dtype=torch.int64), cache)  # torch prefill
+            model.forward_cached(torch.zeros((1, 1), dtype=torch.int64), cache)  # fused step
+        round_to_float16_(model)  # the second pass packs float16
 
 
 def _freeze() -> None:

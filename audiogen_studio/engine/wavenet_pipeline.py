@@ -28,7 +28,7 @@ from audiogen_studio.audio.clip import Clip
 from audiogen_studio.engine.api import AudioChunk, GenerationError, GenerationRequest
 from audiogen_studio.engine.bundles import BundleError, BundleInfo
 from audiogen_studio.engine.wavenet_fast import FastWaveNet
-from audiogen_studio.models.checkpoint import CheckpointError
+from audiogen_studio.models.checkpoint import CheckpointError, holds_float16_values
 from audiogen_studio.models.device import resolve_device
 from audiogen_studio.models.mulaw import mulaw_decode, mulaw_encode, silence_class
 from audiogen_studio.models.wavenet import WaveNet, log_mel
@@ -61,6 +61,16 @@ class WaveNetEngine:
         # "mps" to use the GPU step (CUDA graphs on CUDA).
         self.device = torch.device("cpu") if device == "auto" else resolve_device(device)
         self.fast = FastWaveNet.from_model(model, device=self.device)
+        #: the step for one take with the weights streamed as float16 (math in float32), when
+        #: that is lossless: a bundle shipped as float16 holds float16 values. One take is
+        #: bound by streaming the weights and runs ~1.25x faster so; batched takes are bound by
+        #: compute and run faster with float32 (``wavenet-music``: 20.9 against 26.4 us per
+        #: sample for one take, 55.0 against 45.4 us per step for four).
+        self.fast_single: FastWaveNet | None = None
+        if self.device.type == "cpu" and holds_float16_values(model.state_dict().values()):
+            self.fast_single = FastWaveNet.from_model(
+                model, device=self.device, weight_dtype=np.float16
+            )
         self.model.to(self.device)
 
     @classmethod
@@ -134,7 +144,8 @@ class WaveNetEngine:
             prompt, prompt_cond, cond_fn, total = self._vocoder_inputs(audio, takes)
         started = time.perf_counter()
         done = 0
-        for classes in self.fast.stream(
+        fast = self.fast_single if takes == 1 and self.fast_single is not None else self.fast
+        for classes in fast.stream(
             prompt,
             total,
             chunk,

@@ -53,6 +53,7 @@ def test_the_warm_up_loads_the_kernels_a_first_generation_uses() -> None:
     from audiogen_studio.engine import lm_fast, wavenet_fast
     from audiogen_studio.engine.api import GenerationRequest
     from audiogen_studio.engine.wavenet_pipeline import WaveNetEngine
+    from audiogen_studio.models.checkpoint import round_to_float16_
     from audiogen_studio.models.lm import LMConfig, TokenLM
     from audiogen_studio.models.wavenet import WaveNet, WaveNetConfig
 
@@ -73,14 +74,22 @@ def test_the_warm_up_loads_the_kernels_a_first_generation_uses() -> None:
 
     request = GenerationRequest(prompt=Clip(prompt, 16000), seconds=0.01, takes=2, seed=3)
     assert sum(c.frames for c in engine.stream(request, threading.Event())) == 2 * 160
+    shipped = WaveNet(config)
+    round_to_float16_(shipped)  # as a bundle stored as float16 loads: float16 weight storage
+    engine = WaveNetEngine(shipped, device="auto")
+    assert engine.fast_single is not None and engine.fast_single.fp16
+    one = GenerationRequest(prompt=Clip(prompt, 16000), seconds=0.01, takes=1, seed=3)
+    assert sum(c.frames for c in engine.stream(one, threading.Event())) == 160
     lm = TokenLM(LMConfig(vocab_size=40, dim=64, depth=2, heads=4, max_seq_len=64,
                           positions="alibi", norm="layer", mlp="gelu")).eval()  # fmt: skip
     lm_fast.accelerate(lm)
-    with torch.inference_mode():
-        cache = lm.new_cache(2, 32)
-        lm.forward_cached(torch.zeros((2, 3), dtype=torch.int64), cache)
-        for _ in range(3):
-            lm.forward_cached(torch.ones((2, 1), dtype=torch.int64), cache)
+    for _ in range(2):  # float32, then float16 weight storage
+        with torch.inference_mode():
+            cache = lm.new_cache(2, 32)
+            lm.forward_cached(torch.zeros((2, 3), dtype=torch.int64), cache)
+            for _ in range(3):
+                lm.forward_cached(torch.ones((2, 1), dtype=torch.int64), cache, rows=(4, 20))
+        round_to_float16_(lm)
     assert [list(k.signatures) for k in kernels] == before
 
 

@@ -287,3 +287,27 @@ def test_cli_continue_and_vocode(
         == 2
     )
     assert "non-finite" in capsys.readouterr().err
+
+
+def test_one_take_of_a_float16_valued_model_streams_float16_weights_with_the_same_samples(
+    two_tone_bundle: Path,
+) -> None:
+    from audiogen_studio.engine.wavenet_pipeline import WaveNetEngine
+    from audiogen_studio.models.checkpoint import round_to_float16_
+
+    engine = load_engine(str(two_tone_bundle), device="cpu")
+    assert isinstance(engine, WaveNetEngine)
+    model = engine.model
+    with torch.no_grad():  # values no float16 holds: float32 storage only
+        next(model.parameters()).add_(1e-5)
+    assert WaveNetEngine(model, device="cpu").fast_single is None
+    round_to_float16_(model)  # as a bundle shipped as float16 loads
+    halved = WaveNetEngine(model, device="cpu")
+    assert halved.fast_single is not None and halved.fast_single.fp16
+    assert not halved.fast.fp16  # batched takes keep float32 (faster when compute-bound)
+    full = WaveNetEngine(model, device="cpu")
+    full.fast_single = None
+    request = GenerationRequest(prompt=synth.sine(330.0, 0.2, rate=16000), seconds=0.1, seed=4)
+    a = collect(halved, request)[0].generated.samples
+    b = collect(full, request)[0].generated.samples
+    np.testing.assert_array_equal(a, b)  # lossless: the same samples
