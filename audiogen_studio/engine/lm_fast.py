@@ -468,6 +468,11 @@ class FusedDecoder:
             if self._kt.shape != shape:
                 self._kt = np.zeros(shape, np.float32)
             _sync_keys(kv, self._kt, pos)
+        if tokens.shape[0] != kv.shape[2] or pos >= kv.shape[4]:  # the kernel does not check
+            raise ValueError(
+                f"{tokens.shape[0]} rows at position {pos} do not fit a cache of "
+                f"{kv.shape[2]} rows and {kv.shape[4]} positions"
+            )
         ids = tokens.numpy() if tokens.dtype == torch.int64 else tokens.to(torch.int64).numpy()
         if not ids.flags.c_contiguous:  # e.g. a column of a [B, L] batch: one kernel layout
             ids = np.ascontiguousarray(ids)

@@ -248,3 +248,21 @@ def test_kernel_exp_matches_libm() -> None:
     assert np.max(np.abs(out[inside] - ref[inside]) / ref[inside]) < 1e-6
     assert np.all(out[~inside] <= 2e-38) and np.all(out >= 0)
     assert out[0] == 1.0
+
+
+def test_the_kernel_is_never_called_beyond_its_cache() -> None:
+    model = _model()
+    accelerate(model)
+    decoder = model.fused_decode
+    assert isinstance(decoder, FusedDecoder)
+    cache = model.new_cache(1, 4)
+    with torch.inference_mode():
+        model.forward_cached(_tokens(1, 3), cache)
+        decoder(_tokens(1, 1), cache)  # position 3: the last one
+        with pytest.raises(ValueError, match="do not fit"):
+            decoder(_tokens(1, 1), cache)  # position 4: full
+        cache.truncate(2)
+        decoder(_tokens(1, 1), cache)
+        with pytest.raises(ValueError, match="do not fit"):
+            decoder(_tokens(2, 1), cache)  # two rows, a cache of one, in the same run
+    assert cache.length == 3
