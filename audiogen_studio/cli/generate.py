@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from audiogen_studio.audio.errors import AudioError
-from audiogen_studio.cli.argtypes import stage_temperatures
+from audiogen_studio.cli.argtypes import positive_int, stage_temperatures
 from audiogen_studio.cli.errors import CliError
 
 
@@ -70,6 +70,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, help="output file (.wav, .flac, .ogg)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="CPU threads for torch's parts (prefill, prompt adaptation, codec; default: one "
+        "per core). 1 keeps generation steady when another program keeps a core busy",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--no-library",
@@ -101,6 +108,10 @@ def _run(args: argparse.Namespace, mode: str, source: str) -> int:
     if existing and not args.overwrite:
         raise CliError(f"{', '.join(existing)} already exists (pass --overwrite to replace)")
     prompt = io.load(source)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(int(args.threads))
     began = time.perf_counter()
     try:
         request = GenerationRequest(

@@ -264,11 +264,17 @@ def test_cli_continue_and_vocode(
     bundle, clip = vocoder_bundle
     source = io.save(clip, tmp_path / "riff.wav")
     vocoded = tmp_path / "vocoded.flac"
-    assert (
-        main(["vocode", str(source), "--model", str(bundle), "--no-progress", "-o", str(vocoded)])
-        == 0
-    )
+    threads = torch.get_num_threads()
+    try:
+        vocode = ["vocode", str(source), "--model", str(bundle), "--no-progress", "-o"]
+        assert main([*vocode, str(vocoded), "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1  # torch's parts ran on one thread
+    finally:
+        torch.set_num_threads(threads)
     assert io.load(vocoded).frames >= clip.frames
+    with pytest.raises(SystemExit) as usage:
+        main([*vocode, str(tmp_path / "t.wav"), "--threads", "0"])
+    assert usage.value.code == 2
     nan_file = tmp_path / "nan.wav"
     import soundfile as sf
 
