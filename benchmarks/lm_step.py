@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from typing import Any
@@ -40,23 +39,13 @@ from typing import Any
 import numba
 import numpy as np
 import torch
+from audiolm import _cpu_name  # benchmarks/ is on the path when this script runs
 
 from audiogen_studio.engine.audiolm_pipeline import AudioLMEngine
 from audiogen_studio.engine.bundles import find_bundle
 from audiogen_studio.engine.lm_fast import FusedDecoder, _exp_neg
 
 VARIANTS = ("full_fp32", "rows_fp32", "rows_auto")
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _span(engine: AudioLMEngine, stage: str) -> tuple[int, int] | None:
@@ -159,10 +148,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    engine = AudioLMEngine.from_bundle(find_bundle(args.bundle), device="cpu")
     if args.steps < 1 or args.rounds < 1:
         ap.error("--steps and --rounds must be at least 1")
+    torch.set_num_threads(args.threads)
+    engine = AudioLMEngine.from_bundle(find_bundle(args.bundle), device="cpu")
     load_before = [round(x, 2) for x in os.getloadavg()]
     stages = stage_steps(engine, args.contexts, args.rounds, args.steps)
     report = {
