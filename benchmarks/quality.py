@@ -113,6 +113,16 @@ def _vocoder(a: argparse.Namespace, result: dict[str, Any], started: float) -> i
     return _finish(result, started, a.output)
 
 
+def _rank_by(a: argparse.Namespace) -> str | None:
+    """``--rank-by``, else the bundle's ``generation.rank_by``."""
+    if a.rank_by:
+        return str(a.rank_by)
+    from audiogen_studio.engine.bundles import find_bundle
+    from audiogen_studio.engine.take_ranking import bundle_aspect
+
+    return bundle_aspect(find_bundle(a.model).generation)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
     ap.add_argument("--model", default="speech", help="bundle name or folder")
@@ -146,6 +156,20 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="AudioLM prompt adaptation steps (default: the bundle's; 0: none)",
     )
+    ap.add_argument(
+        "--best-of",
+        type=int,
+        default=1,
+        metavar="N",
+        help="generate N takes per prompt together and score the one that matches its prompt "
+        "best (engine/take_ranking.py; the RTF counts all N)",
+    )
+    ap.add_argument(
+        "--rank-by",
+        choices=["voice", "pitch"],
+        default=None,
+        help="what --best-of ranks by (default: the bundle's generation.rank_by)",
+    )
     ap.add_argument("--no-codec", action="store_true", help="skip the codec figures")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
@@ -178,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
             "stage_temperatures": a.stage_temperatures,
             "top_k": a.top_k,
             "adapt_steps": a.adapt_steps,
+            "best_of": a.best_of,
+            "rank_by": _rank_by(a) if a.best_of > 1 else None,
         },
     }
     targets: dict[str, Any] = {}
@@ -229,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
                 top_k=a.top_k,
                 adapt_steps=a.adapt_steps,
                 device=a.device,
+                best_of=a.best_of,
+                rank_by=_rank_by(a) if a.best_of > 1 else None,
             )
         except EvaluationError as exc:
             result[key] = {"note": str(exc)}
@@ -246,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                     "model": _rounded(take_figures(c.model)),
                     "real_continuation": _rounded(take_figures(c.reference)),
                     "codec_continuation": _rounded(take_figures(c.codec_reference)),
+                    **({"take": c.take, "match_scores": c.match_scores} if a.best_of > 1 else {}),
                 }
                 for c in rep.clips
             ],

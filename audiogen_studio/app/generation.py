@@ -49,9 +49,10 @@ from audiogen_studio.audio import devices, io
 from audiogen_studio.audio.clip import Clip
 from audiogen_studio.audio.errors import AudioError
 from audiogen_studio.audio.ringbuffer import RingBuffer
-from audiogen_studio.engine import warmup
+from audiogen_studio.engine import bundles, warmup
 from audiogen_studio.engine.api import Engine, GenerationError, GenerationRequest
 from audiogen_studio.engine.loader import load_engine
+from audiogen_studio.engine.take_ranking import RankingError, bundle_aspect, match_score
 from audiogen_studio.engine.takes import Take, TakeCollector
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,10 @@ class GenerationResult:
         rtf: real-time factor: compute seconds per generated audio second (all takes together).
         cancelled: Stop was pressed.
         created: ``time.time()`` when generation ended.
+        matches: take index → how well its continuation matches the prompt in ``rank_by``
+            (:mod:`~audiogen_studio.engine.take_ranking`; higher is better), for requests of
+            several takes with a bundle that names what to rank by; else empty.
+        rank_by: ``"voice"`` or ``"pitch"`` when ``matches`` is filled.
     """
 
     takes: list[Take]
@@ -97,6 +102,28 @@ class GenerationResult:
     rtf: float
     cancelled: bool
     created: float = field(default_factory=time.time)
+    matches: dict[int, float] = field(default_factory=dict)
+    rank_by: str | None = None
+
+
+def _match_takes(model: str, takes: list[Take]) -> tuple[str | None, dict[int, float]]:
+    """``(rank_by, {take index: match})`` of the continuations of several takes, for a bundle
+    that names what to rank its takes by; ``(None, {})`` otherwise (one take, vocoding, no such
+    setting, or a take too short to score)."""
+    continuing = [t for t in takes if t.mode == "continue" and t.generated.frames > 0]
+    if len(continuing) < 2:
+        return None, {}
+    try:
+        aspect = bundle_aspect(bundles.find_bundle(model).generation)
+        if aspect is None:
+            return None, {}
+        return aspect, {
+            t.index: match_score(t.prompt.samples, t.generated.samples, t.generated.rate, aspect)
+            for t in continuing
+        }
+    except (bundles.BundleError, RankingError) as exc:
+        log.info("takes not ranked: %s", exc)
+        return None, {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +330,7 @@ class GenerationWorker(QObject):
                     rtf = float(chunk.info.get("rtf", elapsed / done))
                     self.progress.emit(done, total / rate, rtf)
             takes = collector.takes(expected_frames=total)
+            rank_by, matches = _match_takes(model, takes)
             result = GenerationResult(
                 takes=takes,
                 request=request,
@@ -315,6 +343,8 @@ class GenerationWorker(QObject):
                 elapsed=elapsed,
                 rtf=rtf,
                 cancelled=cancel.is_set(),
+                matches=matches,
+                rank_by=rank_by,
             )
         except (GenerationError, AudioError) as exc:
             self._abandon(ring)

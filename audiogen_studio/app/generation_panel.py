@@ -186,6 +186,14 @@ def take_record(
         "model_rate": result.sample_rate,
         "time": datetime.fromtimestamp(result.created).astimezone().isoformat(timespec="seconds"),
     }
+    if take.index in result.matches:
+        order = sorted(result.matches, key=lambda i: -result.matches[i])
+        provenance.update(
+            rank_by=result.rank_by,
+            match=round(result.matches[take.index], 4),
+            match_rank=order.index(take.index) + 1,
+            match_of=len(order),
+        )
     return TakeRecord(
         id=new_take_id(),
         name=name,
@@ -661,25 +669,27 @@ class GenerationPanel(QWidget):
         self.last_result = result
         self.update_live_view()
         kept = [t for t in result.takes if t.generated.frames > 0]
+        best = ""
         if job is not None:
             takes = self.takes
             for take in kept:
-                takes.add(
-                    take_record(
-                        take,
-                        result,
-                        engine=job.engine.key,
-                        model_name=job.bundle.name,
-                        model_version=job.bundle.version,
-                        prompt_range=job.prompt_range,
-                        name=takes.next_name(),
-                    )
+                record = take_record(
+                    take,
+                    result,
+                    engine=job.engine.key,
+                    model_name=job.bundle.name,
+                    model_version=job.bundle.version,
+                    prompt_range=job.prompt_range,
+                    name=takes.next_name(),
                 )
+                takes.add(record)
+                if record.provenance.get("match_rank") == 1:
+                    best = f" · best {result.rank_by} match: {record.name}"
         partial = any(not t.complete for t in result.takes)
         self.status_label.setText(
             f"{len(kept)} take(s) {'kept (stopped early)' if partial else 'done'} · "
             f"{result.seconds_done:.1f} s in {result.elapsed:.1f} s (RTF {result.rtf:.2f}) "
-            f"on {result.device_used}"
+            f"on {result.device_used}{best}"
             if kept
             else "stopped before any audio was generated"
         )

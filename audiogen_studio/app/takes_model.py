@@ -66,6 +66,9 @@ class TakeRecord:
         if p.get("adapt_steps"):
             parts.append(f"adapted {p['adapt_steps']}")
         parts.append(f"{self.continuation.duration:.2f} s")
+        if p.get("match_rank") and p.get("match_of"):
+            rank, of, by = p["match_rank"], p["match_of"], p.get("rank_by") or "prompt"
+            parts.append(f"best {by} match of {of}" if rank == 1 else f"{by} match {rank}/{of}")
         if p.get("complete") is False:
             parts.append("partial")
         return " · ".join(parts)

@@ -44,6 +44,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "`audiogen-studio eval ... -o`) as the bundle's measured quality",
     )
     cp.add_argument(
+        "--best-of-quality",
+        metavar="REPORT.json",
+        help="record a quality report made with --best-of N as the bundle's figures for the "
+        "best of N takes (a second table on the card)",
+    )
+    cp.add_argument(
+        "--rank-by",
+        choices=["voice", "pitch", "none"],
+        default=None,
+        help="what the bundle's takes are ranked by against their prompt (continue --best-of; "
+        "the app's take ranks): voice (speech) or pitch (music); none removes it",
+    )
+    cp.add_argument(
         "--measured-with",
         metavar="COMMAND",
         help="the command that produced --quality, shown on the card",
@@ -223,17 +236,27 @@ def run_models_card(args: argparse.Namespace) -> int:
     from audiogen_studio.engine import bundles, model_card
 
     info = bundles.find_bundle(args.bundle)
-    metrics = None
-    if args.quality:
+    metrics: dict[str, Any] = {}
+    for section, path in (
+        ("quality", args.quality),
+        (model_card.BEST_OF_SECTION, getattr(args, "best_of_quality", None)),
+    ):
+        if not path:
+            continue
         try:
-            report = json.loads(Path(args.quality).read_text(encoding="utf-8"))
+            report = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise CliError(f"cannot read the quality report {args.quality}: {exc}") from exc
+            raise CliError(f"cannot read the quality report {path}: {exc}") from exc
         if not isinstance(report, dict):
-            raise CliError(f"{args.quality} is not a quality report (a JSON object)")
+            raise CliError(f"{path} is not a quality report (a JSON object)")
         if args.measured_with:
             report["_measured_with"] = args.measured_with
-        metrics = {"quality": model_card.quality_figures(report)}
+        figures = model_card.quality_figures(report)
+        if section == model_card.BEST_OF_SECTION and "_best_of" not in figures:
+            raise CliError(f"{path} was not measured with --best-of N (N > 1)")
+        metrics[section] = figures
+    rank_by = getattr(args, "rank_by", None)
+    rank_by = "" if rank_by == "none" else rank_by
     changes = (
         args.bundle_version,
         args.description,
@@ -242,6 +265,7 @@ def run_models_card(args: argparse.Namespace) -> int:
         args.adaptation,
         args.coarse_guidance,
         args.semantic_cache,
+        rank_by,
     )
     if any(c is not None for c in changes) or metrics:
         try:
@@ -255,6 +279,7 @@ def run_models_card(args: argparse.Namespace) -> int:
                 adaptation=args.adaptation,
                 coarse_guidance=args.coarse_guidance,
                 semantic_cache=args.semantic_cache,
+                rank_by=rank_by,
             )
         except bundles.BundleError as exc:
             raise CliError(str(exc)) from exc

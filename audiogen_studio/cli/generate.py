@@ -12,11 +12,14 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from audiogen_studio.audio.errors import AudioError
 from audiogen_studio.cli.argtypes import positive_int, stage_temperatures
 from audiogen_studio.cli.errors import CliError
+
+if TYPE_CHECKING:
+    from audiogen_studio.engine.take_ranking import Aspect
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,6 +35,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--model", required=True, help="bundle name (see `models list`) or folder")
     p.add_argument("--seconds", type=float, default=4.0, help="length of the continuation")
     p.add_argument("--takes", type=int, default=1, help="takes generated together (1-8)")
+    p.add_argument(
+        "--best-of",
+        type=int,
+        default=None,
+        metavar="N",
+        help="generate N takes together (up to 8) and write the --takes that match the prompt "
+        "best, best first (see --rank-by); default: --takes, every take written",
+    )
+    p.add_argument(
+        "--rank-by",
+        choices=["voice", "pitch"],
+        default=None,
+        help="how takes are ranked against the prompt: voice (its spectrum: speech) or pitch "
+        "(its pitch classes: music); default: the bundle's (generation.rank_by). With "
+        "several takes each one's match is printed",
+    )
     p.add_argument("--seed", type=int, default=None, help="seed that reproduces the takes")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
     p.add_argument(
@@ -103,6 +122,11 @@ def _run(args: argparse.Namespace, mode: str, source: str) -> int:
     from audiogen_studio.engine.warmup import warm_up
 
     takes = int(getattr(args, "takes", 1))
+    best_of = getattr(args, "best_of", None)
+    generate = takes if best_of is None else int(best_of)
+    if generate < takes:
+        raise CliError(f"--best-of {generate} must be at least --takes {takes}")
+    aspect = _aspect(args, generate) if mode == "continue" else None
     outputs = _outputs(args.output, takes)
     existing = [str(p) for p in outputs if p.exists()]
     if existing and not args.overwrite:
@@ -118,7 +142,7 @@ def _run(args: argparse.Namespace, mode: str, source: str) -> int:
             prompt=prompt,
             seconds=float(getattr(args, "seconds", 0.0) or 0.0),
             mode=mode,  # type: ignore[arg-type]
-            takes=takes,
+            takes=generate,
             seed=args.seed,
             temperature=args.temperature,
             top_k=getattr(args, "top_k", None),
@@ -129,7 +153,7 @@ def _run(args: argparse.Namespace, mode: str, source: str) -> int:
         engine = load_engine(
             args.model, mode=mode, device=args.device, engine=getattr(args, "engine", "auto")
         )
-        total = engine.expected_frames(request) * takes / engine.sample_rate
+        total = engine.expected_frames(request) * generate / engine.sample_rate
     except GenerationError as exc:
         raise CliError(str(exc)) from exc
     # the process-wide start-up a first generation would otherwise pay inside its timing:
@@ -170,19 +194,62 @@ def _run(args: argparse.Namespace, mode: str, source: str) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
         bar.close()
+    matches: dict[int, float] = {}
+    if aspect is not None and len(results) > 1:
+        from audiogen_studio.engine.take_ranking import RankingError, rank
+
+        try:
+            order = rank(
+                results[0].prompt.samples,
+                [t.generated.samples for t in results],
+                results[0].prompt.rate,
+                aspect,
+            )
+        except RankingError as exc:  # e.g. a take cancelled too early to score
+            print(f"audiogen-studio: warning: takes not ranked: {exc}", file=sys.stderr)
+        else:
+            matches = {results[i].index: score for i, score in order}
+            results = [results[i] for i, _ in order]
+    results = results[:takes]
     elapsed = time.perf_counter() - started
     for take, path in zip(results, outputs, strict=True):
         io.save(take.output, path, overwrite=args.overwrite)
         state = "" if take.complete else " (partial)"
-        print(f"{path}: take {take.index + 1}, seed {take.seed}{state}")
+        match = f", {aspect} match {matches[take.index]:.3f}" if take.index in matches else ""
+        print(f"{path}: take {take.index + 1}, seed {take.seed}{match}{state}")
     rtf = elapsed / max(done, 1e-9)
     print(
         f"generated {done:.2f} s of audio in {elapsed:.2f} s (RTF {rtf:.3f}) after "
         f"{startup:.2f} s of start-up (loading the model, warming the kernels)"
     )
+    if matches and generate > takes:
+        kept = done * takes / generate
+        print(
+            f"kept the {takes} best of {generate} takes by {aspect} match: "
+            f"{elapsed / max(kept, 1e-9):.3f} s of compute per second kept"
+        )
     if not args.no_library:
-        _record_in_library(args, mode, source, engine, results, outputs, rtf)
+        _record_in_library(args, mode, source, engine, results, outputs, rtf, matches, aspect)
     return 0
+
+
+def _aspect(args: argparse.Namespace, generate: int) -> Aspect | None:
+    """What the takes are ranked by: ``--rank-by``, else the bundle's; ``None`` when neither
+    names one (then a ``--best-of`` beyond ``--takes`` is a usage error)."""
+    from audiogen_studio.engine.bundles import BundleError, find_bundle
+    from audiogen_studio.engine.take_ranking import RankingError, bundle_aspect
+
+    if args.rank_by:
+        return cast("Aspect", args.rank_by)  # argparse's choices are the aspects
+    try:
+        aspect = bundle_aspect(find_bundle(args.model).generation)
+    except (BundleError, RankingError):
+        aspect = None  # a missing or broken bundle is reported when it is loaded
+    if aspect is None and generate > int(args.takes):
+        raise CliError(
+            f"{args.model} names nothing to rank takes by: pass --rank-by voice or pitch"
+        )
+    return aspect
 
 
 def _record_in_library(
@@ -193,6 +260,8 @@ def _record_in_library(
     results: list[Any],
     outputs: list[Path],
     rtf: float,
+    matches: dict[int, float] | None = None,
+    aspect: str | None = None,
 ) -> None:
     """Keep the prompt and every take, with its provenance, in the take library (issue 7).
 
@@ -221,6 +290,9 @@ def _record_in_library(
             "engine_choice": getattr(args, "engine", "auto"),
             "source": "cli",
         }
+        if matches:
+            settings["best_of"] = getattr(args, "best_of", None) or len(results)
+            settings["rank_by"] = aspect
         engine_name = "audiolm" if bundle.kind == "audiolm" else "wavenet"
         with TakeLibrary() as library:
             prompt = results[0].prompt
@@ -232,7 +304,12 @@ def _record_in_library(
                     model_version=bundle.version,
                     model_hash=bundle_fingerprint(bundle.path),
                     seed=int(take.seed),
-                    settings={**settings, "take_index": take.index, "output": str(path)},
+                    settings={
+                        **settings,
+                        "take_index": take.index,
+                        "output": str(path),
+                        **({"match": matches[take.index]} if matches else {}),
+                    },
                     device=str(getattr(engine, "device", args.device)),
                     rtf=rtf,
                     complete=bool(take.complete),

@@ -32,6 +32,7 @@ from audiogen_studio.engine.bundles import (
     read_bundle,
     write_manifest,
 )
+from audiogen_studio.engine.take_ranking import ASPECTS
 from audiogen_studio.models.checkpoint import canonical_bytes, half_copy
 
 __all__ = [
@@ -126,6 +127,10 @@ def _same_content(new: Path, old: Path) -> bool:
         return False
 
 
+#: the ``metrics`` section of a quality report made with ``--best-of N`` (N > 1)
+BEST_OF_SECTION = "quality_best_of"
+
+
 def quality_figures(report: Mapping[str, Any]) -> dict[str, Any]:
     """Flatten a quality report (``benchmarks/quality.py`` or ``audiogen-studio eval ... -o``)
     into the ``metrics["quality"]`` section a card shows.
@@ -162,6 +167,10 @@ def quality_figures(report: Mapping[str, Any]) -> dict[str, Any]:
     machine = report.get("machine")
     if isinstance(machine, Mapping):
         figures["_machine"] = dict(machine)
+    settings = report.get("settings")
+    if isinstance(settings, Mapping) and int(settings.get("best_of") or 1) > 1:
+        figures["_best_of"] = int(settings["best_of"])
+        figures["_rank_by"] = settings.get("rank_by")
     return figures
 
 
@@ -176,6 +185,7 @@ def update_bundle(
     adaptation: Mapping[str, Any] | None = None,
     coarse_guidance: float | None = None,
     semantic_cache: float | None = None,
+    rank_by: str | None = None,
 ) -> BundleInfo:
     """Set ``version`` / ``description`` and merge ``metrics`` sections into ``bundle.json``.
 
@@ -189,7 +199,9 @@ def update_bundle(
     removes them). ``coarse_guidance`` sets the coarse stage's classifier-free guidance scale
     (``generation.coarse_guidance``; 1 removes it: no guidance); ``semantic_cache`` the weight
     of the prompt's token frequencies in the semantic stage (``generation.semantic_cache``,
-    in ``[0, 1)``; 0 removes it). The manifest is rewritten
+    in ``[0, 1)``; 0 removes it). ``rank_by`` what its takes are ranked by against the prompt
+    (``generation.rank_by``: ``"voice"`` or ``"pitch"``,
+    :mod:`~audiogen_studio.engine.take_ranking`; ``""`` removes it). The manifest is rewritten
     atomically (temp file + ``os.replace``).
 
     Raises:
@@ -266,6 +278,16 @@ def update_bundle(
             generation["semantic_cache"] = float(semantic_cache)
         else:
             generation.pop("semantic_cache", None)
+    if rank_by is not None:
+        if rank_by and rank_by not in ASPECTS:
+            raise BundleError(f"rank_by must be {' or '.join(ASPECTS)}, got {rank_by!r}")
+        if rank_by and info.kind == "wavenet-vocoder":
+            raise BundleError(f"bundle '{info.name}' is a vocoder: it makes no takes to rank")
+        generation = data.setdefault("generation", {})
+        if rank_by:
+            generation["rank_by"] = rank_by
+        else:
+            generation.pop("rank_by", None)
     if not data.get("generation", True):
         del data["generation"]
     write_manifest(folder, data)
@@ -507,16 +529,45 @@ def render_model_card(info: BundleInfo) -> str:
         ]
 
     lines += _adaptation_lines(info.generation.get("adaptation"))
+    aspect = info.generation.get("rank_by")
+    if aspect in ASPECTS:
+        what = (
+            "the long-term spectrum of its voice"
+            if aspect == "voice"
+            else "the pitch-class profile (key and harmony)"
+        )
+        lines += [
+            "",
+            "## Best of N takes",
+            "",
+            f"Takes are ranked by how well each continuation matches its prompt in {what} "
+            f"(`generation.rank_by` = {aspect}, `engine/take_ranking.py`): `continue --takes K "
+            "--best-of N` generates N takes together and keeps the K best, and the app marks "
+            "each take's rank.",
+        ]
 
     quality = metrics.get("quality")
     if isinstance(quality, Mapping) and quality:
         lines += ["", "## Measured quality (held-out audio)", ""]
         lines += _quality_lines(quality)
+    best = metrics.get(BEST_OF_SECTION)
+    if isinstance(best, Mapping) and best:
+        n = best.get("_best_of")
+        lines += [
+            "",
+            f"## Measured quality, best of {_fmt(n)} takes (held-out audio)",
+            "",
+            f"The same prompts and seeds, {_fmt(n)} takes generated together per prompt, the one "
+            "that matches its prompt best kept (`--best-of`); its real-time factor counts every "
+            "take.",
+            "",
+        ]
+        lines += _quality_lines(best)
 
     validation = {
         component: values
         for component, values in metrics.items()
-        if component != "quality" and isinstance(values, Mapping) and values
+        if component not in ("quality", BEST_OF_SECTION) and isinstance(values, Mapping) and values
     }
     if validation:
         lines += ["", "## Validation metrics recorded by the trainers", ""]

@@ -231,7 +231,11 @@ def codec_summary(report: CodecReport) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class ClipContinuation:
-    """One held-out prompt: the model's take and the real continuation, both scored."""
+    """One held-out prompt: the model's take and the real continuation, both scored.
+
+    ``take`` is the take kept (the best-matching of ``match_scores``, one per take generated,
+    when the evaluation keeps the best of several; else 0 and no scores).
+    """
 
     id: str
     speaker_id: str
@@ -241,6 +245,8 @@ class ClipContinuation:
     model: ContinuationScores
     reference: ContinuationScores | None
     codec_reference: ContinuationScores | None = None
+    take: int = 0
+    match_scores: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +263,8 @@ class ContinuationReport:
             bundle's codec with the quantizers its LMs generate (AudioLM bundles only): the
             ceiling the codec leaves the LMs.
         clips: per-prompt results.
+        best_of: takes generated per prompt, of which the best-matching one is scored
+            (:mod:`~audiogen_studio.engine.take_ranking`, by ``rank_by``); 1: the one take.
     """
 
     bundle: str
@@ -273,6 +281,8 @@ class ContinuationReport:
     reference_summary: dict[str, Any]
     clips: list[ClipContinuation] = field(default_factory=list)
     codec_reference_summary: dict[str, Any] = field(default_factory=dict)
+    best_of: int = 1
+    rank_by: str | None = None
 
 
 def _fraction(values: Sequence[bool | None]) -> float | None:
@@ -395,6 +405,8 @@ def evaluate_continuations(
     stage_temperatures: Mapping[str, float] | None = None,
     adapt_steps: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    best_of: int = 1,
+    rank_by: str | None = None,
 ) -> ContinuationReport:
     """Continue held-out prompts of ``corpus`` with bundle ``model`` and score the takes.
 
@@ -407,15 +419,27 @@ def evaluate_continuations(
         engine: an already loaded :class:`~audiogen_studio.engine.api.Engine` to use instead of
             loading ``model`` (tests, or several runs on one engine).
         progress: called as ``progress(done, total)`` after each prompt.
+        best_of: takes generated together per prompt; the one whose continuation matches its
+            prompt best in ``rank_by`` (``"voice"`` or ``"pitch"``, needed when ``best_of > 1``;
+            :mod:`~audiogen_studio.engine.take_ranking`) is scored. The real-time factor counts
+            every take's compute and the ranking, per second of the kept take.
 
     Raises:
-        EvaluationError: no such bundle, a bundle that cannot continue audio, or no clip long
-            enough for prompt + continuation.
+        EvaluationError: no such bundle, a bundle that cannot continue audio, no clip long
+            enough for prompt + continuation, or ``best_of`` out of 1..8 or without ``rank_by``.
     """
     from audiogen_studio.audio.clip import Clip
-    from audiogen_studio.engine.api import GenerationError, GenerationRequest
+    from audiogen_studio.engine.api import MAX_TAKES, GenerationError, GenerationRequest
+    from audiogen_studio.engine.take_ranking import ASPECTS, match_score
     from audiogen_studio.engine.takes import collect
 
+    if not 1 <= best_of <= MAX_TAKES:
+        raise EvaluationError(f"best_of must be 1..{MAX_TAKES}, got {best_of}")
+    if best_of > 1 and rank_by not in ASPECTS:
+        raise EvaluationError(
+            f"keeping the best of {best_of} takes needs rank_by {' or '.join(ASPECTS)}, "
+            f"got {rank_by!r}"
+        )
     if engine is None:
         from audiogen_studio.engine.loader import load_engine
 
@@ -452,12 +476,21 @@ def evaluate_continuations(
             top_k=top_k,
             stage_temperatures=stage_temperatures,
             adapt_steps=adapt_steps,
+            takes=best_of,
         )
         started = time.perf_counter()
         try:
-            take = collect(engine, request)[0]
+            takes = collect(engine, request)
         except GenerationError as exc:
             raise EvaluationError(f"{model}, prompt {clip.id}: {exc}") from exc
+        matches: tuple[float, ...] = ()
+        take = takes[0]
+        if best_of > 1:
+            matches = tuple(
+                match_score(t.prompt.samples, t.generated.samples, t.generated.rate, rank_by)  # type: ignore[arg-type]
+                for t in takes
+            )
+            take = takes[int(np.argmax(matches))]
         compute = time.perf_counter() - started
         generated = take.generated.frames / take.generated.rate
         total_compute += compute
@@ -489,6 +522,8 @@ def evaluate_continuations(
                 model=scored,
                 reference=reference,
                 codec_reference=coded,
+                take=take.index,
+                match_scores=matches,
             )
         )
         if progress is not None:
@@ -517,4 +552,6 @@ def evaluate_continuations(
         reference_summary=reference_summary,
         clips=results,
         codec_reference_summary=summarize(coded_scores, kind) if coded_scores else {},
+        best_of=best_of,
+        rank_by=rank_by if best_of > 1 else None,
     )

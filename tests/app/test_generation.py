@@ -480,3 +480,43 @@ def test_continuation_plays_while_it_is_generated(
     assert player.finished.wait(10.0)
     assert player.position == round(2.0 * RATE)
     assert player.callback_errors == 0
+
+
+def test_takes_are_ranked_by_how_well_they_match_the_prompt(
+    tiny_models: Path, no_stream: list[Any], make_window: Callable[[], Any], qtbot: Any,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    import shutil
+
+    from audiogen_studio.engine import model_card
+
+    models = tmp_path / "ranked-models"
+    shutil.copytree(tiny_models / "tiny", models / "tiny")
+    model_card.update_bundle(models / "tiny", rank_by="voice")
+    monkeypatch.setenv("AUDIOGEN_MODELS", str(models))
+    window = _window(make_window, two_tone(0.75))
+    panel = window.generation_panel
+    panel.seconds_spin.setValue(0.4)
+    panel.takes_spin.setValue(3)
+    panel.temperature_spin.setValue(1.0)
+    with qtbot.waitSignal(window.generation.finished, timeout=60_000) as blocker:
+        panel.generate_button.click()
+    result = blocker.args[0]
+    assert result.rank_by == "voice" and sorted(result.matches) == [0, 1, 2]
+    records = list(window.takes)
+    by_index = {r.provenance["take_index"]: r for r in records}
+    ranks = {i: r.provenance["match_rank"] for i, r in by_index.items()}
+    expected = sorted(result.matches, key=lambda i: -result.matches[i])
+    assert [i for i, _ in sorted(ranks.items(), key=lambda kv: kv[1])] == expected
+    best = by_index[expected[0]]
+    assert all(
+        r.provenance["match_of"] == 3 and r.provenance["rank_by"] == "voice" for r in records
+    )
+    assert "best voice match of 3" in best.describe()
+    assert "voice match 2/3" in by_index[expected[1]].describe()
+    assert f"best voice match: {best.name}" in panel.status_label.text()
+    # one take, or a bundle that names nothing to rank by: no ranks
+    panel.takes_spin.setValue(1)
+    with qtbot.waitSignal(window.generation.finished, timeout=60_000) as blocker:
+        panel.generate_button.click()
+    assert blocker.args[0].matches == {} and "match_rank" not in list(window.takes)[-1].provenance

@@ -391,3 +391,54 @@ def test_semantic_cache_is_recorded_checked_shown_and_removed(tmp_path: Path) ->
         model_card.update_bundle(folder, semantic_cache=1.0)
     model_card.update_bundle(folder, semantic_cache=0.0)
     assert "generation" not in json.loads((folder / "bundle.json").read_text())
+
+
+def test_rank_by_is_recorded_checked_shown_and_removed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _trained_bundle(tmp_path)
+    assert main(["models", "card", str(folder), "--rank-by", "voice"]) == 0
+    assert bundles.read_bundle(folder).generation == {"rank_by": "voice"}
+    card = (folder / "README.md").read_text()
+    assert "## Best of N takes" in card and "the long-term spectrum of its voice" in card
+    with pytest.raises(bundles.BundleError, match="rank_by must be voice or pitch"):
+        model_card.update_bundle(folder, rank_by="loudness")
+    assert main(["models", "card", str(folder), "--rank-by", "none"]) == 0
+    capsys.readouterr()
+    assert "generation" not in json.loads((folder / "bundle.json").read_text())
+    assert "Best of N" not in (folder / "README.md").read_text()
+    data = json.loads((folder / "bundle.json").read_text())
+    data["kind"] = "wavenet-vocoder"
+    (folder / "bundle.json").write_text(json.dumps(data))
+    with pytest.raises(bundles.BundleError, match="vocoder"):
+        model_card.update_bundle(folder, rank_by="pitch")
+
+
+def test_a_best_of_report_gets_its_own_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _trained_bundle(tmp_path)
+
+    def report(best_of: int, cosine: float) -> Path:
+        path = tmp_path / f"best{best_of}.json"
+        settings = {"clips": 4, "best_of": best_of, "rank_by": "voice" if best_of > 1 else None}
+        model = {"speaker_cosine": {"value": cosine, "target": ">= 0.8", "met": False}}
+        path.write_text(json.dumps({"settings": settings, "speech_continuation": {"model": model}}))
+        return path
+
+    args = ["models", "card", str(folder), "--quality", str(report(1, 0.7))]
+    assert main([*args, "--best-of-quality", str(report(4, 0.75))]) == 0
+    metrics = bundles.read_bundle(folder).metrics
+    assert metrics["quality_best_of"]["_best_of"] == 4
+    assert metrics["quality_best_of"]["_rank_by"] == "voice"
+    assert "_best_of" not in metrics["quality"]
+    card = (folder / "README.md").read_text()
+    one, four = card.index("## Measured quality (held-out"), card.index("best of 4 takes")
+    assert one < four
+    assert "| speech_continuation.model.speaker_cosine | 0.7 |" in card[one:four]
+    assert "| speech_continuation.model.speaker_cosine | 0.75 |" in card[four:]
+    # the best-of figures are not mistaken for a trainer's validation metrics
+    assert "**quality_best_of**" not in card
+    # a report of one take per prompt is refused as best-of figures
+    assert main(["models", "card", str(folder), "--best-of-quality", str(report(1, 0.7))]) == 2
+    assert "was not measured with --best-of N" in capsys.readouterr().err

@@ -317,3 +317,50 @@ def test_one_take_of_a_float16_valued_model_streams_float16_weights_with_the_sam
     a = collect(halved, request)[0].generated.samples
     b = collect(full, request)[0].generated.samples
     np.testing.assert_array_equal(a, b)  # lossless: the same samples
+
+
+def test_cli_best_of_keeps_the_takes_that_match_the_prompt_best(
+    two_tone_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import re
+
+    from audiogen_studio.engine.take_ranking import match_score
+
+    prompt = io.save(two_tone(0.4), tmp_path / "prompt.flac")
+    out = tmp_path / "best.wav"
+    base = ["continue", str(prompt), "--model", str(two_tone_bundle), "--seconds", "0.3"]
+    base += ["--seed", "2", "--no-progress", "-o", str(out)]
+    assert main([*base, "--takes", "2", "--best-of", "3", "--rank-by", "voice"]) == 0
+    printed = capsys.readouterr().out
+    assert "kept the 2 best of 3 takes by voice match" in printed
+    shown = [float(v) for v in re.findall(r"voice match (-?[0-9.]+)", printed)]
+    assert len(shown) == 2 and shown[0] >= shown[1]  # best first
+    # the two written are the best two of the three a plain 3-take run of that seed makes
+    every = tmp_path / "all.wav"
+    plain = [*base[:-1], str(every), "--takes", "3", "--no-library"]
+    assert main(plain) == 0
+    capsys.readouterr()
+    p = round(0.4 * RATE)
+    scores = []
+    for i in (1, 2, 3):
+        x = io.load(tmp_path / f"all-take{i}.wav").samples[0]
+        scores.append(match_score(x[:p], x[p:], RATE, "voice"))
+    best_two = sorted(scores, reverse=True)[:2]
+    np.testing.assert_allclose(shown, best_two, atol=2e-3)  # 16-bit files: tiny differences
+    for i, score in zip((1, 2), best_two, strict=True):
+        x = io.load(tmp_path / f"best-take{i}.wav").samples[0]
+        assert match_score(x[:p], x[p:], RATE, "voice") == pytest.approx(score, abs=2e-3)
+    from audiogen_studio.library import TakeLibrary
+
+    with TakeLibrary() as library:
+        kept = [e for e in library.list_takes() if e.name.startswith("best-")]
+        assert len(kept) == 2
+        assert all(e.settings["best_of"] == 3 and e.settings["rank_by"] == "voice" for e in kept)
+        assert sorted(round(e.settings["match"], 3) for e in kept) == sorted(
+            round(v, 3) for v in shown
+        )
+    # fewer to generate than to keep, or nothing to rank by: usage errors, nothing written
+    assert main([*base, "--takes", "2", "--best-of", "1", "--overwrite"]) == 2
+    assert "--best-of 1 must be at least --takes 2" in capsys.readouterr().err
+    assert main([*base, "--best-of", "2", "--overwrite"]) == 2
+    assert "pass --rank-by voice or pitch" in capsys.readouterr().err

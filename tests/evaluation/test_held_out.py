@@ -223,3 +223,58 @@ def test_audiolm_engines_also_score_the_codec_bounded_reference(tmp_path: Path) 
         "stand-in", corpus, "music", engine=engine, clips=1, prompt_seconds=3.0, seconds=3.0
     )
     assert engine.codec.n_q == [8, 4]  # type: ignore[attr-defined]
+
+
+class _OneGoodTake(_StandIn):
+    """Take 2 plays the real continuation back; every other take babbles noise."""
+
+    def stream(
+        self, request: GenerationRequest, cancel: threading.Event | None = None
+    ) -> Iterator[AudioChunk]:
+        self.requests.append(request)
+        p = request.prompt.samples[0]
+        n = self.expected_frames(request)
+        clip = next(c for c in self.clips if np.allclose(c[: p.shape[0]], p, atol=1e-3))
+        for take in range(request.takes):
+            if take == 2:
+                out = clip[p.shape[0] : p.shape[0] + n]
+            else:
+                out = (0.1 * np.random.default_rng(take).standard_normal(n)).astype(np.float32)
+            yield AudioChunk(take, 0, out[None].copy(), RATE, 1.0, seed=request.seed or 0)
+
+
+def test_best_of_n_scores_the_take_that_matches_its_prompt(tmp_path: Path) -> None:
+    from eval_signals import riff
+
+    x = riff(note_seconds=0.3, repeats=3)
+    corpus = write_corpus(tmp_path / "music", {"m1": ("pluck", x)})
+
+    def run(best_of: int, rank_by: str | None = "pitch") -> ContinuationReport:
+        engine = _OneGoodTake([x], oracle=True)
+        report = evaluate_continuations(
+            "stand-in",
+            corpus,
+            "music",
+            engine=engine,
+            clips=1,
+            prompt_seconds=3.0,
+            seconds=3.0,
+            best_of=best_of,
+            rank_by=rank_by,
+        )
+        assert engine.requests[-1].takes == best_of
+        return report
+
+    one, three = run(1), run(3)
+    assert one.clips[0].take == 0 and one.clips[0].match_scores == ()  # the noise take
+    assert one.best_of == 1 and one.rank_by is None
+    kept = three.clips[0]
+    assert kept.take == 2 and len(kept.match_scores) == 3  # the real continuation, found
+    assert kept.match_scores[2] == max(kept.match_scores)
+    assert three.best_of == 3 and three.rank_by == "pitch"
+    assert three.summary["key_score"]["value"] == 1.0
+    assert three.summary["chroma_correlation"]["value"] > one.summary["chroma_correlation"]["value"]
+    with pytest.raises(EvaluationError, match="needs rank_by voice or pitch"):
+        run(2, None)
+    with pytest.raises(EvaluationError, match="best_of must be 1..8"):
+        run(9)
