@@ -170,6 +170,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="what --best-of ranks by (default: the bundle's generation.rank_by)",
     )
+    ap.add_argument(
+        "--candidates",
+        type=int,
+        default=None,
+        metavar="N",
+        help="AudioLM: candidate beginnings per take, the best kept early (default: the bundle's)",
+    )
     ap.add_argument("--no-codec", action="store_true", help="skip the codec figures")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
@@ -203,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             "top_k": a.top_k,
             "adapt_steps": a.adapt_steps,
             "best_of": a.best_of,
+            "candidates": a.candidates,
             "rank_by": _rank_by(a) if a.best_of > 1 else None,
         },
     }
@@ -256,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
                 adapt_steps=a.adapt_steps,
                 device=a.device,
                 best_of=a.best_of,
+                candidates=a.candidates,
                 rank_by=_rank_by(a) if a.best_of > 1 else None,
             )
         except EvaluationError as exc:

@@ -61,11 +61,13 @@ from audiogen_studio.engine import bundles
 from audiogen_studio.engine.adaptation_settings import default_adapt_steps
 from audiogen_studio.engine.api import (
     MAX_ADAPT_STEPS,
+    MAX_CANDIDATES,
     MAX_TAKES,
     GenerationError,
     GenerationRequest,
     Mode,
 )
+from audiogen_studio.engine.take_ranking import ASPECTS
 from audiogen_studio.engine.takes import Take
 
 log = logging.getLogger(__name__)
@@ -174,6 +176,7 @@ def take_record(
         "top_k": request.top_k,
         "top_p": request.top_p,
         "adapt_steps": request.adapt_steps,
+        "candidates": request.candidates,
         "seconds": request.seconds if continuation else request.prompt.duration,
         "generated_seconds": round(take.generated.duration, 6),
         "device": result.device,
@@ -279,6 +282,14 @@ class GenerationPanel(QWidget):
             "on a 2-core CPU, paid once per prompt: done as soon as the prompt settles, so "
             "Generate starts at once). Set to the model's default when a model is chosen."
         )
+        self.candidates_spin = QSpinBox(minimum=1, maximum=MAX_CANDIDATES, value=1)
+        self.candidates_spin.setSpecialValueText("off")
+        self.candidates_spin.setToolTip(
+            "AudioLM: sample this many beginnings of each take together, keep the one that "
+            "matches the prompt best (its voice, or its key for music) once the model's first "
+            "seconds are generated, and go on with it alone. A take's audio starts after that "
+            "choice. Set to the model's default when a model is chosen."
+        )
         self.seed_spin = QSpinBox(minimum=0, maximum=MAX_SEED, value=random.randint(0, 99999))
         self.new_seed_button = QPushButton("New seed")
         self.takes_spin = QSpinBox(minimum=1, maximum=MAX_TAKES, value=1)
@@ -333,6 +344,7 @@ class GenerationPanel(QWidget):
         form.addRow("Top-k", self.top_k_spin)
         form.addRow("Top-p", self.top_p_spin)
         form.addRow("Adapt to prompt", self.adapt_spin)
+        form.addRow("Candidates", self.candidates_spin)
         form.addRow("Seed", seed_row)
         form.addRow("Takes", self.takes_spin)
         form.addRow("Device", self.device_combo)
@@ -503,6 +515,10 @@ class GenerationPanel(QWidget):
         self.adapt_spin.setEnabled(adapts)
         if b is not None and adapts:
             self.adapt_spin.setValue(default_adapt_steps(b.generation))
+        chooses = adapts and b is not None and b.generation.get("rank_by") in ASPECTS
+        self.candidates_spin.setEnabled(chooses)
+        candidates = b.generation.get("candidates", 1) if b is not None and chooses else 1
+        self.candidates_spin.setValue(candidates if isinstance(candidates, int) else 1)
         if b is None:
             hint = "Train one with 'audiogen-studio train', or see README: default models"
             self.model_info.setText(hint)
@@ -586,6 +602,7 @@ class GenerationPanel(QWidget):
             top_p=self.top_p_spin.value() or None,
             chunk_seconds=CHUNK_SECONDS,
             adapt_steps=self.adapt_spin.value() if self.adapt_spin.isEnabled() else None,
+            candidates=(self.candidates_spin.value() if self.candidates_spin.isEnabled() else None),
         )
 
     def generate(self) -> bool:

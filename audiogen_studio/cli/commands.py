@@ -57,6 +57,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "the app's take ranks): voice (speech) or pitch (music); none removes it",
     )
     cp.add_argument(
+        "--candidates",
+        type=int,
+        default=None,
+        metavar="N",
+        help="AudioLM: candidate beginnings per take by default, the best kept after "
+        "--choose-after seconds (needs --rank-by; 1 removes it)",
+    )
+    cp.add_argument(
+        "--choose-after",
+        type=float,
+        default=None,
+        metavar="S",
+        help="AudioLM: seconds of each candidate beginning generated before the best is kept",
+    )
+    cp.add_argument(
         "--measured-with",
         metavar="COMMAND",
         help="the command that produced --quality, shown on the card",
@@ -266,6 +281,8 @@ def run_models_card(args: argparse.Namespace) -> int:
         args.coarse_guidance,
         args.semantic_cache,
         rank_by,
+        args.candidates,
+        args.choose_after,
     )
     if any(c is not None for c in changes) or metrics:
         try:
@@ -280,6 +297,8 @@ def run_models_card(args: argparse.Namespace) -> int:
                 coarse_guidance=args.coarse_guidance,
                 semantic_cache=args.semantic_cache,
                 rank_by=rank_by,
+                candidates=args.candidates,
+                choose_after=args.choose_after,
             )
         except bundles.BundleError as exc:
             raise CliError(str(exc)) from exc

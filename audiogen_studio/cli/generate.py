@@ -44,6 +44,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "best, best first (see --rank-by); default: --takes, every take written",
     )
     p.add_argument(
+        "--candidates",
+        type=int,
+        default=None,
+        metavar="N",
+        help="AudioLM: sample N beginnings of each take together, keep the one that matches the "
+        "prompt best after the bundle's first seconds (generation.choose_after) and go on with "
+        "it alone (default: the bundle's, see its model card; 1: none)",
+    )
+    p.add_argument(
         "--rank-by",
         choices=["voice", "pitch"],
         default=None,
@@ -149,6 +158,7 @@ def _run(args: argparse.Namespace, mode: str, source: str) -> int:
             top_p=getattr(args, "top_p", None),
             stage_temperatures=getattr(args, "stage_temperatures", None),
             adapt_steps=getattr(args, "adapt_steps", None),
+            candidates=getattr(args, "candidates", None),
         )
         engine = load_engine(
             args.model, mode=mode, device=args.device, engine=getattr(args, "engine", "auto")
@@ -287,6 +297,8 @@ def _record_in_library(
             "adapt_steps": getattr(args, "adapt_steps", None)
             if getattr(args, "adapt_steps", None) is not None
             else default_adapt_steps(bundle.generation),
+            "candidates": getattr(args, "candidates", None)
+            or int(bundle.generation.get("candidates", 1)),
             "engine_choice": getattr(args, "engine", "auto"),
             "source": "cli",
         }

@@ -21,6 +21,8 @@ from audiogen_studio.audio.clip import Clip
 
 Mode = Literal["continue", "vocode"]
 MAX_TAKES = 8
+#: most candidate beginnings per take a request may ask for (:attr:`GenerationRequest.candidates`)
+MAX_CANDIDATES = 8
 MAX_ADAPT_STEPS = 1000
 #: The token stages of an AudioLM bundle, in generation order.
 STAGES = ("semantic", "coarse", "fine")
@@ -73,6 +75,11 @@ class GenerationRequest:
         adapt_steps: AudioLM: gradient steps that adapt the LMs to the prompt before generating
             (``engine/prompt_adaptation.py``); ``None``: the bundle's default
             (``generation.adaptation``), ``0``: none. Engines without LMs ignore it.
+        candidates: AudioLM: beginnings sampled per take (1–8); the engine generates them
+            together for the bundle's first ``choose_after`` seconds, keeps the one that matches
+            the prompt best (``engine/take_ranking.py``, by the bundle's ``rank_by``) and goes on
+            with it alone, so a take's audio starts once the choice is made. ``None``: the
+            bundle's default (``generation.candidates``, else 1: no choice).
     """
 
     prompt: Clip
@@ -86,6 +93,7 @@ class GenerationRequest:
     chunk_seconds: float = 0.1
     stage_temperatures: Mapping[str, float] | None = None
     adapt_steps: int | None = None
+    candidates: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("continue", "vocode"):
@@ -116,6 +124,14 @@ class GenerationRequest:
         ):
             raise GenerationError(
                 f"adapt_steps must be an integer 0–{MAX_ADAPT_STEPS}, got {self.adapt_steps!r}"
+            )
+        if self.candidates is not None and (
+            isinstance(self.candidates, bool)
+            or not isinstance(self.candidates, int)
+            or not 1 <= self.candidates <= MAX_CANDIDATES
+        ):
+            raise GenerationError(
+                f"candidates must be an integer 1–{MAX_CANDIDATES}, got {self.candidates!r}"
             )
 
     def resolved_seed(self) -> int:

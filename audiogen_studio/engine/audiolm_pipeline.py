@@ -47,6 +47,7 @@ import torch
 
 from audiogen_studio.audio import edit, io
 from audiogen_studio.engine.api import (
+    MAX_CANDIDATES,
     AudioChunk,
     GenerationError,
     GenerationRequest,
@@ -59,6 +60,13 @@ from audiogen_studio.engine.prompt_adaptation import (
     AdaptationSettings,
     adapt_copy,
     last_windows,
+)
+from audiogen_studio.engine.take_ranking import (
+    ASPECTS,
+    Aspect,
+    RankingError,
+    bundle_aspect,
+    match_score,
 )
 from audiogen_studio.models.acoustic_codec import (
     AcousticCodec,
@@ -82,6 +90,9 @@ log = logging.getLogger(__name__)
 SILENCE_PEAK = 1e-4  # -80 dBFS
 MIN_CROSSFADE_SECONDS = 0.01
 FIRST_WINDOW_SECONDS = 0.16
+#: seconds of candidate beginnings generated before the best is kept (bundles may set their own)
+DEFAULT_CHOOSE_AFTER = 1.5
+MIN_CHOOSE_AFTER = 0.5  # shorter beginnings are too short to rank (take_ranking's 0.25 s minimum)
 PRIME_FRAMES = 48  # codec frames that prime the streaming decoder (receptive field <= 24;
 # the default mel codec's, with its overlap-add, 46: tests/models/test_mel_codec.py)
 ENCODE_MARGIN_FRAMES = 48  # codec frames encoded before the first one used (receptive field)
@@ -97,9 +108,11 @@ class _CancelledError(Exception):
     pass
 
 
-def _take_seed(seed: int, take: int) -> int:
-    """The torch seed of take ``take`` of a request with ``seed``."""
-    return int(np.random.SeedSequence([seed, take]).generate_state(1)[0])
+def _take_seed(seed: int, take: int, candidate: int = 0) -> int:
+    """The torch seed of take ``take`` of a request with ``seed`` (its candidate beginning
+    ``candidate``; candidate 0 is the take a request without candidates generates)."""
+    key = [seed, take] if candidate == 0 else [seed, take, candidate]
+    return int(np.random.SeedSequence(key).generate_state(1)[0])
 
 
 @dataclass
@@ -163,6 +176,11 @@ class _Stream:
         """Append ids ``[B, n]`` that are given, not sampled (conditioning)."""
         self.tokens = torch.cat([self.tokens, forced.to(self.tokens.device)], dim=1)
 
+    def keep(self, rows: torch.Tensor) -> None:
+        """Go on with the batch rows ``rows [B']`` alone (sequence and cache, exactly)."""
+        self.tokens = self.tokens[rows.to(self.tokens.device)]
+        self.cache = self.cache.take(rows)
+
     def next_logits(self, span: tuple[int, int] | None = None) -> torch.Tensor:
         """Logits ``[B, V]`` of the next id, after feeding everything not yet in the cache;
         with ``span = (lo, hi)``, the id range it is sampled from, only those (the rest
@@ -221,6 +239,11 @@ class _GuidedStream:
         offset = self.inner.tokens.shape[1]
         self.inner.push(torch.cat([forced, self._null(forced, offset)]))
 
+    def keep(self, rows: torch.Tensor) -> None:
+        """Go on with the rows ``rows [B']`` alone (both halves)."""
+        self.inner.keep(torch.cat([rows, rows + self.rows]))
+        self.rows = int(rows.shape[0])
+
     def next_logits(self, span: tuple[int, int] | None = None) -> torch.Tensor:
         """Guided logits ``[B, V]`` of the next id (with ``span``: of those ids, the rest
         ``-inf``)."""
@@ -259,6 +282,10 @@ class _CacheMixedStream(_Stream):
         p = torch.softmax(super().next_logits().float(), dim=-1)
         return torch.log((1.0 - self.mix) * p + self.mix * self.frequencies)
 
+    def keep(self, rows: torch.Tensor) -> None:
+        super().keep(rows)
+        self.frequencies = self.frequencies[rows.to(self.frequencies.device)]
+
 
 class AudioLMEngine:
     """Continues a prompt with a codec, a semantic tokenizer and three token LMs.
@@ -283,6 +310,10 @@ class AudioLMEngine:
             :class:`_GuidedStream`).
         semantic_cache: weight in ``[0, 1)`` of the prompt's semantic-token frequencies mixed
             into the semantic LM's distribution (0: none; :class:`_CacheMixedStream`).
+        rank_by: what candidate beginnings are ranked by against the prompt (``"voice"`` or
+            ``"pitch"``, :mod:`~audiogen_studio.engine.take_ranking`; ``None``: no choice).
+        candidates: candidate beginnings per take a request gets by default (1: none).
+        choose_after: seconds of each candidate generated before the best one is kept.
     """
 
     def __init__(
@@ -303,11 +334,33 @@ class AudioLMEngine:
         adaptation: AdaptationSettings | None = None,
         coarse_guidance: float = 1.0,
         semantic_cache: float = 0.0,
+        rank_by: Aspect | None = None,
+        candidates: int = 1,
+        choose_after: float = DEFAULT_CHOOSE_AFTER,
     ) -> None:
         if not (math.isfinite(coarse_guidance) and coarse_guidance >= 0):
             raise BundleError(f"{name}: coarse_guidance must be >= 0, got {coarse_guidance}")
         if not 0.0 <= semantic_cache < 1.0:
             raise BundleError(f"{name}: semantic_cache must be in [0, 1), got {semantic_cache}")
+        if rank_by is not None and rank_by not in ASPECTS:
+            raise BundleError(f"{name}: rank_by must be {' or '.join(ASPECTS)}, got {rank_by!r}")
+        if (
+            isinstance(candidates, bool)
+            or not isinstance(candidates, int)
+            or not 1 <= candidates <= MAX_CANDIDATES
+        ):
+            raise BundleError(
+                f"{name}: candidates must be an integer 1..{MAX_CANDIDATES}, got {candidates!r}"
+            )
+        if candidates > 1 and rank_by is None:
+            raise BundleError(f"{name}: candidates > 1 needs rank_by (voice or pitch)")
+        if not (math.isfinite(choose_after) and MIN_CHOOSE_AFTER <= choose_after <= 60.0):
+            raise BundleError(
+                f"{name}: choose_after must be {MIN_CHOOSE_AFTER}..60 s, got {choose_after}"
+            )
+        self.rank_by: Aspect | None = rank_by
+        self.candidates = candidates
+        self.choose_after = float(choose_after)
         self.coarse_guidance = float(coarse_guidance)
         self.semantic_cache = float(semantic_cache)
         self.device = resolve_device(device)
@@ -399,7 +452,17 @@ class AudioLMEngine:
             raise BundleError(f"bundle '{bundle.name}': generation.adaptation: {exc}") from exc
         guidance = bundle.generation.get("coarse_guidance", 1.0)
         cache = bundle.generation.get("semantic_cache", 0.0)
-        for key, value in (("coarse_guidance", guidance), ("semantic_cache", cache)):
+        choose_after = bundle.generation.get("choose_after", DEFAULT_CHOOSE_AFTER)
+        candidates = bundle.generation.get("candidates", 1)
+        try:
+            rank_by = bundle_aspect(bundle.generation)
+        except RankingError as exc:
+            raise BundleError(f"bundle '{bundle.name}': {exc}") from exc
+        for key, value in (
+            ("coarse_guidance", guidance),
+            ("semantic_cache", cache),
+            ("choose_after", choose_after),
+        ):
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise BundleError(
                     f"bundle '{bundle.name}': generation.{key} must be a number, got {value!r}"
@@ -451,6 +514,9 @@ class AudioLMEngine:
             adaptation=adaptation,
             coarse_guidance=float(guidance),
             semantic_cache=float(cache),
+            rank_by=rank_by,
+            candidates=candidates,
+            choose_after=float(choose_after),
         )
 
     # -- request helpers -----------------------------------------------------------------------
@@ -721,15 +787,39 @@ class AudioLMEngine:
             stream.push(token[:, None])
         return out
 
+    def candidates_for(self, request: GenerationRequest) -> int:
+        """Candidate beginnings per take ``request`` gets: its own, else the bundle's."""
+        return self.candidates if request.candidates is None else int(request.candidates)
+
     def stream(
         self, request: GenerationRequest, cancel: threading.Event | None = None
     ) -> Iterator[AudioChunk]:
-        """Yield ``[1, n]`` float32 chunks of every take at the model's rate (module doc)."""
+        """Yield ``[1, n]`` float32 chunks of every take at the model's rate (module doc).
+
+        With ``N > 1`` candidates per take the streams run ``takes·N`` rows (take ``b``'s
+        candidate ``c`` in row ``b·N + c``, sampling with its own generator; candidate 0 is the
+        take a request without candidates makes) until ``choose_after`` seconds of each are
+        decoded; then each take keeps its candidate whose audio matches the prompt best
+        (:mod:`~audiogen_studio.engine.take_ranking`), every stream goes on with those rows alone
+        and the held audio is yielded. A kept candidate goes on exactly as it would have alone.
+        """
         adaptation = self.adaptation_for(request)
         audio = self._prompt(request, adaptation)
         seed = request.resolved_seed()
         takes = request.takes
-        generators = [torch.Generator().manual_seed(_take_seed(seed, i)) for i in range(takes)]
+        n_cand = self.candidates_for(request)
+        aspect: Aspect = self.rank_by or "voice"
+        if n_cand > 1 and self.rank_by is None:
+            raise GenerationError(
+                f"{self.name} names nothing to rank candidates by (bundle.json "
+                "generation.rank_by): ask for one candidate per take"
+            )
+        rows = takes * n_cand
+        generators = [
+            torch.Generator().manual_seed(_take_seed(seed, b, c))
+            for b in range(takes)
+            for c in range(n_cand)
+        ]
         layout, r = self.layout, self.layout.ratio
         qc, qf = layout.coarse_quantizers, layout.fine_quantizers
         rate, hop_s = self.sample_rate, self.hop_s
@@ -746,8 +836,8 @@ class AudioLMEngine:
             s_p, base = prompt.frames, prompt.base
             keep = prompt.keep
             s_keep, c_keep, f_keep = keep["semantic"], keep["coarse"], keep["fine"]
-            semantic = prompt.semantic.expand(takes, -1).clone()  # [B, S]: the last S frames
-            codes = prompt.codes.expand(takes, -1, -1).clone()  # [B, Q, F_p - base]
+            semantic = prompt.semantic.expand(rows, -1).clone()  # [R, S]: the last S frames
+            codes = prompt.codes.expand(rows, -1, -1).clone()  # [R, Q, F_p - base]
             stages = self.stages
             if prompt.adapt_frames:
                 try:
@@ -755,9 +845,10 @@ class AudioLMEngine:
                 except AdaptationCancelledError:
                     log.info("generation cancelled while adapting to the prompt")
                     return
-            decoder = self.codec.stream_decoder(takes)
+            decoder = self.codec.stream_decoder(rows)
             kq = self.decode_quantizers
-            decoder.push(codes[:, :kq, -PRIME_FRAMES:])  # primes the state; its audio is unused
+            primer = codes[:, :kq, -PRIME_FRAMES:]
+            decoder.push(primer)  # primes the state; its audio is unused
             used = semantic.shape[1]
             sem_ids = semantic[:, used - s_keep :]
             sem_stream = (
@@ -784,7 +875,7 @@ class AudioLMEngine:
                     stages["fine"],
                     layout.fine_sequence(codes[:, :qc, -f_keep:], codes[:, qc:, -f_keep:])[0]
                     if f_keep
-                    else torch.empty(takes, 0, dtype=torch.long, device=self.device),
+                    else torch.empty(rows, 0, dtype=torch.long, device=self.device),
                 )
             lead = audio.size - s_p * hop_s  # generated samples that overlap the prompt's end
             skip = self.latency  # decoded samples that still render the primed frames
@@ -797,6 +888,61 @@ class AudioLMEngine:
             emitted = 0  # continuation samples handed out (after the prompt's end)
             first_window = True
             chunk = max(1, round(request.chunk_seconds * rate))
+            # candidates: what is held back until the choice (row-major like the streams)
+            choose_at = min(wanted, round(self.choose_after * rate)) if n_cand > 1 else 0
+            held: list[tuple[int, np.ndarray, np.ndarray | None]] = []  # (start, wave, lead_in)
+            held_codes: list[torch.Tensor] = []  # [R, kq, n·r] per window, to re-prime
+
+            def chunks(
+                start: int, wave: np.ndarray, lead_in: np.ndarray | None
+            ) -> Iterator[AudioChunk]:
+                """``wave [takes, n]`` (continuation samples from ``start``) as chunks."""
+                elapsed = time.perf_counter() - started
+                done = max(start + wave.shape[1], 1)
+                for off in range(0, wave.shape[1], chunk):
+                    piece = wave[:, off : off + chunk]
+                    for b in range(takes):
+                        yield AudioChunk(
+                            take=b,
+                            start=start + off,
+                            samples=np.ascontiguousarray(piece[b : b + 1], dtype=np.float32),
+                            rate=rate,
+                            progress=min(1.0, (start + off + piece.shape[1]) / max(wanted, 1)),
+                            seed=seed,
+                            info={"rtf": elapsed / max(done / rate, 1e-9)},
+                            lead_in=(
+                                np.ascontiguousarray(lead_in[b : b + 1], dtype=np.float32)
+                                if lead_in is not None and off == 0
+                                else None
+                            ),
+                        )
+
+            def choose() -> torch.Tensor:
+                """Each take's best candidate by its held audio: the rows ``[takes]`` to keep
+                (candidate 0 of a take whose audio is too short to rank, e.g. when stopped)."""
+                heard = np.concatenate([w for _, w, _ in held], axis=1)  # [R, n]
+                best = []
+                for b in range(takes):
+                    try:
+                        scores = [
+                            match_score(audio, heard[b * n_cand + c], rate, aspect)
+                            for c in range(n_cand)
+                        ]
+                        best.append(b * n_cand + int(np.argmax(scores)))
+                        log.debug("take %d: candidate scores %s", b, np.round(scores, 4))
+                    except RankingError:
+                        best.append(b * n_cand)
+                return torch.tensor(best, dtype=torch.long)
+
+            def release(kept: torch.Tensor) -> Iterator[AudioChunk]:
+                """The held audio of the kept rows, as chunks."""
+                index = kept.numpy()
+                for start, wave, lead_in in held:
+                    yield from chunks(
+                        start, wave[index], None if lead_in is None else lead_in[index]
+                    )
+                held.clear()
+
             try:
                 while done_tokens < needed_tokens:
                     step = first if done_tokens == 0 else self.window_tokens
@@ -812,8 +958,8 @@ class AudioLMEngine:
                         ids = self._sample_into(
                             coarse_stream, r * qc, coarse_span, request, generators, cancel
                         )
-                        coarse_parts.append(layout.coarse_codes(ids))  # [B, Qc, r]
-                    coarse = torch.cat(coarse_parts, dim=2)  # [B, Qc, n·r]
+                        coarse_parts.append(layout.coarse_codes(ids))  # [R, Qc, r]
+                    coarse = torch.cat(coarse_parts, dim=2)  # [R, Qc, n·r]
                     # 3. fine codes of each new frame
                     if fine_stream is not None:
                         fine_parts = []
@@ -822,13 +968,13 @@ class AudioLMEngine:
                             ids = self._sample_into(
                                 fine_stream, qf, fine_span, request, generators, cancel
                             )
-                            fine_parts.append(layout.fine_codes(ids))  # [B, Qf, 1]
+                            fine_parts.append(layout.fine_codes(ids))  # [R, Qf, 1]
                         window_codes = torch.cat([coarse, torch.cat(fine_parts, dim=2)], dim=1)
                     else:
                         window_codes = coarse
                     done_tokens += n
                     # 4. streaming decode of the window
-                    decoded = decoder.push(window_codes[:, :kq])[:, 0]  # [B, n·hop_s]
+                    decoded = decoder.push(window_codes[:, :kq])[:, 0]  # [R, n·hop_s]
                     wave = decoded.float().cpu().numpy()
                     lead_in = None
                     if first_window:
@@ -837,25 +983,28 @@ class AudioLMEngine:
                     start = emitted
                     wave = wave[:, : max(0, wanted - start)]
                     emitted += wave.shape[1]
-                    elapsed = time.perf_counter() - started
-                    done = max(emitted, 1)
-                    for off in range(0, wave.shape[1], chunk):
-                        piece = wave[:, off : off + chunk]
-                        for b in range(takes):
-                            yield AudioChunk(
-                                take=b,
-                                start=start + off,
-                                samples=np.ascontiguousarray(piece[b : b + 1], dtype=np.float32),
-                                rate=rate,
-                                progress=min(1.0, (start + off + piece.shape[1]) / max(wanted, 1)),
-                                seed=seed,
-                                info={"rtf": elapsed / max(done / rate, 1e-9)},
-                                lead_in=(
-                                    np.ascontiguousarray(lead_in[b : b + 1], dtype=np.float32)
-                                    if lead_in is not None and off == 0
-                                    else None
-                                ),
-                            )
+                    if rows == takes:
+                        yield from chunks(start, wave, lead_in)
+                        continue
+                    # 5. candidates: hold the audio back until each take's best is known
+                    held.append((start, wave, lead_in))
+                    held_codes.append(window_codes[:, :kq])
+                    if emitted < choose_at and done_tokens < needed_tokens:
+                        continue
+                    kept = choose()
+                    for stream in (sem_stream, coarse_stream, fine_stream):
+                        if stream is not None:
+                            stream.keep(kept)
+                    generators = [generators[i] for i in kept.tolist()]
+                    rows = takes
+                    # a decoder of the kept rows, in the state their codes leave it in
+                    decoder = self.codec.stream_decoder(takes)
+                    decoder.push(primer[kept])
+                    decoder.push(torch.cat(held_codes, dim=2)[kept])
+                    held_codes.clear()
+                    yield from release(kept)
             except _CancelledError:
                 log.info("generation cancelled after %d samples", emitted)
+                if held:  # what the candidates made so far: the best of it is the partial take
+                    yield from release(choose())
                 return

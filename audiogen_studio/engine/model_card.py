@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from audiogen_studio.engine.adaptation_settings import AdaptationSettings
-from audiogen_studio.engine.api import GenerationError, check_stage_temperatures
+from audiogen_studio.engine.api import MAX_CANDIDATES, GenerationError, check_stage_temperatures
 from audiogen_studio.engine.bundles import (
     BUNDLE_FILE,
     BundleError,
@@ -186,6 +186,8 @@ def update_bundle(
     coarse_guidance: float | None = None,
     semantic_cache: float | None = None,
     rank_by: str | None = None,
+    candidates: int | None = None,
+    choose_after: float | None = None,
 ) -> BundleInfo:
     """Set ``version`` / ``description`` and merge ``metrics`` sections into ``bundle.json``.
 
@@ -201,7 +203,10 @@ def update_bundle(
     of the prompt's token frequencies in the semantic stage (``generation.semantic_cache``,
     in ``[0, 1)``; 0 removes it). ``rank_by`` what its takes are ranked by against the prompt
     (``generation.rank_by``: ``"voice"`` or ``"pitch"``,
-    :mod:`~audiogen_studio.engine.take_ranking`; ``""`` removes it). The manifest is rewritten
+    :mod:`~audiogen_studio.engine.take_ranking`; ``""`` removes it); ``candidates`` the AudioLM
+    bundle's default candidate beginnings per take (``generation.candidates``, 1..8; 1 removes
+    it) and ``choose_after`` the seconds generated before one is kept (``generation.choose_after``,
+    0.5..60). The manifest is rewritten
     atomically (temp file + ``os.replace``).
 
     Raises:
@@ -288,6 +293,26 @@ def update_bundle(
             generation["rank_by"] = rank_by
         else:
             generation.pop("rank_by", None)
+    if candidates is not None or choose_after is not None:
+        if info.kind != "audiolm":
+            raise BundleError(
+                f"bundle '{info.name}' is a {info.kind} bundle: only AudioLM bundles choose "
+                "among candidate beginnings"
+            )
+        generation = data.setdefault("generation", {})
+        if candidates is not None:
+            if not 1 <= candidates <= MAX_CANDIDATES:
+                raise BundleError(f"candidates must be 1..{MAX_CANDIDATES}, got {candidates}")
+            if candidates > 1 and generation.get("rank_by") not in ASPECTS:
+                raise BundleError("candidates > 1 needs rank_by (voice or pitch) first")
+            if candidates > 1:
+                generation["candidates"] = int(candidates)
+            else:
+                generation.pop("candidates", None)
+        if choose_after is not None:
+            if not (math.isfinite(choose_after) and 0.5 <= choose_after <= 60.0):
+                raise BundleError(f"choose_after must be 0.5..60 s, got {choose_after}")
+            generation["choose_after"] = float(choose_after)
     if not data.get("generation", True):
         del data["generation"]
     write_manifest(folder, data)
@@ -545,6 +570,24 @@ def render_model_card(info: BundleInfo) -> str:
             "--best-of N` generates N takes together and keeps the K best, and the app marks "
             "each take's rank.",
         ]
+        n = info.generation.get("candidates", 1)
+        if info.kind == "audiolm":
+            after = _fmt(float(info.generation.get("choose_after", 1.5)))
+            lines += [
+                "",
+                (
+                    f"Each take starts as {n} candidate beginnings generated together; after "
+                    f"{after} s the one that matches the prompt best is kept and goes on alone "
+                    "(`generation.candidates`, `generation.choose_after`; `--candidates N` "
+                    "overrides, 1 turns it off; the real-time factors below include it)."
+                )
+                if isinstance(n, int) and n > 1
+                else (
+                    "`continue --candidates N` generates N beginnings of each take together "
+                    f"and keeps the best after {after} s (`generation.choose_after`); by "
+                    "default each take has one."
+                ),
+            ]
 
     quality = metrics.get("quality")
     if isinstance(quality, Mapping) and quality:

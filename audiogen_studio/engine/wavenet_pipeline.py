@@ -126,6 +126,12 @@ class WaveNetEngine:
         self, request: GenerationRequest, cancel: threading.Event | None = None
     ) -> Iterator[AudioChunk]:
         """Yield ``[1, n]`` float32 chunks of every take at the model's rate (see module doc)."""
+        if request.candidates is not None and request.candidates > 1:
+            raise GenerationError(
+                f"{self.name} generates each take sample by sample and cannot choose among "
+                "candidate beginnings (an AudioLM model can); rank whole takes instead "
+                "(continue --best-of)"
+            )
         # a continuation reads the prompt's last receptive field (FastWaveNet.prime)
         heard = self.fast.receptive_field / self.sample_rate + HEARD_MARGIN_SECONDS
         audio = self._mono(request.prompt, tail=heard if request.mode == "continue" else None)

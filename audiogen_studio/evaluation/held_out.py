@@ -407,6 +407,7 @@ def evaluate_continuations(
     progress: Callable[[int, int], None] | None = None,
     best_of: int = 1,
     rank_by: str | None = None,
+    candidates: int | None = None,
 ) -> ContinuationReport:
     """Continue held-out prompts of ``corpus`` with bundle ``model`` and score the takes.
 
@@ -423,6 +424,9 @@ def evaluate_continuations(
             prompt best in ``rank_by`` (``"voice"`` or ``"pitch"``, needed when ``best_of > 1``;
             :mod:`~audiogen_studio.engine.take_ranking`) is scored. The real-time factor counts
             every take's compute and the ranking, per second of the kept take.
+        candidates: AudioLM: candidate beginnings per take, the best kept early by the engine
+            (:attr:`~audiogen_studio.engine.api.GenerationRequest.candidates`; ``None``: the
+            bundle's default).
 
     Raises:
         EvaluationError: no such bundle, a bundle that cannot continue audio, no clip long
@@ -477,6 +481,7 @@ def evaluate_continuations(
             stage_temperatures=stage_temperatures,
             adapt_steps=adapt_steps,
             takes=best_of,
+            candidates=candidates,
         )
         started = time.perf_counter()
         try:

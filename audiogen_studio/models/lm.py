@@ -201,6 +201,15 @@ class KVCache:
         self.length = n
         self.epoch += 1
 
+    def take(self, rows: torch.Tensor) -> KVCache:
+        """A new cache of the batch rows ``rows [B']`` (in that order; a row may repeat), with
+        the same length and capacity: e.g. the hypotheses a search keeps. Exact: each kept
+        row's positions are copied whole; this cache is left as it is."""
+        index = torch.as_tensor(rows, dtype=torch.long, device=self.kv.device)
+        if index.dim() != 1 or not bool(((index >= 0) & (index < self.batch)).all()):
+            raise ValueError(f"rows must be indices into the batch of {self.batch}, got {rows}")
+        return KVCache(kv=self.kv.index_select(2, index).contiguous(), length=self.length)
+
     def reset(self) -> None:
         """Empty the cache (keeps its memory). With :meth:`TokenLM.refill` this is how to slide
         the context window: re-prefill the kept tokens instead of cropping cached keys."""

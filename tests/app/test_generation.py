@@ -295,13 +295,19 @@ def test_audiolm_prompt_adaptation_follows_the_model(
 
     folder = random_audiolm_bundle(tmp_path / "models" / "adapting")
     data = json.loads((folder / "bundle.json").read_text())
-    data["generation"] = {"adaptation": {"steps": 6, "lr": 1e-3}}
+    data["generation"] = {
+        "adaptation": {"steps": 6, "lr": 1e-3},
+        "rank_by": "voice",
+        "candidates": 3,
+    }
     (folder / "bundle.json").write_text(json.dumps(data))
     monkeypatch.setenv("AUDIOGEN_MODELS", str(tmp_path / "models"))
     window = _window(make_window, two_tone(0.5))
     panel = window.generation_panel
     assert panel.engine.key == "audiolm" and panel.bundle is not None
     assert panel.adapt_spin.isEnabled() and panel.adapt_spin.value() == 6  # the model's default
+    # candidate beginnings: the model ranks them, so the spin box is on, at its default
+    assert panel.candidates_spin.isEnabled() and panel.candidates_spin.value() == 3
     requests: list[Any] = []
     monkeypatch.setattr(
         window.generation, "generate", lambda request, *a: requests.append(request) or False
@@ -310,8 +316,11 @@ def test_audiolm_prompt_adaptation_follows_the_model(
     assert panel.adapt_spin.text() == "off"
     panel.generate()
     panel.adapt_spin.setValue(9)
+    panel.candidates_spin.setValue(1)
+    assert panel.candidates_spin.text() == "off"
     panel.generate()
     assert [r.adapt_steps for r in requests] == [0, 9]
+    assert [r.candidates for r in requests] == [3, 1]
 
 
 def _adapting_window(
@@ -497,6 +506,7 @@ def test_takes_are_ranked_by_how_well_they_match_the_prompt(
     window = _window(make_window, two_tone(0.75))
     panel = window.generation_panel
     panel.seconds_spin.setValue(0.4)
+    assert not panel.candidates_spin.isEnabled()  # WaveNet: no candidate beginnings
     panel.takes_spin.setValue(3)
     panel.temperature_spin.setValue(1.0)
     with qtbot.waitSignal(window.generation.finished, timeout=60_000) as blocker:

@@ -442,3 +442,26 @@ def test_a_best_of_report_gets_its_own_table(
     # a report of one take per prompt is refused as best-of figures
     assert main(["models", "card", str(folder), "--best-of-quality", str(report(1, 0.7))]) == 2
     assert "was not measured with --best-of N" in capsys.readouterr().err
+
+
+def test_candidates_are_recorded_checked_shown_and_removed(tmp_path: Path) -> None:
+    folder = _trained_bundle(tmp_path)
+    with pytest.raises(bundles.BundleError, match="needs rank_by"):
+        model_card.update_bundle(folder, candidates=4)
+    args = ["models", "card", str(folder), "--rank-by", "voice", "--candidates", "4"]
+    assert main([*args, "--choose-after", "1.0"]) == 0
+    generation = bundles.read_bundle(folder).generation
+    assert generation == {"rank_by": "voice", "candidates": 4, "choose_after": 1.0}
+    card = (folder / "README.md").read_text()
+    assert "Each take starts as 4 candidate beginnings" in card and "after 1 s" in card
+    for bad, message in (({"candidates": 9}, "1..8"), ({"choose_after": 0.2}, "0.5..60")):
+        with pytest.raises(bundles.BundleError, match=message):
+            model_card.update_bundle(folder, **bad)  # type: ignore[arg-type]
+    model_card.update_bundle(folder, candidates=1)
+    assert "candidates" not in bundles.read_bundle(folder).generation
+    assert "`continue --candidates N`" in model_card.render_model_card(bundles.read_bundle(folder))
+    data = json.loads((folder / "bundle.json").read_text())
+    data["kind"] = "wavenet"
+    (folder / "bundle.json").write_text(json.dumps(data))
+    with pytest.raises(bundles.BundleError, match="only AudioLM bundles"):
+        model_card.update_bundle(folder, candidates=2)

@@ -364,3 +364,12 @@ def test_cli_best_of_keeps_the_takes_that_match_the_prompt_best(
     assert "--best-of 1 must be at least --takes 2" in capsys.readouterr().err
     assert main([*base, "--best-of", "2", "--overwrite"]) == 2
     assert "pass --rank-by voice or pitch" in capsys.readouterr().err
+
+
+def test_wavenet_cannot_choose_among_candidate_beginnings(two_tone_bundle: Path) -> None:
+    engine = load_engine(str(two_tone_bundle), device="cpu")
+    request = GenerationRequest(prompt=two_tone(0.2), seconds=0.1, candidates=2)
+    with pytest.raises(GenerationError, match="cannot choose among candidate beginnings"):
+        collect(engine, request)
+    one = GenerationRequest(prompt=two_tone(0.2), seconds=0.1, candidates=1, seed=0)
+    assert collect(engine, one)[0].complete  # one candidate is no choice: allowed
