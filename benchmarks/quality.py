@@ -123,6 +123,14 @@ def _rank_by(a: argparse.Namespace) -> str | None:
     return bundle_aspect(find_bundle(a.model).generation)
 
 
+def _choose_after(a: argparse.Namespace) -> float:
+    """Seconds the bundle generates candidate beginnings before it keeps one."""
+    from audiogen_studio.engine.audiolm_pipeline import DEFAULT_CHOOSE_AFTER
+    from audiogen_studio.engine.bundles import find_bundle
+
+    return float(find_bundle(a.model).generation.get("choose_after", DEFAULT_CHOOSE_AFTER))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
     ap.add_argument("--model", default="speech", help="bundle name or folder")
@@ -211,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             "adapt_steps": a.adapt_steps,
             "best_of": a.best_of,
             "candidates": a.candidates,
+            "choose_after": _choose_after(a) if (a.candidates or 1) > 1 else None,
             "rank_by": _rank_by(a) if a.best_of > 1 else None,
         },
     }

@@ -50,6 +50,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "best of N takes (a second table on the card)",
     )
     cp.add_argument(
+        "--candidates-quality",
+        metavar="REPORT.json",
+        help="record a quality report made with --candidates N as the bundle's figures with N "
+        "candidate beginnings per take (another table on the card)",
+    )
+    cp.add_argument(
         "--rank-by",
         choices=["voice", "pitch", "none"],
         default=None,
@@ -255,6 +261,7 @@ def run_models_card(args: argparse.Namespace) -> int:
     for section, path in (
         ("quality", args.quality),
         (model_card.BEST_OF_SECTION, getattr(args, "best_of_quality", None)),
+        (model_card.CANDIDATES_SECTION, getattr(args, "candidates_quality", None)),
     ):
         if not path:
             continue
@@ -264,11 +271,13 @@ def run_models_card(args: argparse.Namespace) -> int:
             raise CliError(f"cannot read the quality report {path}: {exc}") from exc
         if not isinstance(report, dict):
             raise CliError(f"{path} is not a quality report (a JSON object)")
-        if args.measured_with:
+        if args.measured_with and section == "quality":
             report["_measured_with"] = args.measured_with
         figures = model_card.quality_figures(report)
         if section == model_card.BEST_OF_SECTION and "_best_of" not in figures:
             raise CliError(f"{path} was not measured with --best-of N (N > 1)")
+        if section == model_card.CANDIDATES_SECTION and "_candidates" not in figures:
+            raise CliError(f"{path} was not measured with --candidates N (N > 1)")
         metrics[section] = figures
     rank_by = getattr(args, "rank_by", None)
     rank_by = "" if rank_by == "none" else rank_by

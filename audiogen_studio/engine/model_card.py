@@ -129,6 +129,8 @@ def _same_content(new: Path, old: Path) -> bool:
 
 #: the ``metrics`` section of a quality report made with ``--best-of N`` (N > 1)
 BEST_OF_SECTION = "quality_best_of"
+#: the ``metrics`` section of a quality report made with ``--candidates N`` (N > 1)
+CANDIDATES_SECTION = "quality_candidates"
 
 
 def quality_figures(report: Mapping[str, Any]) -> dict[str, Any]:
@@ -171,6 +173,9 @@ def quality_figures(report: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(settings, Mapping) and int(settings.get("best_of") or 1) > 1:
         figures["_best_of"] = int(settings["best_of"])
         figures["_rank_by"] = settings.get("rank_by")
+    if isinstance(settings, Mapping) and int(settings.get("candidates") or 1) > 1:
+        figures["_candidates"] = int(settings["candidates"])
+        figures["_choose_after"] = settings.get("choose_after")
     return figures
 
 
@@ -601,16 +606,32 @@ def render_model_card(info: BundleInfo) -> str:
             f"## Measured quality, best of {_fmt(n)} takes (held-out audio)",
             "",
             f"The same prompts and seeds, {_fmt(n)} takes generated together per prompt, the one "
-            "that matches its prompt best kept (`--best-of`); its real-time factor counts every "
-            "take.",
+            f"that matches its prompt best kept (`--best-of {_fmt(n)}`); its real-time factor "
+            "counts every take.",
             "",
         ]
         lines += _quality_lines(best)
+    chosen = metrics.get(CANDIDATES_SECTION)
+    if isinstance(chosen, Mapping) and chosen:
+        n, seconds = chosen.get("_candidates"), chosen.get("_choose_after")
+        lines += [
+            "",
+            f"## Measured quality, {_fmt(n)} candidate beginnings per take (held-out audio)",
+            "",
+            f"The same prompts and seeds, each take started as {_fmt(n)} candidate beginnings "
+            f"generated together, the best kept after {_fmt(seconds)} s (`--candidates "
+            f"{_fmt(n)}`); its real-time factor counts every candidate, and a take's first "
+            "audio comes once the choice is made.",
+            "",
+        ]
+        lines += _quality_lines(chosen)
 
     validation = {
         component: values
         for component, values in metrics.items()
-        if component not in ("quality", BEST_OF_SECTION) and isinstance(values, Mapping) and values
+        if component not in ("quality", BEST_OF_SECTION, CANDIDATES_SECTION)
+        and isinstance(values, Mapping)
+        and values
     }
     if validation:
         lines += ["", "## Validation metrics recorded by the trainers", ""]

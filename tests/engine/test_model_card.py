@@ -442,6 +442,20 @@ def test_a_best_of_report_gets_its_own_table(
     # a report of one take per prompt is refused as best-of figures
     assert main(["models", "card", str(folder), "--best-of-quality", str(report(1, 0.7))]) == 2
     assert "was not measured with --best-of N" in capsys.readouterr().err
+    # candidate beginnings: a third table
+    chosen = tmp_path / "candidates.json"
+    model = {"speaker_cosine": {"value": 0.745, "target": ">= 0.8", "met": False}}
+    settings = {"candidates": 4, "choose_after": 1.5}
+    chosen.write_text(json.dumps({"settings": settings, "speech_continuation": {"model": model}}))
+    assert main(["models", "card", str(folder), "--candidates-quality", str(chosen)]) == 0
+    capsys.readouterr()
+    card = (folder / "README.md").read_text()
+    at = card.index("## Measured quality, 4 candidate beginnings per take")
+    assert "the best kept after 1.5 s (`--candidates 4`)" in card[at:]
+    assert "| speech_continuation.model.speaker_cosine | 0.745 |" in card[at:]
+    assert "best of 4 takes" in card  # the other tables stay
+    assert main(["models", "card", str(folder), "--candidates-quality", str(report(4, 0.7))]) == 2
+    assert "was not measured with --candidates N" in capsys.readouterr().err
 
 
 def test_candidates_are_recorded_checked_shown_and_removed(tmp_path: Path) -> None:
