@@ -13,7 +13,8 @@ every run adapts anew (the engine's cache of adapted LMs is emptied first, and t
 not adapt). When the bundle adapts, ``rtf_no_adaptation`` / ``first_chunk_ms_no_adaptation``
 are the same runs with ``adapt_steps=0``, side by side, and ``first_chunk_ms_prepared`` the
 same runs adapted ahead by ``Engine.prepare`` (what the app does once the prompt settles;
-``prepare_ms`` is what that took), so only the stream is timed.
+``prepare_ms`` is what that took), so only the stream is timed. ``candidates`` asks for that
+many candidate beginnings per take (the first chunk then waits for the choice).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def end_to_end(
     runs: int = 3,
     takes: int = 1,
     adapt_steps: int | None = None,
+    candidates: int | None = None,
 ) -> dict[str, Any]:
     """``{"rtf", "first_chunk_ms", ...}`` for ``bundle`` (``{}`` with a note when absent)."""
     if bundle is None:
@@ -69,7 +71,12 @@ def end_to_end(
         firsts, rtfs, prepares = [], [], []
         for run in range(runs):
             request = GenerationRequest(
-                prompt=clip, seconds=seconds, seed=run, takes=takes, adapt_steps=steps
+                prompt=clip,
+                seconds=seconds,
+                seed=run,
+                takes=takes,
+                adapt_steps=steps,
+                candidates=candidates,
             )
             forget = getattr(engine, "forget_adaptations", None)
             if forget is not None:
@@ -106,6 +113,7 @@ def end_to_end(
         "e2e_prompt_seconds": prompt_seconds,
         "e2e_seconds": seconds,
         "e2e_takes": takes,
+        "e2e_candidates": candidates,
         "e2e_adapt_steps": steps,
         "e2e_runs": {"rtf": [round(r, 4) for r in rtfs], "first_chunk_ms": firsts},
     }
