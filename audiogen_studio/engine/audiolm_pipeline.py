@@ -22,6 +22,14 @@ semantic-token frequencies into step 1 (:class:`_CacheMixedStream`), and
 ``generation.coarse_guidance`` samples step 2 with classifier-free guidance
 (:class:`_GuidedStream`).
 
+A request may ask for several *candidate beginnings* per take (``GenerationRequest.candidates``,
+or the bundle's ``generation.candidates``): the streams then run one row per candidate until
+``choose_after`` seconds are decoded, each take keeps the candidate whose audio matches the
+prompt best (:mod:`~audiogen_studio.engine.take_ranking`, by the bundle's ``rank_by``), and
+every stream, generator and the decoder go on with the kept rows alone; the audio held until
+then is yielded at once. This is best-of-N sampling with an early choice, so the extra rows cost
+only the first seconds.
+
 So audio is out after one short window, not after the whole semantic sequence. When a stream's
 cache is full its context slides: the cache is reset and re-filled with the last half of its
 capacity (whole groups, so positions keep the structure the LM was trained on), which serves
@@ -801,14 +809,15 @@ class AudioLMEngine:
         take a request without candidates makes) until ``choose_after`` seconds of each are
         decoded; then each take keeps its candidate whose audio matches the prompt best
         (:mod:`~audiogen_studio.engine.take_ranking`), every stream goes on with those rows alone
-        and the held audio is yielded. A kept candidate goes on exactly as it would have alone.
+        and the held audio is yielded. A kept candidate goes on as it would have in the batch:
+        the same tokens, so the same audio up to float rounding (tested).
         """
         adaptation = self.adaptation_for(request)
         audio = self._prompt(request, adaptation)
         seed = request.resolved_seed()
         takes = request.takes
         n_cand = self.candidates_for(request)
-        aspect: Aspect = self.rank_by or "voice"
+        aspect: Aspect = self.rank_by or "voice"  # only read when there are candidates
         if n_cand > 1 and self.rank_by is None:
             raise GenerationError(
                 f"{self.name} names nothing to rank candidates by (bundle.json "
