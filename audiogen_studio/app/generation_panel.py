@@ -628,10 +628,15 @@ class GenerationPanel(QWidget):
             return False
         self._job = _Job(request, self.engine, bundle, prompt_range)
         self.progress_bar.setValue(0)
+        choosing = (
+            f", then choosing among {request.candidates} beginnings"
+            if request.candidates and request.candidates > 1
+            else ""
+        )
         self.progress_bar.setFormat(
-            "loading model, adapting it to the prompt…"
+            f"loading model, adapting it to the prompt{choosing}…"
             if request.adapt_steps and (key is None or key != self._prepared_key)
-            else "starting…"
+            else f"starting{choosing}…"
         )
         self._live_frames = -1
         self._live_timer.start()

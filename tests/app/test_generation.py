@@ -309,12 +309,13 @@ def test_audiolm_prompt_adaptation_follows_the_model(
     # candidate beginnings: the model ranks them, so the spin box is on, at its default
     assert panel.candidates_spin.isEnabled() and panel.candidates_spin.value() == 3
     requests: list[Any] = []
-    monkeypatch.setattr(
-        window.generation, "generate", lambda request, *a: requests.append(request) or False
+    monkeypatch.setattr(  # the stand-in keeps the request and says it started
+        window.generation, "generate", lambda request, *a: requests.append(request) or True
     )
     panel.adapt_spin.setValue(0)
     assert panel.adapt_spin.text() == "off"
     panel.generate()
+    assert panel.progress_bar.format() == "starting, then choosing among 3 beginnings…"
     panel.adapt_spin.setValue(9)
     panel.candidates_spin.setValue(1)
     assert panel.candidates_spin.text() == "off"
