@@ -16,6 +16,10 @@ sox "$SPEECH/audio/test/festival/festival_cmu_us_slt_arctic_hts/s000014.flac" \
 # (AudioLM takes sample at the bundles' tuned per-stage temperatures: the CLI's defaults)
 $AG continue "$OUT/speech-prompt.ogg" --model speech --seconds 4 --takes 2 --seed 1 \
   --no-progress --no-library --overwrite -o "$OUT/speech-continued.ogg"
+# the same prompt, the take started as 4 beginnings of which the one whose voice matches the
+# prompt best went on (continue --candidates 4)
+$AG continue "$OUT/speech-prompt.ogg" --model speech --seconds 4 --candidates 4 --seed 1 \
+  --no-progress --no-library --overwrite -o "$OUT/speech-continued-candidates.ogg"
 shipped() { grep -q "^  $1 " <<< "$($AG models list)"; }
 if shipped wavenet-vocoder; then
   # the same held-out prompt re-synthesized from its log-mel by the WaveNet vocoder
