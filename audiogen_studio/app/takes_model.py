@@ -65,6 +65,8 @@ class TakeRecord:
             parts.append(f"top-k {p['top_k']}")
         if p.get("adapt_steps"):
             parts.append(f"adapted {p['adapt_steps']}")
+        if isinstance(p.get("candidates"), int) and p["candidates"] > 1:
+            parts.append(f"chosen of {p['candidates']} beginnings")
         parts.append(f"{self.continuation.duration:.2f} s")
         if p.get("match_rank") and p.get("match_of"):
             rank, of, by = p["match_rank"], p["match_of"], p.get("rank_by") or "prompt"

@@ -231,8 +231,15 @@ def describe_provenance(take: TakeRecord) -> str:
             settings.append(
                 f"{label} {value:g}" if isinstance(value, float) else f"{label} {value}"
             )
+    if isinstance(p.get("candidates"), int) and p["candidates"] > 1:
+        settings.append(f"chosen of {p['candidates']} beginnings")
     if settings:
         lines.append(" · ".join(settings))
+    if p.get("match_rank") and p.get("match_of"):
+        lines.append(
+            f"{p.get('rank_by') or 'prompt'} match {p.get('match', 0):.3f}: "
+            f"{p['match_rank']} of {p['match_of']} takes"
+        )
     state = "complete" if p.get("complete", True) else "partial (stopped)"
     length = f"{take.continuation.duration:.2f} s"
     if p.get("seconds") is not None:

@@ -525,6 +525,11 @@ def test_takes_are_ranked_by_how_well_they_match_the_prompt(
     )
     assert "best voice match of 3" in best.describe()
     assert "voice match 2/3" in by_index[expected[1]].describe()
+    from audiogen_studio.app.takes_panel import describe_provenance
+
+    assert "voice match" in describe_provenance(best) and ": 1 of 3 takes" in describe_provenance(
+        best
+    )
     assert f"best voice match: {best.name}" in panel.status_label.text()
     # one take, or a bundle that names nothing to rank by: no ranks
     panel.takes_spin.setValue(1)
