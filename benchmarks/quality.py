@@ -125,7 +125,7 @@ def _rank_by(a: argparse.Namespace) -> str | None:
 
 def _choose_after(a: argparse.Namespace) -> float:
     """Seconds the bundle generates candidate beginnings before it keeps one."""
-    from audiogen_studio.engine.audiolm_pipeline import DEFAULT_CHOOSE_AFTER
+    from audiogen_studio.engine.api import DEFAULT_CHOOSE_AFTER
     from audiogen_studio.engine.bundles import find_bundle
 
     return float(find_bundle(a.model).generation.get("choose_after", DEFAULT_CHOOSE_AFTER))

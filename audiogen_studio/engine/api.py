@@ -23,6 +23,10 @@ Mode = Literal["continue", "vocode"]
 MAX_TAKES = 8
 #: most candidate beginnings per take a request may ask for (:attr:`GenerationRequest.candidates`)
 MAX_CANDIDATES = 8
+#: seconds of candidate beginnings generated before the best is kept: the default, and the
+#: range a bundle's ``generation.choose_after`` may set (shorter is too short to rank)
+DEFAULT_CHOOSE_AFTER = 1.5
+CHOOSE_AFTER_RANGE = (0.5, 60.0)
 MAX_ADAPT_STEPS = 1000
 #: The token stages of an AudioLM bundle, in generation order.
 STAGES = ("semantic", "coarse", "fine")

@@ -55,6 +55,8 @@ import torch
 
 from audiogen_studio.audio import edit, io
 from audiogen_studio.engine.api import (
+    CHOOSE_AFTER_RANGE,
+    DEFAULT_CHOOSE_AFTER,
     MAX_CANDIDATES,
     AudioChunk,
     GenerationError,
@@ -98,9 +100,6 @@ log = logging.getLogger(__name__)
 SILENCE_PEAK = 1e-4  # -80 dBFS
 MIN_CROSSFADE_SECONDS = 0.01
 FIRST_WINDOW_SECONDS = 0.16
-#: seconds of candidate beginnings generated before the best is kept (bundles may set their own)
-DEFAULT_CHOOSE_AFTER = 1.5
-MIN_CHOOSE_AFTER = 0.5  # shorter beginnings are too short to rank (take_ranking's 0.25 s minimum)
 PRIME_FRAMES = 48  # codec frames that prime the streaming decoder (receptive field <= 24;
 # the default mel codec's, with its overlap-add, 46: tests/models/test_mel_codec.py)
 ENCODE_MARGIN_FRAMES = 48  # codec frames encoded before the first one used (receptive field)
@@ -362,10 +361,9 @@ class AudioLMEngine:
             )
         if candidates > 1 and rank_by is None:
             raise BundleError(f"{name}: candidates > 1 needs rank_by (voice or pitch)")
-        if not (math.isfinite(choose_after) and MIN_CHOOSE_AFTER <= choose_after <= 60.0):
-            raise BundleError(
-                f"{name}: choose_after must be {MIN_CHOOSE_AFTER}..60 s, got {choose_after}"
-            )
+        lo, hi = CHOOSE_AFTER_RANGE
+        if not (math.isfinite(choose_after) and lo <= choose_after <= hi):
+            raise BundleError(f"{name}: choose_after must be {lo:g}..{hi:g} s, got {choose_after}")
         self.rank_by: Aspect | None = rank_by
         self.candidates = candidates
         self.choose_after = float(choose_after)

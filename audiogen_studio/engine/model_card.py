@@ -24,7 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from audiogen_studio.engine.adaptation_settings import AdaptationSettings
-from audiogen_studio.engine.api import MAX_CANDIDATES, GenerationError, check_stage_temperatures
+from audiogen_studio.engine.api import (
+    CHOOSE_AFTER_RANGE,
+    DEFAULT_CHOOSE_AFTER,
+    MAX_CANDIDATES,
+    GenerationError,
+    check_stage_temperatures,
+)
 from audiogen_studio.engine.bundles import (
     BUNDLE_FILE,
     BundleError,
@@ -315,8 +321,9 @@ def update_bundle(
             else:
                 generation.pop("candidates", None)
         if choose_after is not None:
-            if not (math.isfinite(choose_after) and 0.5 <= choose_after <= 60.0):
-                raise BundleError(f"choose_after must be 0.5..60 s, got {choose_after}")
+            lo, hi = CHOOSE_AFTER_RANGE
+            if not (math.isfinite(choose_after) and lo <= choose_after <= hi):
+                raise BundleError(f"choose_after must be {lo:g}..{hi:g} s, got {choose_after}")
             generation["choose_after"] = float(choose_after)
     if not data.get("generation", True):
         del data["generation"]
@@ -577,7 +584,7 @@ def render_model_card(info: BundleInfo) -> str:
         ]
         n = info.generation.get("candidates", 1)
         if info.kind == "audiolm":
-            after = _fmt(float(info.generation.get("choose_after", 1.5)))
+            after = _fmt(float(info.generation.get("choose_after", DEFAULT_CHOOSE_AFTER)))
             lines += [
                 "",
                 (
