@@ -536,3 +536,41 @@ def test_takes_are_ranked_by_how_well_they_match_the_prompt(
     with qtbot.waitSignal(window.generation.finished, timeout=60_000) as blocker:
         panel.generate_button.click()
     assert blocker.args[0].matches == {} and "match_rank" not in list(window.takes)[-1].provenance
+
+
+def test_candidate_beginnings_stream_into_the_take_and_the_player(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    no_stream: list[Any],
+    make_window: Callable[[], Any],
+    qtbot: Any,
+) -> None:
+    """An AudioLM take chosen among 2 beginnings: the held audio reaches the player, the live
+    view and the take whole, and the take says how it was made."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
+    from audiolm_stack import random_audiolm_bundle
+
+    folder = random_audiolm_bundle(tmp_path / "models" / "choosing")
+    data = json.loads((folder / "bundle.json").read_text())
+    data["generation"] = {"rank_by": "voice", "candidates": 2, "choose_after": 0.5}
+    (folder / "bundle.json").write_text(json.dumps(data))
+    monkeypatch.setenv("AUDIOGEN_MODELS", str(tmp_path / "models"))
+    noise = np.random.default_rng(1).uniform(-0.3, 0.3, (1, round(0.6 * RATE)))
+    window = _window(make_window, Clip(noise.astype(np.float32), RATE))
+    panel = window.generation_panel
+    assert panel.candidates_spin.value() == 2
+    panel.seconds_spin.setValue(1.0)
+    with qtbot.waitSignal(window.generation.finished, timeout=60_000) as finished:
+        assert panel.generate()
+    (take,) = finished.args[0].takes
+    assert take.complete and take.generated.frames == RATE
+    (player,) = no_stream
+    assert player.buffer.write_pos == RATE and player.buffer.closed  # nothing was lost
+    live = panel.live_view.clip
+    assert live is not None
+    np.testing.assert_array_equal(live.samples, take.generated.samples)
+    (record,) = list(window.takes)
+    assert record.provenance["candidates"] == 2
+    assert "chosen of 2 beginnings" in record.describe()
