@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=None,
         metavar="N",
-        help="AudioLM: candidate beginnings per take, the best kept early (default: the bundle's)",
+        help="candidate beginnings per take, the best kept early (default: the bundle's)",
     )
     ap.add_argument("--no-codec", action="store_true", help="skip the codec figures")
     ap.add_argument("--threads", type=int, default=1)

@@ -285,7 +285,7 @@ class GenerationPanel(QWidget):
         self.candidates_spin = QSpinBox(minimum=1, maximum=MAX_CANDIDATES, value=1)
         self.candidates_spin.setSpecialValueText("off")
         self.candidates_spin.setToolTip(
-            "AudioLM: sample this many beginnings of each take together, keep the one that "
+            "Continuation: sample this many beginnings of each take together, keep the one that "
             "matches the prompt best (its voice, or its key for music) once the model's first "
             "seconds are generated, and go on with it alone. A take's audio starts after that "
             "choice. Set to the model's default when a model is chosen."
@@ -515,7 +515,11 @@ class GenerationPanel(QWidget):
         self.adapt_spin.setEnabled(adapts)
         if b is not None and adapts:
             self.adapt_spin.setValue(default_adapt_steps(b.generation))
-        chooses = adapts and b is not None and b.generation.get("rank_by") in ASPECTS
+        chooses = (
+            b is not None
+            and b.kind in ("audiolm", "wavenet")
+            and b.generation.get("rank_by") in ASPECTS
+        )
         self.candidates_spin.setEnabled(chooses)
         candidates = b.generation.get("candidates", 1) if b is not None and chooses else 1
         self.candidates_spin.setValue(candidates if isinstance(candidates, int) else 1)

@@ -67,7 +67,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="AudioLM: candidate beginnings per take by default, the best kept after "
+        help="continuation bundles: candidate beginnings per take by default, the best kept after "
         "--choose-after seconds (needs --rank-by; 1 removes it)",
     )
     cp.add_argument(
@@ -75,7 +75,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=float,
         default=None,
         metavar="S",
-        help="AudioLM: seconds of each candidate beginning generated before the best is kept",
+        help="seconds of each candidate beginning generated before the best is kept",
     )
     cp.add_argument(
         "--measured-with",

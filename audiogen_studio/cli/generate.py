@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="AudioLM: sample N beginnings of each take together, keep the one that matches the "
+        help="sample N beginnings of each take together, keep the one that matches the "
         "prompt best after the bundle's first seconds (generation.choose_after) and go on with "
         "it alone (default: the bundle's, see its model card; 1: none)",
     )

@@ -79,7 +79,7 @@ class GenerationRequest:
         adapt_steps: AudioLM: gradient steps that adapt the LMs to the prompt before generating
             (``engine/prompt_adaptation.py``); ``None``: the bundle's default
             (``generation.adaptation``), ``0``: none. Engines without LMs ignore it.
-        candidates: AudioLM: beginnings sampled per take (1–8); the engine generates them
+        candidates: continuation: beginnings sampled per take (1–8); the engine generates them
             together for the bundle's first ``choose_after`` seconds, keeps the one that matches
             the prompt best (``engine/take_ranking.py``, by the bundle's ``rank_by``) and goes on
             with it alone, so a take's audio starts once the choice is made. ``None``: the

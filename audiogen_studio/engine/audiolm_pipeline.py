@@ -55,9 +55,6 @@ import torch
 
 from audiogen_studio.audio import edit, io
 from audiogen_studio.engine.api import (
-    CHOOSE_AFTER_RANGE,
-    DEFAULT_CHOOSE_AFTER,
-    MAX_CANDIDATES,
     AudioChunk,
     GenerationError,
     GenerationRequest,
@@ -72,10 +69,9 @@ from audiogen_studio.engine.prompt_adaptation import (
     last_windows,
 )
 from audiogen_studio.engine.take_ranking import (
-    ASPECTS,
     Aspect,
+    ChoiceSettings,
     RankingError,
-    bundle_aspect,
     match_score,
 )
 from audiogen_studio.models.acoustic_codec import (
@@ -317,10 +313,8 @@ class AudioLMEngine:
             :class:`_GuidedStream`).
         semantic_cache: weight in ``[0, 1)`` of the prompt's semantic-token frequencies mixed
             into the semantic LM's distribution (0: none; :class:`_CacheMixedStream`).
-        rank_by: what candidate beginnings are ranked by against the prompt (``"voice"`` or
-            ``"pitch"``, :mod:`~audiogen_studio.engine.take_ranking`; ``None``: no choice).
-        candidates: candidate beginnings per take a request gets by default (1: none).
-        choose_after: seconds of each candidate generated before the best one is kept.
+        choice: how each take is chosen among candidate beginnings (default: it is not;
+            :class:`~audiogen_studio.engine.take_ranking.ChoiceSettings`).
     """
 
     def __init__(
@@ -341,32 +335,13 @@ class AudioLMEngine:
         adaptation: AdaptationSettings | None = None,
         coarse_guidance: float = 1.0,
         semantic_cache: float = 0.0,
-        rank_by: Aspect | None = None,
-        candidates: int = 1,
-        choose_after: float = DEFAULT_CHOOSE_AFTER,
+        choice: ChoiceSettings | None = None,
     ) -> None:
         if not (math.isfinite(coarse_guidance) and coarse_guidance >= 0):
             raise BundleError(f"{name}: coarse_guidance must be >= 0, got {coarse_guidance}")
         if not 0.0 <= semantic_cache < 1.0:
             raise BundleError(f"{name}: semantic_cache must be in [0, 1), got {semantic_cache}")
-        if rank_by is not None and rank_by not in ASPECTS:
-            raise BundleError(f"{name}: rank_by must be {' or '.join(ASPECTS)}, got {rank_by!r}")
-        if (
-            isinstance(candidates, bool)
-            or not isinstance(candidates, int)
-            or not 1 <= candidates <= MAX_CANDIDATES
-        ):
-            raise BundleError(
-                f"{name}: candidates must be an integer 1..{MAX_CANDIDATES}, got {candidates!r}"
-            )
-        if candidates > 1 and rank_by is None:
-            raise BundleError(f"{name}: candidates > 1 needs rank_by (voice or pitch)")
-        lo, hi = CHOOSE_AFTER_RANGE
-        if not (math.isfinite(choose_after) and lo <= choose_after <= hi):
-            raise BundleError(f"{name}: choose_after must be {lo:g}..{hi:g} s, got {choose_after}")
-        self.rank_by: Aspect | None = rank_by
-        self.candidates = candidates
-        self.choose_after = float(choose_after)
+        self.choice = choice or ChoiceSettings()
         self.coarse_guidance = float(coarse_guidance)
         self.semantic_cache = float(semantic_cache)
         self.device = resolve_device(device)
@@ -458,17 +433,11 @@ class AudioLMEngine:
             raise BundleError(f"bundle '{bundle.name}': generation.adaptation: {exc}") from exc
         guidance = bundle.generation.get("coarse_guidance", 1.0)
         cache = bundle.generation.get("semantic_cache", 0.0)
-        choose_after = bundle.generation.get("choose_after", DEFAULT_CHOOSE_AFTER)
-        candidates = bundle.generation.get("candidates", 1)
         try:
-            rank_by = bundle_aspect(bundle.generation)
+            choice = ChoiceSettings.from_generation(bundle.generation)
         except RankingError as exc:
-            raise BundleError(f"bundle '{bundle.name}': {exc}") from exc
-        for key, value in (
-            ("coarse_guidance", guidance),
-            ("semantic_cache", cache),
-            ("choose_after", choose_after),
-        ):
+            raise BundleError(f"bundle '{bundle.name}': generation: {exc}") from exc
+        for key, value in (("coarse_guidance", guidance), ("semantic_cache", cache)):
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise BundleError(
                     f"bundle '{bundle.name}': generation.{key} must be a number, got {value!r}"
@@ -520,9 +489,7 @@ class AudioLMEngine:
             adaptation=adaptation,
             coarse_guidance=float(guidance),
             semantic_cache=float(cache),
-            rank_by=rank_by,
-            candidates=candidates,
-            choose_after=float(choose_after),
+            choice=choice,
         )
 
     # -- request helpers -----------------------------------------------------------------------
@@ -794,8 +761,9 @@ class AudioLMEngine:
         return out
 
     def candidates_for(self, request: GenerationRequest) -> int:
-        """Candidate beginnings per take ``request`` gets: its own, else the bundle's."""
-        return self.candidates if request.candidates is None else int(request.candidates)
+        """Candidate beginnings per take ``request`` gets: its own, else the bundle's
+        (``GenerationError`` for several with nothing to rank them by)."""
+        return self.choice.candidates_for(request, self.name)
 
     def stream(
         self, request: GenerationRequest, cancel: threading.Event | None = None
@@ -815,12 +783,7 @@ class AudioLMEngine:
         seed = request.resolved_seed()
         takes = request.takes
         n_cand = self.candidates_for(request)
-        aspect: Aspect = self.rank_by or "voice"  # only read when there are candidates
-        if n_cand > 1 and self.rank_by is None:
-            raise GenerationError(
-                f"{self.name} names nothing to rank candidates by (bundle.json "
-                "generation.rank_by): ask for one candidate per take"
-            )
+        aspect: Aspect = self.choice.rank_by or "voice"  # only read when there are candidates
         rows = takes * n_cand
         generators = [
             torch.Generator().manual_seed(_take_seed(seed, b, c))
@@ -896,7 +859,7 @@ class AudioLMEngine:
             first_window = True
             chunk = max(1, round(request.chunk_seconds * rate))
             # candidates: what is held back until the choice (row-major like the streams)
-            choose_at = min(wanted, round(self.choose_after * rate)) if n_cand > 1 else 0
+            choose_at = min(wanted, round(self.choice.choose_after * rate)) if n_cand > 1 else 0
             held: list[tuple[int, np.ndarray, np.ndarray | None]] = []  # (start, wave, lead_in)
             held_codes: list[torch.Tensor] = []  # [R, kq, n·r] per window, to re-prime
 

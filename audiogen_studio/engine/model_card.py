@@ -214,10 +214,10 @@ def update_bundle(
     of the prompt's token frequencies in the semantic stage (``generation.semantic_cache``,
     in ``[0, 1)``; 0 removes it). ``rank_by`` what its takes are ranked by against the prompt
     (``generation.rank_by``: ``"voice"`` or ``"pitch"``,
-    :mod:`~audiogen_studio.engine.take_ranking`; ``""`` removes it); ``candidates`` the AudioLM
-    bundle's default candidate beginnings per take (``generation.candidates``, 1..8; 1 removes
-    it) and ``choose_after`` the seconds generated before one is kept (``generation.choose_after``,
-    0.5..60). The manifest is rewritten
+    :mod:`~audiogen_studio.engine.take_ranking`; ``""`` removes it); ``candidates`` a
+    continuation bundle's default candidate beginnings per take (``generation.candidates``,
+    1..8; 1 removes it) and ``choose_after`` the seconds generated before one is kept
+    (``generation.choose_after``, 0.5..60). The manifest is rewritten
     atomically (temp file + ``os.replace``).
 
     Raises:
@@ -305,10 +305,10 @@ def update_bundle(
         else:
             generation.pop("rank_by", None)
     if candidates is not None or choose_after is not None:
-        if info.kind != "audiolm":
+        if info.kind not in ("audiolm", "wavenet"):
             raise BundleError(
-                f"bundle '{info.name}' is a {info.kind} bundle: only AudioLM bundles choose "
-                "among candidate beginnings"
+                f"bundle '{info.name}' is a {info.kind} bundle: only continuation bundles "
+                "choose among candidate beginnings"
             )
         generation = data.setdefault("generation", {})
         if candidates is not None:
@@ -583,7 +583,7 @@ def render_model_card(info: BundleInfo) -> str:
             "each take's rank.",
         ]
         n = info.generation.get("candidates", 1)
-        if info.kind == "audiolm":
+        if info.kind in ("audiolm", "wavenet"):
             after = _fmt(float(info.generation.get("choose_after", DEFAULT_CHOOSE_AFTER)))
             lines += [
                 "",

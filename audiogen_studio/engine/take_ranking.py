@@ -23,7 +23,9 @@ stayed within the noise on the test ones. Neither score is the metric it is judg
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal, cast
 
@@ -32,9 +34,24 @@ import numpy.typing as npt
 import torch
 
 from audiogen_studio.audio.display import mel_filterbank
+from audiogen_studio.engine.api import (
+    CHOOSE_AFTER_RANGE,
+    DEFAULT_CHOOSE_AFTER,
+    MAX_CANDIDATES,
+    GenerationError,
+    GenerationRequest,
+)
 from audiogen_studio.models.chroma_encoder import ChromaConfig, ChromaEncoder
 
-__all__ = ["ASPECTS", "Aspect", "RankingError", "bundle_aspect", "match_score", "rank"]
+__all__ = [
+    "ASPECTS",
+    "Aspect",
+    "ChoiceSettings",
+    "RankingError",
+    "bundle_aspect",
+    "match_score",
+    "rank",
+]
 
 Aspect = Literal["voice", "pitch"]
 ASPECTS: tuple[Aspect, ...] = ("voice", "pitch")
@@ -148,3 +165,62 @@ def rank(
     """``(index, score)`` of every continuation, best first (ties keep their order)."""
     scores = [match_score(prompt, c, rate, aspect) for c in continuations]
     return sorted(enumerate(scores), key=lambda item: -item[1])
+
+
+@dataclass(frozen=True, slots=True)
+class ChoiceSettings:
+    """How an engine chooses each take among candidate beginnings (``bundle.json``
+    ``generation``: ``rank_by``, ``candidates``, ``choose_after``).
+
+    Attributes:
+        rank_by: what candidates are ranked by against the prompt (``None``: no choice).
+        candidates: candidate beginnings per take a request gets by default (1: none).
+        choose_after: seconds of each candidate generated before the best one is kept.
+
+    Raises:
+        RankingError: a value out of range, or candidates without ``rank_by``.
+    """
+
+    rank_by: Aspect | None = None
+    candidates: int = 1
+    choose_after: float = DEFAULT_CHOOSE_AFTER
+
+    def __post_init__(self) -> None:
+        if self.rank_by is not None and self.rank_by not in ASPECTS:
+            raise RankingError(f"rank_by must be {' or '.join(ASPECTS)}, got {self.rank_by!r}")
+        n = self.candidates
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_CANDIDATES:
+            raise RankingError(f"candidates must be an integer 1..{MAX_CANDIDATES}, got {n!r}")
+        if n > 1 and self.rank_by is None:
+            raise RankingError("candidates > 1 needs rank_by (voice or pitch)")
+        lo, hi = CHOOSE_AFTER_RANGE
+        after = self.choose_after
+        if (
+            isinstance(after, bool)
+            or not isinstance(after, int | float)
+            or not (math.isfinite(after) and lo <= after <= hi)
+        ):
+            raise RankingError(f"choose_after must be {lo:g}..{hi:g} s, got {after!r}")
+
+    @classmethod
+    def from_generation(cls, generation: Mapping[str, Any]) -> ChoiceSettings:
+        """The settings a bundle's ``generation`` names (defaults where it names none)."""
+        return cls(
+            rank_by=bundle_aspect(generation),
+            candidates=generation.get("candidates", 1),
+            choose_after=generation.get("choose_after", DEFAULT_CHOOSE_AFTER),
+        )
+
+    def candidates_for(self, request: GenerationRequest, engine: str) -> int:
+        """Candidate beginnings per take ``request`` gets: its own, else these settings'.
+
+        Raises:
+            GenerationError: more than one, and nothing to rank them by.
+        """
+        n = self.candidates if request.candidates is None else int(request.candidates)
+        if n > 1 and self.rank_by is None:
+            raise GenerationError(
+                f"{engine} names nothing to rank candidates by (bundle.json "
+                "generation.rank_by): ask for one candidate per take"
+            )
+        return n

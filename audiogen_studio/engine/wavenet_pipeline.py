@@ -9,6 +9,13 @@ depends on its own mel frame only), so memory stays flat for long inputs.
 
 Take ``i`` of a request with seed ``s`` draws its uniforms from ``numpy.random.default_rng([s,
 i])``, so a take is reproduced exactly by its seed whether generated alone or batched.
+
+Candidate beginnings (``GenerationRequest.candidates``, continuation only): the first
+``choose_after`` seconds of every take are generated as N rows (candidate ``c > 0`` of take ``i``
+draws from ``default_rng([s, i, c])``); each take keeps the row whose audio matches the prompt
+best (:mod:`~audiogen_studio.engine.take_ranking`), and the stream goes on from that row: the
+model is primed again on the prompt and the kept samples (the cached queues equal the full
+computation) and samples on with the row's own generator, so the take goes on as it would have.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from audiogen_studio.audio import edit, io
 from audiogen_studio.audio.clip import Clip
 from audiogen_studio.engine.api import AudioChunk, GenerationError, GenerationRequest
 from audiogen_studio.engine.bundles import BundleError, BundleInfo
+from audiogen_studio.engine.take_ranking import ChoiceSettings, RankingError, match_score
 from audiogen_studio.engine.wavenet_fast import FastWaveNet
 from audiogen_studio.models.checkpoint import CheckpointError, holds_float16_values
 from audiogen_studio.models.device import resolve_device
@@ -48,10 +56,20 @@ class WaveNetEngine:
         model: a :class:`WaveNet` (its weights are copied into the fast path).
         device: ``"auto"`` (the numba CPU step, see below), ``"cpu"``, ``"cuda"`` or ``"mps"``.
         name: shown in take provenance.
+        choice: how a continuation's takes are chosen among candidate beginnings (default:
+            they are not; :class:`~audiogen_studio.engine.take_ranking.ChoiceSettings`).
     """
 
-    def __init__(self, model: WaveNet, *, device: str = "auto", name: str = "wavenet") -> None:
+    def __init__(
+        self,
+        model: WaveNet,
+        *,
+        device: str = "auto",
+        name: str = "wavenet",
+        choice: ChoiceSettings | None = None,
+    ) -> None:
         self.model = model.eval()
+        self.choice = choice or ChoiceSettings()
         self.config = model.config
         self.name = name
         self.sample_rate = int(self.config.sample_rate)
@@ -87,7 +105,11 @@ class WaveNetEngine:
                 f"bundle '{bundle.name}': model rate {model.config.sample_rate} Hz differs from "
                 f"the bundle's {bundle.sample_rate} Hz"
             )
-        return cls(model, device=device, name=f"{bundle.name} {bundle.version}")
+        try:
+            choice = ChoiceSettings.from_generation(bundle.generation)
+        except RankingError as exc:
+            raise BundleError(f"bundle '{bundle.name}': generation: {exc}") from exc
+        return cls(model, device=device, name=f"{bundle.name} {bundle.version}", choice=choice)
 
     # -- request helpers -----------------------------------------------------------------
 
@@ -126,58 +148,101 @@ class WaveNetEngine:
         self, request: GenerationRequest, cancel: threading.Event | None = None
     ) -> Iterator[AudioChunk]:
         """Yield ``[1, n]`` float32 chunks of every take at the model's rate (see module doc)."""
-        if request.candidates is not None and request.candidates > 1:
-            raise GenerationError(
-                f"{self.name} generates each take sample by sample and cannot choose among "
-                "candidate beginnings (an AudioLM model can); rank whole takes instead "
-                "(continue --best-of)"
-            )
+        if request.mode == "vocode" and (request.candidates or 1) > 1:
+            raise GenerationError("vocoding renders the input once per take: no candidates")
+        n_cand = self.choice.candidates_for(request, self.name) if request.mode == "continue" else 1
         # a continuation reads the prompt's last receptive field (FastWaveNet.prime)
         heard = self.fast.receptive_field / self.sample_rate + HEARD_MARGIN_SECONDS
         audio = self._mono(request.prompt, tail=heard if request.mode == "continue" else None)
         self._check(request, audio)
         seed = request.resolved_seed()
         takes = request.takes
-        rngs = [np.random.default_rng([seed, i]) for i in range(takes)]
+        rngs = [
+            np.random.default_rng([seed, b] if c == 0 else [seed, b, c])
+            for b in range(takes)
+            for c in range(n_cand)
+        ]
         chunk = max(1, round(request.chunk_seconds * self.sample_rate))
         total = self.expected_frames(request)
         bits = self.config.bits
         if request.mode == "continue":
-            prompt = np.repeat(mulaw_encode(audio, bits)[None, :], takes, axis=0)
+            prompt = np.repeat(mulaw_encode(audio, bits)[None, :], takes * n_cand, axis=0)
             prompt_cond = None
             cond_fn: Callable[[int, int], Any] | None = None
         else:
             prompt, prompt_cond, cond_fn, total = self._vocoder_inputs(audio, takes)
         started = time.perf_counter()
         done = 0
-        fast = self.fast_single if takes == 1 and self.fast_single is not None else self.fast
-        for classes in fast.stream(
-            prompt,
-            total,
-            chunk,
-            temperature=request.temperature,
-            rng=rngs,
-            cancel=cancel,
-            cond_fn=cond_fn,
-            prompt_cond=prompt_cond,
-            top_k=request.top_k,
-            top_p=request.top_p,
-        ):
-            samples = mulaw_decode(classes, bits)  # [B, n] float32
+
+        def run(prompt: np.ndarray, n_total: int, rngs: list[np.random.Generator]) -> Any:
+            """``fast.stream`` of ``n_total`` samples after ``prompt [R, T]``, one row per
+            generator."""
+            rows = prompt.shape[0]
+            fast = self.fast_single if rows == 1 and self.fast_single is not None else self.fast
+            return fast.stream(
+                prompt,
+                n_total,
+                chunk,
+                temperature=request.temperature,
+                rng=rngs,
+                cancel=cancel,
+                cond_fn=cond_fn,
+                prompt_cond=prompt_cond,
+                top_k=request.top_k,
+                top_p=request.top_p,
+            )
+
+        def chunks(classes: np.ndarray, start: int) -> Iterator[AudioChunk]:
+            samples = mulaw_decode(classes, bits)  # [takes, n] float32
             n = samples.shape[1]
-            elapsed = time.perf_counter() - started
-            rtf = elapsed / ((done + n) / self.sample_rate)
+            rtf = (time.perf_counter() - started) / ((start + n) / self.sample_rate)
             for b in range(takes):
                 yield AudioChunk(
                     take=b,
-                    start=done,
+                    start=start,
                     samples=samples[b : b + 1],
                     rate=self.sample_rate,
-                    progress=(done + n) / max(total, 1),
+                    progress=(start + n) / max(total, 1),
                     seed=seed,
                     info={"rtf": rtf},
                 )
-            done += n
+
+        if n_cand > 1:
+            # candidate beginnings: every take's N rows until the choice, held back
+            first = min(total, round(self.choice.choose_after * self.sample_rate))
+            held = list(run(prompt, first, rngs))
+            if not held:
+                return  # stopped before any sample
+            began = np.concatenate(held, axis=1)  # [takes·N, n]
+            kept = self._choose(audio, mulaw_decode(began, bits), takes, n_cand)
+            rngs = [rngs[k] for k in kept]
+            for classes in held:
+                yield from chunks(classes[kept], done)
+                done += classes.shape[1]
+            if done < first or (cancel is not None and cancel.is_set()):
+                return  # stopped while choosing: the kept beginnings are the partial takes
+            # the kept rows go on: primed again on the prompt and their own samples
+            prompt = np.concatenate([prompt[kept], began[kept]], axis=1)
+            total -= done
+        for classes in run(prompt, total, rngs):
+            yield from chunks(classes, done)
+            done += classes.shape[1]
+
+    def _choose(self, prompt: np.ndarray, heard: np.ndarray, takes: int, n_cand: int) -> list[int]:
+        """Each take's best candidate row of ``heard [takes·N, n]`` against ``prompt [T]``
+        (candidate 0 when its audio is too short to rank)."""
+        aspect = self.choice.rank_by or "voice"
+        kept = []
+        for b in range(takes):
+            try:
+                scores = [
+                    match_score(prompt, heard[b * n_cand + c], self.sample_rate, aspect)
+                    for c in range(n_cand)
+                ]
+                kept.append(b * n_cand + int(np.argmax(scores)))
+            except RankingError:
+                kept.append(b * n_cand)
+        return kept
 
     def _vocoder_inputs(
         self, audio: np.ndarray, takes: int

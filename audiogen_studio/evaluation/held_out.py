@@ -424,7 +424,7 @@ def evaluate_continuations(
             prompt best in ``rank_by`` (``"voice"`` or ``"pitch"``, needed when ``best_of > 1``;
             :mod:`~audiogen_studio.engine.take_ranking`) is scored. The real-time factor counts
             every take's compute and the ranking, per second of the kept take.
-        candidates: AudioLM: candidate beginnings per take, the best kept early by the engine
+        candidates: candidate beginnings per take, the best kept early by the engine
             (:attr:`~audiogen_studio.engine.api.GenerationRequest.candidates`; ``None``: the
             bundle's default).
 

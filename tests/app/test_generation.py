@@ -507,7 +507,8 @@ def test_takes_are_ranked_by_how_well_they_match_the_prompt(
     window = _window(make_window, two_tone(0.75))
     panel = window.generation_panel
     panel.seconds_spin.setValue(0.4)
-    assert not panel.candidates_spin.isEnabled()  # WaveNet: no candidate beginnings
+    # a continuation model that ranks its takes: candidate beginnings are offered too
+    assert panel.candidates_spin.isEnabled() and panel.candidates_spin.value() == 1
     panel.takes_spin.setValue(3)
     panel.temperature_spin.setValue(1.0)
     with qtbot.waitSignal(window.generation.finished, timeout=60_000) as blocker:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from audiogen_studio.audio.clip import Clip
 from audiogen_studio.engine.api import GenerationError, GenerationRequest
 from audiogen_studio.engine.audiolm_pipeline import AudioLMEngine
 from audiogen_studio.engine.loader import load_engine
-from audiogen_studio.engine.take_ranking import match_score
+from audiogen_studio.engine.take_ranking import ChoiceSettings, match_score
 from audiogen_studio.engine.takes import collect
 
 
@@ -42,7 +43,8 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def engine(folder: Path) -> AudioLMEngine:
     eng = load_engine(str(folder), engine="audiolm", device="cpu")
-    assert isinstance(eng, AudioLMEngine) and eng.rank_by == "voice" and eng.candidates == 1
+    assert isinstance(eng, AudioLMEngine)
+    assert eng.choice.rank_by == "voice" and eng.choice.candidates == 1
     return eng
 
 
@@ -75,9 +77,11 @@ def test_a_kept_candidate_goes_on_as_it_would_have_in_the_batch(
     engine: AudioLMEngine, forced: dict[str, int]
 ) -> None:
     forced.update(candidate=2, candidates=3)
-    engine.choose_after = 60.0  # no choice before the end: every candidate runs in the batch
+    # no choice before the end: every candidate runs in the batch
+    engine.choice = replace(engine.choice, choose_after=60.0)
     (late,) = _run(engine, candidates=3)
-    engine.choose_after = 0.5  # chosen after 0.5 s; candidate 2 goes on alone
+    # chosen after 0.5 s: candidate 2 goes on alone
+    engine.choice = replace(engine.choice, choose_after=0.5)
     (early,) = _run(engine, candidates=3)
     assert late.shape == early.shape == (1, round(1.2 * 16000))
     np.testing.assert_allclose(early, late, atol=1e-5)
@@ -89,9 +93,9 @@ def test_a_kept_candidate_goes_on_as_it_would_have_in_the_batch(
     assert np.abs(early - plain).max() > 1e-3
     # several takes, each with its own candidates: the same on both paths
     forced.update(candidate=1, candidates=2, calls=0)
-    engine.choose_after = 60.0
+    engine.choice = replace(engine.choice, choose_after=60.0)
     late2 = _run(engine, candidates=2, takes=2)
-    engine.choose_after = 0.5
+    engine.choice = replace(engine.choice, choose_after=0.5)
     early2 = _run(engine, candidates=2, takes=2)
     for a, b in zip(early2, late2, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
@@ -99,7 +103,8 @@ def test_a_kept_candidate_goes_on_as_it_would_have_in_the_batch(
 
 
 def test_the_candidate_that_matches_the_prompt_best_is_kept(engine: AudioLMEngine) -> None:
-    engine.choose_after = 60.0  # ranked on the whole continuation: each candidate is checkable
+    # ranked on the whole continuation: each candidate is checkable
+    engine.choice = replace(engine.choice, choose_after=60.0)
     (kept,) = _run(engine, candidates=3, seed=9)
     each = []
     with pytest.MonkeyPatch.context() as patch:
@@ -118,7 +123,7 @@ def test_the_candidate_that_matches_the_prompt_best_is_kept(engine: AudioLMEngin
 
 
 def test_stopping_while_choosing_keeps_the_best_partial_take(engine: AudioLMEngine) -> None:
-    engine.choose_after = 60.0
+    engine.choice = replace(engine.choice, choose_after=60.0)
     cancel = threading.Event()
     calls = 0
     sample_into = engine._sample_into
@@ -141,7 +146,7 @@ def test_candidates_are_checked(folder: Path, engine: AudioLMEngine, tmp_path: P
     for bad in (0, 9, True):
         with pytest.raises(GenerationError, match="candidates must be an integer 1–8"):
             GenerationRequest(prompt=_prompt(), candidates=bad)  # type: ignore[arg-type]
-    engine.rank_by = None
+    engine.choice = ChoiceSettings()
     with pytest.raises(GenerationError, match="names nothing to rank candidates by"):
         _run(engine, candidates=2)
     _run(engine, candidates=1)  # one candidate needs no ranking

@@ -475,7 +475,7 @@ def test_candidates_are_recorded_checked_shown_and_removed(tmp_path: Path) -> No
     assert "candidates" not in bundles.read_bundle(folder).generation
     assert "`continue --candidates N`" in model_card.render_model_card(bundles.read_bundle(folder))
     data = json.loads((folder / "bundle.json").read_text())
-    data["kind"] = "wavenet"
+    data["kind"] = "wavenet-vocoder"
     (folder / "bundle.json").write_text(json.dumps(data))
-    with pytest.raises(bundles.BundleError, match="only AudioLM bundles"):
+    with pytest.raises(bundles.BundleError, match="only continuation bundles"):
         model_card.update_bundle(folder, candidates=2)

@@ -366,10 +366,63 @@ def test_cli_best_of_keeps_the_takes_that_match_the_prompt_best(
     assert "pass --rank-by voice or pitch" in capsys.readouterr().err
 
 
-def test_wavenet_cannot_choose_among_candidate_beginnings(two_tone_bundle: Path) -> None:
-    engine = load_engine(str(two_tone_bundle), device="cpu")
-    request = GenerationRequest(prompt=two_tone(0.2), seconds=0.1, candidates=2)
-    with pytest.raises(GenerationError, match="cannot choose among candidate beginnings"):
-        collect(engine, request)
-    one = GenerationRequest(prompt=two_tone(0.2), seconds=0.1, candidates=1, seed=0)
-    assert collect(engine, one)[0].complete  # one candidate is no choice: allowed
+def test_wavenet_candidate_beginnings_go_on_as_they_would_have(
+    two_tone_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each take starts as N beginnings; the kept one goes on (primed again on the prompt and its
+    own samples) exactly as it would have in the batch."""
+    import dataclasses
+    import json
+    import shutil
+
+    import audiogen_studio.engine.wavenet_pipeline as pipeline
+    from audiogen_studio.engine.take_ranking import ChoiceSettings
+
+    folder = tmp_path / "choosing"
+    shutil.copytree(two_tone_bundle, folder)
+    data = json.loads((folder / "bundle.json").read_text())
+    data["generation"] = {"rank_by": "pitch", "choose_after": 0.5}
+    (folder / "bundle.json").write_text(json.dumps(data))
+    engine = load_engine(str(folder), device="cpu")
+    assert engine.choice == ChoiceSettings(rank_by="pitch", choose_after=0.5)  # type: ignore[attr-defined]
+    noisy = Clip(
+        two_tone(0.3).samples
+        + 0.05 * np.random.default_rng(0).standard_normal((1, 4800)).astype(np.float32),
+        RATE,
+    )
+
+    def run(candidates: int, *, forced: int | None = None, takes: int = 1) -> list[np.ndarray]:
+        if forced is not None:
+            calls = {"n": 0}
+
+            def score(*args: object) -> float:
+                calls["n"] += 1
+                return 1.0 if (calls["n"] - 1) % candidates == forced else 0.0
+
+            monkeypatch.setattr(pipeline, "match_score", score)
+        request = GenerationRequest(
+            prompt=noisy, seconds=0.8, seed=3, takes=takes, candidates=candidates
+        )
+        out = [t.generated.samples for t in collect(engine, request)]
+        monkeypatch.undo()
+        return out
+
+    (plain,) = run(1)
+    (first,) = run(3, forced=0)
+    np.testing.assert_array_equal(first, plain)  # candidate 0 is the plain take
+    (early,) = run(3, forced=2)  # chosen after 0.5 s, then primed again and on alone
+    engine.choice = dataclasses.replace(engine.choice, choose_after=60.0)  # type: ignore[attr-defined]
+    (late,) = run(3, forced=2)  # chosen at the end: candidate 2 ran in the batch throughout
+    assert early.shape == late.shape == (1, round(0.8 * RATE))
+    np.testing.assert_array_equal(early, late)
+    assert not np.array_equal(early, plain)
+    # several takes: each its own choice (the real one: the best pitch match is kept)
+    engine.choice = dataclasses.replace(engine.choice, choose_after=0.5)  # type: ignore[attr-defined]
+    two = run(2, takes=2)
+    assert len(two) == 2 and all(x.shape == (1, round(0.8 * RATE)) for x in two)
+    # vocoding makes no candidates; a bundle without rank_by cannot choose
+    with pytest.raises(GenerationError, match="no candidates"):
+        collect(engine, GenerationRequest(prompt=noisy, mode="vocode", candidates=2))
+    plain_engine = load_engine(str(two_tone_bundle), device="cpu")
+    with pytest.raises(GenerationError, match="names nothing to rank candidates by"):
+        collect(plain_engine, GenerationRequest(prompt=noisy, seconds=0.1, candidates=2))
