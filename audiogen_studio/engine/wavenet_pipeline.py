@@ -223,8 +223,7 @@ class WaveNetEngine:
                 return  # stopped while choosing: the kept beginnings are the partial takes
             # the kept rows go on: primed again on the prompt and their own samples
             prompt = np.concatenate([prompt[kept], began[kept]], axis=1)
-            total -= done
-        for classes in run(prompt, total, rngs):
+        for classes in run(prompt, total - done, rngs):
             yield from chunks(classes, done)
             done += classes.shape[1]
 

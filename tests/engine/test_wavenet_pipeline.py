@@ -410,6 +410,10 @@ def test_wavenet_candidate_beginnings_go_on_as_they_would_have(
     (plain,) = run(1)
     (first,) = run(3, forced=0)
     np.testing.assert_array_equal(first, plain)  # candidate 0 is the plain take
+    progress: list[float] = []
+    request = GenerationRequest(prompt=noisy, seconds=0.8, seed=3, candidates=3)
+    collect(engine, request, on_chunk=lambda c: progress.append(c.progress))
+    assert progress == sorted(progress) and progress[-1] == pytest.approx(1.0)
     (early,) = run(3, forced=2)  # chosen after 0.5 s, then primed again and on alone
     engine.choice = dataclasses.replace(engine.choice, choose_after=60.0)  # type: ignore[attr-defined]
     (late,) = run(3, forced=2)  # chosen at the end: candidate 2 ran in the batch throughout
