@@ -174,7 +174,9 @@ class WaveNetEngine:
         started = time.perf_counter()
         done = 0
 
-        def run(prompt: np.ndarray, n_total: int, rngs: list[np.random.Generator]) -> Any:
+        def run(
+            prompt: np.ndarray, n_total: int, rngs: list[np.random.Generator]
+        ) -> Iterator[np.ndarray]:
             """``fast.stream`` of ``n_total`` samples after ``prompt [R, T]``, one row per
             generator."""
             rows = prompt.shape[0]
