@@ -34,6 +34,7 @@ import numpy.typing as npt
 import torch
 
 from audiogen_studio.audio.display import mel_filterbank
+from audiogen_studio.audio.io import resample_array
 from audiogen_studio.engine.api import (
     CHOOSE_AFTER_RANGE,
     DEFAULT_CHOOSE_AFTER,
@@ -87,11 +88,8 @@ def _mono16k(audio: npt.ArrayLike, rate: int) -> torch.Tensor:
         raise RankingError(f"expected audio [T] or [C, T], got shape {x.shape}")
     if not np.isfinite(x).all():
         raise RankingError("the audio holds NaN or infinite samples")
+    x = resample_array(x[None], int(rate), _RATE)[0]  # the project's band-limited resampler
     t = torch.tensor(x)  # a copy: the user's clip stays untouched (and may be read-only)
-    if rate != _RATE:
-        import torchaudio.functional as taf
-
-        t = taf.resample(t, int(rate), _RATE)
     if t.shape[0] < _MIN_SECONDS * _RATE:
         raise RankingError(f"a part of {t.shape[0] / _RATE:.2f} s is too short to score")
     return t
