@@ -121,22 +121,15 @@ class GenerationRequest:
             raise GenerationError(f"chunk_seconds must be 0.005–2, got {self.chunk_seconds}")
         if self.prompt.frames == 0:
             raise GenerationError("the prompt is empty")
-        if self.adapt_steps is not None and (
-            isinstance(self.adapt_steps, bool)
-            or not isinstance(self.adapt_steps, int)
-            or not 0 <= self.adapt_steps <= MAX_ADAPT_STEPS
+        for name, lo, hi in (
+            ("adapt_steps", 0, MAX_ADAPT_STEPS),
+            ("candidates", 1, MAX_CANDIDATES),
         ):
-            raise GenerationError(
-                f"adapt_steps must be an integer 0–{MAX_ADAPT_STEPS}, got {self.adapt_steps!r}"
-            )
-        if self.candidates is not None and (
-            isinstance(self.candidates, bool)
-            or not isinstance(self.candidates, int)
-            or not 1 <= self.candidates <= MAX_CANDIDATES
-        ):
-            raise GenerationError(
-                f"candidates must be an integer 1–{MAX_CANDIDATES}, got {self.candidates!r}"
-            )
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi
+            ):
+                raise GenerationError(f"{name} must be an integer {lo}–{hi}, got {value!r}")
 
     def resolved_seed(self) -> int:
         """The seed to use: the given one, or a fresh random one."""

@@ -285,23 +285,28 @@ def test_model_card_is_shown(models_env: Path, make_window: Callable[[], Any]) -
     assert panel.bundle is not None and panel.bundle.name == "tiny"
 
 
-def test_audiolm_prompt_adaptation_follows_the_model(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_window: Callable[[], Any]
+def _audiolm_models(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, generation: dict[str, Any]
 ) -> None:
+    """Point the model search path at one random AudioLM bundle (tests/engine/audiolm_stack.py)
+    with ``generation`` as its bundle.json generation settings."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
     from audiolm_stack import random_audiolm_bundle
 
-    folder = random_audiolm_bundle(tmp_path / "models" / "adapting")
+    folder = random_audiolm_bundle(tmp_path / "models" / "random-audiolm")
     data = json.loads((folder / "bundle.json").read_text())
-    data["generation"] = {
-        "adaptation": {"steps": 6, "lr": 1e-3},
-        "rank_by": "voice",
-        "candidates": 3,
-    }
+    data["generation"] = generation
     (folder / "bundle.json").write_text(json.dumps(data))
     monkeypatch.setenv("AUDIOGEN_MODELS", str(tmp_path / "models"))
+
+
+def test_audiolm_prompt_adaptation_follows_the_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_window: Callable[[], Any]
+) -> None:
+    generation = {"adaptation": {"steps": 6, "lr": 1e-3}, "rank_by": "voice", "candidates": 3}
+    _audiolm_models(tmp_path, monkeypatch, generation)
     window = _window(make_window, two_tone(0.5))
     panel = window.generation_panel
     assert panel.engine.key == "audiolm" and panel.bundle is not None
@@ -336,18 +341,9 @@ def _adapting_window(
     the count of adaptations its engines ran (``adapt_copy`` calls, on the worker thread).
     With ``hold_first`` the first adaptation waits until it is cancelled (up to 30 s), so a
     test can change the prompt while it runs."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
-    from audiolm_stack import random_audiolm_bundle
-
     from audiogen_studio.engine import audiolm_pipeline
 
-    folder = random_audiolm_bundle(tmp_path / "models" / "adapting")
-    data = json.loads((folder / "bundle.json").read_text())
-    data["generation"] = {"adaptation": {"steps": steps, "lr": 1e-3}}
-    (folder / "bundle.json").write_text(json.dumps(data))
-    monkeypatch.setenv("AUDIOGEN_MODELS", str(tmp_path / "models"))
+    _audiolm_models(tmp_path, monkeypatch, {"adaptation": {"steps": steps, "lr": 1e-3}})
     calls: list[int] = []
     real = audiolm_pipeline.adapt_copy
 
@@ -548,16 +544,9 @@ def test_candidate_beginnings_stream_into_the_take_and_the_player(
 ) -> None:
     """An AudioLM take chosen among 2 beginnings: the held audio reaches the player, the live
     view and the take whole, and the take says how it was made."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
-    from audiolm_stack import random_audiolm_bundle
-
-    folder = random_audiolm_bundle(tmp_path / "models" / "choosing")
-    data = json.loads((folder / "bundle.json").read_text())
-    data["generation"] = {"rank_by": "voice", "candidates": 2, "choose_after": 0.5}
-    (folder / "bundle.json").write_text(json.dumps(data))
-    monkeypatch.setenv("AUDIOGEN_MODELS", str(tmp_path / "models"))
+    _audiolm_models(
+        tmp_path, monkeypatch, {"rank_by": "voice", "candidates": 2, "choose_after": 0.5}
+    )
     noise = np.random.default_rng(1).uniform(-0.3, 0.3, (1, round(0.6 * RATE)))
     window = _window(make_window, Clip(noise.astype(np.float32), RATE))
     panel = window.generation_panel

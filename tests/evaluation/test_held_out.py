@@ -74,20 +74,27 @@ class _StandIn:
     def expected_frames(self, request: GenerationRequest) -> int:
         return round(request.seconds * RATE)
 
+    def real_continuation(self, prompt: npt.NDArray[np.float32], n: int) -> npt.NDArray[np.float32]:
+        """The ``n`` samples after ``prompt`` in the clip it was cut from (the prompt went
+        through a 16-bit FLAC: matched within its rounding)."""
+        clip = next(c for c in self.clips if np.allclose(c[: prompt.shape[0]], prompt, atol=1e-3))
+        return clip[prompt.shape[0] : prompt.shape[0] + n]
+
+    def take(self, request: GenerationRequest, take: int, n: int) -> npt.NDArray[np.float32]:
+        """Take ``take``'s ``n`` samples."""
+        if self.oracle:
+            return self.real_continuation(request.prompt.samples[0], n)
+        rng = np.random.default_rng([request.seed or 0, take])
+        return (0.1 * rng.standard_normal(n)).astype(np.float32)
+
     def stream(
         self, request: GenerationRequest, cancel: threading.Event | None = None
     ) -> Iterator[AudioChunk]:
         self.requests.append(request)
-        p = request.prompt.samples[0]
         n = self.expected_frames(request)
-        if self.oracle:
-            # the prompt went through a 16-bit FLAC: match within its rounding
-            clip = next(c for c in self.clips if np.allclose(c[: p.shape[0]], p, atol=1e-3))
-            out = clip[p.shape[0] : p.shape[0] + n]
-        else:
-            rng = np.random.default_rng(request.seed)
-            out = (0.1 * rng.standard_normal(n)).astype(np.float32)
-        yield AudioChunk(0, 0, out[None].copy(), RATE, 1.0, seed=request.seed or 0)
+        for take in range(request.takes):
+            out = self.take(request, take, n)
+            yield AudioChunk(take, 0, out[None].copy(), RATE, 1.0, seed=request.seed or 0)
 
 
 def test_oracle_continuations_beat_noise(tmp_path: Path, say: Say) -> None:
@@ -228,19 +235,10 @@ def test_audiolm_engines_also_score_the_codec_bounded_reference(tmp_path: Path) 
 class _OneGoodTake(_StandIn):
     """Take 2 plays the real continuation back; every other take babbles noise."""
 
-    def stream(
-        self, request: GenerationRequest, cancel: threading.Event | None = None
-    ) -> Iterator[AudioChunk]:
-        self.requests.append(request)
-        p = request.prompt.samples[0]
-        n = self.expected_frames(request)
-        clip = next(c for c in self.clips if np.allclose(c[: p.shape[0]], p, atol=1e-3))
-        for take in range(request.takes):
-            if take == 2:
-                out = clip[p.shape[0] : p.shape[0] + n]
-            else:
-                out = (0.1 * np.random.default_rng(take).standard_normal(n)).astype(np.float32)
-            yield AudioChunk(take, 0, out[None].copy(), RATE, 1.0, seed=request.seed or 0)
+    def take(self, request: GenerationRequest, take: int, n: int) -> npt.NDArray[np.float32]:
+        if take == 2:
+            return self.real_continuation(request.prompt.samples[0], n)
+        return (0.1 * np.random.default_rng(take).standard_normal(n)).astype(np.float32)
 
 
 def test_best_of_n_scores_the_take_that_matches_its_prompt(tmp_path: Path) -> None:
