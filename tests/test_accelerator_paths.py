@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import audiogen_studio.engine.audiolm_pipeline as audiolm_pipeline
 from audiogen_studio.audio import synth
 from audiogen_studio.engine.api import GenerationRequest
 from audiogen_studio.engine.audiolm_pipeline import AudioLMEngine
@@ -112,6 +114,33 @@ def test_audiolm_engine_streams_a_reproducible_take(
     np.testing.assert_array_equal(first, second)
     other = collect(engine, GenerationRequest(prompt=prompt, seconds=0.4, seed=4))
     assert not np.array_equal(other[0].generated.samples, first)
+
+
+def test_a_kept_candidate_goes_on_as_in_the_batch_on_the_device(
+    device: torch.device, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Candidate beginnings on the device: candidate 1 of 2, kept after 0.5 s (every stream's
+    rows and KV caches cut to it, the decoder re-primed), equals it kept at the end."""
+    folder = random_audiolm_bundle(tmp_path_factory.mktemp("cand") / "random-audiolm")
+    engine = AudioLMEngine.from_bundle(read_bundle(folder), device=str(device))
+    calls = {"n": 0}
+
+    def second_wins(*args: object) -> float:  # the scores come in candidate order
+        calls["n"] += 1
+        return float(calls["n"] % 2 == 0)
+
+    monkeypatch.setattr(audiolm_pipeline, "match_score", second_wins)
+    prompt = synth.sine(330.0, 0.5, rate=16000, amp=0.4)
+    request = GenerationRequest(prompt=prompt, seconds=1.2, seed=5, candidates=2)
+    takes = []
+    for after in (60.0, 0.5):
+        engine.choice = replace(engine.choice, rank_by="voice", choose_after=after)
+        takes.append(collect(engine, request)[0].generated.samples)  # [1, T]
+    late, early = takes
+    assert early.shape == late.shape == (1, round(1.2 * 16000))
+    np.testing.assert_allclose(early, late, atol=1e-4)
+    plain = collect(engine, replace(request, candidates=1))[0].generated.samples
+    assert np.abs(early - plain).max() > 1e-3  # candidate 1 is not the plain take
 
 
 def test_lm_trainer_learns_on_the_device(
