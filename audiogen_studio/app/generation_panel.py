@@ -296,7 +296,11 @@ class GenerationPanel(QWidget):
         self.device_combo = QComboBox()
         self.device_combo.addItem("auto", "auto")
         self.device_combo.addItem("cpu", "cpu")
-        self.device_combo.setToolTip("auto = CUDA, then MPS, then CPU (as the engine prefers)")
+        self.device_combo.setToolTip(
+            "auto = the CPU: generation runs one token or sample at a time, and the CPU's fused "
+            "steps outrun a GPU's for the default models; choose a GPU for many takes or large "
+            "models"
+        )
         self.generate_button = QPushButton("Generate")
         self.stop_button = QPushButton("Stop")
         self.stop_button.setEnabled(False)

@@ -96,7 +96,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, help="output file (.wav, .flac, .ogg)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (the CPU: its fused per-token and per-sample steps outrun a GPU's for the "
+        "default bundles), cpu, cuda, cuda:N or mps",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument(
         "--threads",

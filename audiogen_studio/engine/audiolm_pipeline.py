@@ -86,7 +86,7 @@ from audiogen_studio.models.checkpoint import (
     load_into,
     round_to_float16_,
 )
-from audiogen_studio.models.device import resolve_device
+from audiogen_studio.models.device import generation_device
 from audiogen_studio.models.lm import LMConfig, TokenLM
 from audiogen_studio.models.sampling import sample_next
 from audiogen_studio.models.semantic import SemanticTokenizer
@@ -344,7 +344,7 @@ class AudioLMEngine:
         self.choice = choice or ChoiceSettings()
         self.coarse_guidance = float(coarse_guidance)
         self.semantic_cache = float(semantic_cache)
-        self.device = resolve_device(device)
+        self.device = generation_device(device)  # "auto": the CPU's fused LM step
         self.adaptation = adaptation or AdaptationSettings()
         self._adapted = AdaptationCache()
         self.stage_temperatures = check_stage_temperatures(stage_temperatures or {})

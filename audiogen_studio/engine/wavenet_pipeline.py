@@ -37,7 +37,7 @@ from audiogen_studio.engine.bundles import BundleError, BundleInfo
 from audiogen_studio.engine.take_ranking import ChoiceSettings, RankingError, match_score
 from audiogen_studio.engine.wavenet_fast import FastWaveNet
 from audiogen_studio.models.checkpoint import CheckpointError, holds_float16_values
-from audiogen_studio.models.device import resolve_device
+from audiogen_studio.models.device import generation_device
 from audiogen_studio.models.mulaw import mulaw_decode, mulaw_encode, silence_class
 from audiogen_studio.models.wavenet import WaveNet, log_mel
 
@@ -75,9 +75,8 @@ class WaveNetEngine:
         self.sample_rate = int(self.config.sample_rate)
         # Sample-by-sample generation is latency-bound: the fused numba CPU step (~25-40k
         # samples/s on 2 cores, benchmarks/wavenet.py) beats a GPU step that launches ~200 small
-        # kernels per sample for a few takes. So "auto" means the CPU here; name "cuda" or
-        # "mps" to use the GPU step (CUDA graphs on CUDA).
-        self.device = torch.device("cpu") if device == "auto" else resolve_device(device)
+        # kernels per sample (CUDA graphs on CUDA) for a few takes, so "auto" means the CPU.
+        self.device = generation_device(device)
         self.fast = FastWaveNet.from_model(model, device=self.device)
         #: the step for one take with the weights streamed as float16 (math in float32), when
         #: that is lossless: a bundle shipped as float16 holds float16 values. One take is
