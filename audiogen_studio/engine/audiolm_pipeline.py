@@ -300,6 +300,9 @@ class AudioLMEngine:
         layout: the token layout the LMs were trained with.
         windows: context of each LM in semantic tokens (``semantic``, ``coarse``, ``fine``).
         window_seconds: audio per window after the first.
+        device: ``"auto"`` (the CPU, whose fused LM step outruns a GPU's per-token launches:
+            :func:`~audiogen_studio.models.device.generation_device`), ``"cpu"``, ``"cuda"``,
+            ``"cuda:N"`` or ``"mps"``.
         stage_temperatures: the bundle's tuned per-stage temperature factors (stages not named:
             1); a request's ``stage_temperatures`` replace them.
         decode_quantizers: how many of the codec's quantizers the generated audio is decoded
