@@ -34,6 +34,7 @@ from typing import Any
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
@@ -67,6 +68,7 @@ from audiogen_studio.engine.api import (
     GenerationRequest,
     Mode,
 )
+from audiogen_studio.engine.level_match import LevelMatchSettings
 from audiogen_studio.engine.take_ranking import ASPECTS
 from audiogen_studio.engine.takes import Take
 
@@ -177,6 +179,7 @@ def take_record(
         "top_p": request.top_p,
         "adapt_steps": request.adapt_steps,
         "candidates": request.candidates,
+        "level_match": request.level_match,
         "seconds": request.seconds if continuation else request.prompt.duration,
         "generated_seconds": round(take.generated.duration, 6),
         "device": result.device,
@@ -290,6 +293,12 @@ class GenerationPanel(QWidget):
             "seconds are generated, and go on with it alone. A take's audio starts after that "
             "choice. Set to the model's default when a model is chosen."
         )
+        self.level_check = QCheckBox("keep the prompt's level")
+        self.level_check.setToolTip(
+            "AudioLM: scale the continuation, smoothly as it streams, so that it stays at the "
+            "level of the prompt's last seconds (the model's own level can differ from it). Set "
+            "to the model's default when a model is chosen."
+        )
         self.seed_spin = QSpinBox(minimum=0, maximum=MAX_SEED, value=random.randint(0, 99999))
         self.new_seed_button = QPushButton("New seed")
         self.takes_spin = QSpinBox(minimum=1, maximum=MAX_TAKES, value=1)
@@ -349,6 +358,7 @@ class GenerationPanel(QWidget):
         form.addRow("Top-p", self.top_p_spin)
         form.addRow("Adapt to prompt", self.adapt_spin)
         form.addRow("Candidates", self.candidates_spin)
+        form.addRow("Level", self.level_check)
         form.addRow("Seed", seed_row)
         form.addRow("Takes", self.takes_spin)
         form.addRow("Device", self.device_combo)
@@ -519,6 +529,16 @@ class GenerationPanel(QWidget):
         self.adapt_spin.setEnabled(adapts)
         if b is not None and adapts:
             self.adapt_spin.setValue(default_adapt_steps(b.generation))
+        self.level_check.setEnabled(adapts)
+        try:
+            matches = (
+                adapts
+                and b is not None
+                and (LevelMatchSettings.from_generation(b.generation).enabled)
+            )
+        except GenerationError:
+            matches = False
+        self.level_check.setChecked(bool(matches))
         chooses = (
             b is not None
             and b.kind in ("audiolm", "wavenet")
@@ -611,6 +631,7 @@ class GenerationPanel(QWidget):
             chunk_seconds=CHUNK_SECONDS,
             adapt_steps=self.adapt_spin.value() if self.adapt_spin.isEnabled() else None,
             candidates=(self.candidates_spin.value() if self.candidates_spin.isEnabled() else None),
+            level_match=self.level_check.isChecked() if self.level_check.isEnabled() else None,
         )
 
     def generate(self) -> bool:

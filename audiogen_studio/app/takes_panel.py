@@ -233,6 +233,8 @@ def describe_provenance(take: TakeRecord) -> str:
             )
     if isinstance(p.get("candidates"), int) and p["candidates"] > 1:
         settings.append(f"chosen of {p['candidates']} beginnings")
+    if p.get("level_match") is True:
+        settings.append("at the prompt's level")
     if settings:
         lines.append(" · ".join(settings))
     if p.get("match_rank") and p.get("match_of"):

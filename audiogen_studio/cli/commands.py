@@ -115,6 +115,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "the semantic LM's distribution (0 removes it)",
     )
     cp.add_argument(
+        "--level-match",
+        choices=["on", "off"],
+        default=None,
+        help="AudioLM: keep continuations at their prompt's level by default "
+        "(engine/level_match.py); off removes it",
+    )
+    cp.add_argument(
         "--adaptation",
         type=adaptation_settings,
         default=None,
@@ -292,6 +299,7 @@ def run_models_card(args: argparse.Namespace) -> int:
         rank_by,
         args.candidates,
         args.choose_after,
+        args.level_match,
     )
     if any(c is not None for c in changes) or metrics:
         try:
@@ -308,6 +316,7 @@ def run_models_card(args: argparse.Namespace) -> int:
                 rank_by=rank_by,
                 candidates=args.candidates,
                 choose_after=args.choose_after,
+                level_match=None if args.level_match is None else args.level_match == "on",
             )
         except bundles.BundleError as exc:
             raise CliError(str(exc)) from exc

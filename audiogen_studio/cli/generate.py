@@ -19,7 +19,8 @@ from audiogen_studio.cli.argtypes import positive_int, stage_temperatures
 from audiogen_studio.cli.errors import CliError
 
 if TYPE_CHECKING:
-    from audiogen_studio.engine.take_ranking import Aspect
+    from audiogen_studio.engine.level_match import LevelMatchSettings
+from audiogen_studio.engine.take_ranking import Aspect
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -51,6 +52,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="sample N beginnings of each take together, keep the one that matches the "
         "prompt best after the bundle's first seconds (generation.choose_after) and go on with "
         "it alone (default: the bundle's, see its model card; 1: none)",
+    )
+    p.add_argument(
+        "--level-match",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="AudioLM: keep the continuation at the prompt's level (default: the bundle's, "
+        "see its model card; engine/level_match.py)",
     )
     p.add_argument(
         "--rank-by",
@@ -164,6 +172,7 @@ def _run(args: argparse.Namespace, mode: str, source: str) -> int:
             stage_temperatures=getattr(args, "stage_temperatures", None),
             adapt_steps=getattr(args, "adapt_steps", None),
             candidates=getattr(args, "candidates", None),
+            level_match=getattr(args, "level_match", None),
         )
         engine = load_engine(
             args.model, mode=mode, device=args.device, engine=getattr(args, "engine", "auto")
@@ -304,6 +313,9 @@ def _record_in_library(
             else default_adapt_steps(bundle.generation),
             "candidates": getattr(args, "candidates", None)
             or int(bundle.generation.get("candidates", 1)),
+            "level_match": getattr(args, "level_match", None)
+            if getattr(args, "level_match", None) is not None
+            else LevelMatchSettings.from_generation(bundle.generation).enabled,
             "engine_choice": getattr(args, "engine", "auto"),
             "source": "cli",
         }

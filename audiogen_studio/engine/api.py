@@ -84,6 +84,10 @@ class GenerationRequest:
             the prompt best (``engine/take_ranking.py``, by the bundle's ``rank_by``) and goes on
             with it alone, so a take's audio starts once the choice is made. ``None``: the
             bundle's default (``generation.candidates``, else 1: no choice).
+        level_match: continuation: keep the generated audio at the prompt's level
+            (``engine/level_match.py``; token models, whose level is the decoder's, not the
+            prompt's). ``None``: the bundle's default (``generation.level_match``, else off).
+            Engines that continue the prompt's own samples (WaveNet) ignore it.
     """
 
     prompt: Clip
@@ -98,6 +102,7 @@ class GenerationRequest:
     stage_temperatures: Mapping[str, float] | None = None
     adapt_steps: int | None = None
     candidates: int | None = None
+    level_match: bool | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("continue", "vocode"):
@@ -121,6 +126,10 @@ class GenerationRequest:
             raise GenerationError(f"chunk_seconds must be 0.005–2, got {self.chunk_seconds}")
         if self.prompt.frames == 0:
             raise GenerationError("the prompt is empty")
+        if self.level_match is not None and not isinstance(self.level_match, bool):
+            raise GenerationError(
+                f"level_match must be true, false or None, got {self.level_match!r}"
+            )
         for name, lo, hi in (
             ("adapt_steps", 0, MAX_ADAPT_STEPS),
             ("candidates", 1, MAX_CANDIDATES),

@@ -61,6 +61,7 @@ from audiogen_studio.engine.api import (
     check_stage_temperatures,
 )
 from audiogen_studio.engine.bundles import BundleError, BundleInfo
+from audiogen_studio.engine.level_match import LevelFollower, LevelMatchSettings
 from audiogen_studio.engine.prompt_adaptation import (
     AdaptationCache,
     AdaptationCancelledError,
@@ -318,6 +319,9 @@ class AudioLMEngine:
             into the semantic LM's distribution (0: none; :class:`_CacheMixedStream`).
         choice: how each take is chosen among candidate beginnings (default: it is not;
             :class:`~audiogen_studio.engine.take_ranking.ChoiceSettings`).
+        level_match: how the continuation is kept at the prompt's level (default: it is not;
+            a request's ``level_match`` turns it on or off;
+            :mod:`~audiogen_studio.engine.level_match`).
     """
 
     def __init__(
@@ -339,12 +343,14 @@ class AudioLMEngine:
         coarse_guidance: float = 1.0,
         semantic_cache: float = 0.0,
         choice: ChoiceSettings | None = None,
+        level_match: LevelMatchSettings | None = None,
     ) -> None:
         if not (math.isfinite(coarse_guidance) and coarse_guidance >= 0):
             raise BundleError(f"{name}: coarse_guidance must be >= 0, got {coarse_guidance}")
         if not 0.0 <= semantic_cache < 1.0:
             raise BundleError(f"{name}: semantic_cache must be in [0, 1), got {semantic_cache}")
         self.choice = choice or ChoiceSettings()
+        self.level_match = level_match or LevelMatchSettings()
         self.coarse_guidance = float(coarse_guidance)
         self.semantic_cache = float(semantic_cache)
         self.device = generation_device(device)  # "auto": the CPU's fused LM step
@@ -440,6 +446,10 @@ class AudioLMEngine:
             choice = ChoiceSettings.from_generation(bundle.generation)
         except RankingError as exc:
             raise BundleError(f"bundle '{bundle.name}': generation: {exc}") from exc
+        try:
+            level_match = LevelMatchSettings.from_generation(bundle.generation)
+        except GenerationError as exc:
+            raise BundleError(f"bundle '{bundle.name}': generation.{exc}") from exc
         for key, value in (("coarse_guidance", guidance), ("semantic_cache", cache)):
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise BundleError(
@@ -493,6 +503,7 @@ class AudioLMEngine:
             coarse_guidance=float(guidance),
             semantic_cache=float(cache),
             choice=choice,
+            level_match=level_match,
         )
 
     # -- request helpers -----------------------------------------------------------------------
@@ -763,6 +774,16 @@ class AudioLMEngine:
             stream.push(token[:, None])
         return out
 
+    def level_match_for(self, request: GenerationRequest) -> LevelMatchSettings:
+        """The level matching ``request`` gets: the bundle's, turned on or off by the request."""
+        if request.level_match is None:
+            return self.level_match
+        return LevelMatchSettings(
+            enabled=request.level_match,
+            reference_seconds=self.level_match.reference_seconds,
+            max_db=self.level_match.max_db,
+        )
+
     def candidates_for(self, request: GenerationRequest) -> int:
         """Candidate beginnings per take ``request`` gets: its own, else the bundle's
         (``GenerationError`` for several with nothing to rank them by)."""
@@ -796,6 +817,8 @@ class AudioLMEngine:
         layout, r = self.layout, self.layout.ratio
         qc, qf = layout.coarse_quantizers, layout.fine_quantizers
         rate, hop_s = self.sample_rate, self.hop_s
+        matching = self.level_match_for(request)
+        follower = LevelFollower(audio, rows, rate, matching) if matching.enabled else None
         started = time.perf_counter()
 
         def coarse_span(i: int) -> tuple[int, int] | None:
@@ -955,6 +978,8 @@ class AudioLMEngine:
                         first_window = False
                     start = emitted
                     wave = wave[:, : max(0, wanted - start)]
+                    if follower is not None:
+                        wave, lead_in = follower.apply(wave, lead_in)
                     emitted += wave.shape[1]
                     if rows == takes:
                         yield from chunks(start, wave, lead_in)
@@ -969,6 +994,8 @@ class AudioLMEngine:
                         if stream is not None:
                             stream.keep(kept)
                     generators = [generators[i] for i in kept.tolist()]
+                    if follower is not None:
+                        follower.keep(kept.numpy())
                     rows = takes
                     # a decoder of the kept rows, in the state their codes leave it in
                     decoder = self.codec.stream_decoder(takes)

@@ -38,6 +38,7 @@ from audiogen_studio.engine.bundles import (
     read_bundle,
     write_manifest,
 )
+from audiogen_studio.engine.level_match import LevelMatchSettings
 from audiogen_studio.engine.take_ranking import ASPECTS
 from audiogen_studio.models.checkpoint import canonical_bytes, half_copy
 
@@ -199,6 +200,7 @@ def update_bundle(
     rank_by: str | None = None,
     candidates: int | None = None,
     choose_after: float | None = None,
+    level_match: bool | None = None,
 ) -> BundleInfo:
     """Set ``version`` / ``description`` and merge ``metrics`` sections into ``bundle.json``.
 
@@ -217,7 +219,9 @@ def update_bundle(
     :mod:`~audiogen_studio.engine.take_ranking`; ``""`` removes it); ``candidates`` a
     continuation bundle's default candidate beginnings per take (``generation.candidates``,
     1..8; 1 removes it) and ``choose_after`` the seconds generated before one is kept
-    (``generation.choose_after``, 0.5..60). The manifest is rewritten
+    (``generation.choose_after``, 0.5..60). ``level_match`` turns on or off keeping an
+    AudioLM bundle's continuations at their prompt's level (``generation.level_match``,
+    :mod:`~audiogen_studio.engine.level_match`; off removes it). The manifest is rewritten
     atomically (temp file + ``os.replace``).
 
     Raises:
@@ -325,6 +329,17 @@ def update_bundle(
             if not (math.isfinite(choose_after) and lo <= choose_after <= hi):
                 raise BundleError(f"choose_after must be {lo:g}..{hi:g} s, got {choose_after}")
             generation["choose_after"] = float(choose_after)
+    if level_match is not None:
+        if info.kind != "audiolm":
+            raise BundleError(
+                f"bundle '{info.name}' is a {info.kind} bundle: only token models' "
+                "continuations are matched to the prompt's level"
+            )
+        generation = data.setdefault("generation", {})
+        if level_match:
+            generation["level_match"] = True
+        else:
+            generation.pop("level_match", None)
     if not data.get("generation", True):
         del data["generation"]
     write_manifest(folder, data)
@@ -563,6 +578,19 @@ def render_model_card(info: BundleInfo) -> str:
             f"The semantic stage draws from the LM's distribution mixed with {_fmt(cache)} of "
             "the prompt's own semantic-token frequencies (`generation.semantic_cache`, a cache "
             "language model), which keeps the continuation among the prompt's tokens.",
+        ]
+    try:
+        matching = LevelMatchSettings.from_generation(info.generation)
+    except GenerationError:
+        matching = LevelMatchSettings()
+    if matching.enabled:
+        lines += [
+            "",
+            "Each take is kept at its prompt's level (`generation.level_match`, "
+            "`engine/level_match.py`): every generated window is scaled so that the "
+            "continuation's mean power so far equals the prompt's over its last "
+            f"{_fmt(matching.reference_seconds)} s, within ±{_fmt(matching.max_db)} dB, the gain "
+            "moving smoothly from window to window (`continue --no-level-match` turns it off).",
         ]
 
     lines += _adaptation_lines(info.generation.get("adaptation"))

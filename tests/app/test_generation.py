@@ -120,6 +120,7 @@ def test_generate_streams_progress_and_records_the_take(
     assert p["rtf"] == pytest.approx(result.rtf, abs=1e-4) and p["rtf"] > 0
     assert p["complete"] is True and p["prompt_range"] == [2000, 10000]
     assert p["adapt_steps"] is None and not panel.adapt_spin.isEnabled()  # WaveNet: no LMs
+    assert p["level_match"] is None and not panel.level_check.isEnabled()
     assert p["time"][:4].isdigit() and abs(record.created - time.time()) < 60
     assert json.loads(json.dumps(p)) == p  # JSON-ready for the project file
     assert "0.6 / 0.6 s · RTF" in panel.progress_bar.format()
@@ -305,7 +306,12 @@ def _audiolm_models(
 def test_audiolm_prompt_adaptation_follows_the_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_window: Callable[[], Any]
 ) -> None:
-    generation = {"adaptation": {"steps": 6, "lr": 1e-3}, "rank_by": "voice", "candidates": 3}
+    generation = {
+        "adaptation": {"steps": 6, "lr": 1e-3},
+        "rank_by": "voice",
+        "candidates": 3,
+        "level_match": True,
+    }
     _audiolm_models(tmp_path, monkeypatch, generation)
     window = _window(make_window, two_tone(0.5))
     panel = window.generation_panel
@@ -313,6 +319,7 @@ def test_audiolm_prompt_adaptation_follows_the_model(
     assert panel.adapt_spin.isEnabled() and panel.adapt_spin.value() == 6  # the model's default
     # candidate beginnings: the model ranks them, so the spin box is on, at its default
     assert panel.candidates_spin.isEnabled() and panel.candidates_spin.value() == 3
+    assert panel.level_check.isEnabled() and panel.level_check.isChecked()  # its default
     requests: list[Any] = []
     monkeypatch.setattr(  # the stand-in keeps the request and says it started
         window.generation, "generate", lambda request, *a: requests.append(request) or True
@@ -324,9 +331,11 @@ def test_audiolm_prompt_adaptation_follows_the_model(
     panel.adapt_spin.setValue(9)
     panel.candidates_spin.setValue(1)
     assert panel.candidates_spin.text() == "off"
+    panel.level_check.setChecked(False)
     panel.generate()
     assert [r.adapt_steps for r in requests] == [0, 9]
     assert [r.candidates for r in requests] == [3, 1]
+    assert [r.level_match for r in requests] == [True, False]
 
 
 def _adapting_window(

@@ -126,12 +126,18 @@ def test_lists_takes_with_provenance_and_follows_changes(window: Any) -> None:
                  "prompt 0.00–1.00 s"):  # fmt: skip
         assert text in details, (text, details)
     second = make_take(tone(220, 1.0), 660, 0.25, name="second")
-    second.provenance.update(candidates=4, rank_by="voice", match=-0.5, match_rank=2, match_of=3)
+    second.provenance.update(
+        candidates=4, rank_by="voice", match=-0.5, match_rank=2, match_of=3, level_match=True
+    )
     window.takes.add(second)
-    for text in ("chosen of 4 beginnings", "voice match -0.500: 2 of 3 takes"):
+    for text in (
+        "chosen of 4 beginnings · at the prompt's level",
+        "voice match -0.500: 2 of 3 takes",
+    ):
         assert text in describe_provenance(second)
     assert "chosen of 4 beginnings · 0.25 s · voice match 2/3" in second.describe()
     assert "beginnings" not in describe_provenance(take)
+    assert "level" not in describe_provenance(take)
     assert [cell(panel, r, 1) for r in range(2)] == ["first", "second"]
     assert panel.selected_ids() == [second.id]  # a new take is selected
     window.takes.update(take.id, name="renamed")
