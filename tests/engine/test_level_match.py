@@ -188,3 +188,32 @@ def test_the_engine_matches_every_take_and_a_request_can_turn_it_off(
     (bad / "bundle.json").write_text(json.dumps(data))
     with pytest.raises(GenerationError, match=r"generation\.level_match\.max_db"):
         load_engine(str(bad), engine="audiolm", device="cpu")
+
+
+def test_the_cli_sets_it_per_run_and_per_bundle(folder: Path, tmp_path: Path) -> None:
+    """``continue --level-match / --no-level-match`` and ``models card --level-match``."""
+    from audiogen_studio.audio import io
+    from audiogen_studio.cli.main import main
+
+    copy = tmp_path / "b"
+    shutil.copytree(folder, copy)
+    prompt = io.save(
+        Clip(synth.sine(330.0, 1.0, rate=RATE, amp=0.3).samples, RATE), tmp_path / "p.wav"
+    )
+    common = ["continue", str(prompt), "--model", str(copy), "--seconds", "1.5", "--seed", "4"]
+    common += ["--no-progress", "--no-library"]
+    outs = {}
+    for flag in ("--level-match", "--no-level-match"):
+        outs[flag] = tmp_path / f"{flag}.wav"
+        assert main([*common, flag, "-o", str(outs[flag])]) == 0
+    matched, raw = (io.load(outs[f]).samples[0, RATE:] for f in outs)  # the continuations
+    target = _db(io.load(prompt).samples[0])
+    assert abs(_db(matched) - target) < abs(_db(raw) - target)
+    # the bundle's default, written by models card and read back by a plain continue
+    assert main(["models", "card", str(copy), "--level-match", "on"]) == 0
+    assert json.loads((copy / "bundle.json").read_text())["generation"]["level_match"] is True
+    default = tmp_path / "default.wav"
+    assert main([*common, "-o", str(default)]) == 0
+    np.testing.assert_array_equal(io.load(default).samples, io.load(outs["--level-match"]).samples)
+    assert main(["models", "card", str(copy), "--level-match", "off"]) == 0
+    assert "level_match" not in json.loads((copy / "bundle.json").read_text()).get("generation", {})
