@@ -42,6 +42,9 @@ class ContinuationScores:
             sample its natural range).
         speech: speech figures (``kind="speech"``), else ``None``.
         music: music figures (``kind="music"``), else ``None``.
+        level_difference_db: the continuation's level (mean power, dB) minus the prompt's:
+            how much louder (or, negative, softer) the continuation is than its prompt
+            (``None`` when either part is silent).
     """
 
     kind: Kind
@@ -51,6 +54,18 @@ class ContinuationScores:
     seam: SeamScores | None
     speech: SpeechContinuationScores | None = None
     music: MusicContinuationScores | None = None
+    level_difference_db: float | None = None
+
+
+def level_difference_db(prompt: npt.ArrayLike, continuation: npt.ArrayLike) -> float | None:
+    """Mean power of ``continuation [T]`` over that of ``prompt [T']``, in dB (``None`` when
+    either is silent: below -120 dB FS)."""
+    powers = [
+        float(np.mean(np.square(as_mono(x).astype(np.float64)))) for x in (prompt, continuation)
+    ]
+    if min(powers) < 1e-12:
+        return None
+    return float(10.0 * np.log10(powers[1] / powers[0]))
 
 
 def score_continuation(
@@ -96,6 +111,7 @@ def score_continuation(
         seam=seam,
         speech=speech,
         music=music,
+        level_difference_db=level_difference_db(prompt, continuation),
     )
 
 

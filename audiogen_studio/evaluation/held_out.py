@@ -310,6 +310,10 @@ def take_figures(score: ContinuationScores | None) -> dict[str, float | None]:
         "seam_loudness_percentile": seam.loudness_percentile if seam else None,
         "seam_click_db": seam.click_db if seam else None,
         "seam_loudness_jump_db": seam.loudness_jump_db if seam else None,
+        "level_difference_db": score.level_difference_db,
+        "level_mismatch_db": (
+            abs(score.level_difference_db) if score.level_difference_db is not None else None
+        ),
     }
     if score.kind == "speech":
         sp = score.speech
@@ -349,7 +353,7 @@ def summarize(scores: Sequence[ContinuationScores], kind: Kind) -> dict[str, Any
         "music": ("key_score", "tempo_ratio", "tempo_ratio_folded", "chroma_correlation"),
     }[kind]  # fmt: skip
     seam_names = ("seam_click_percentile", "seam_loudness_percentile", "seam_click_db",
-                  "seam_loudness_jump_db")  # fmt: skip
+                  "seam_loudness_jump_db", "level_difference_db", "level_mismatch_db")  # fmt: skip
     per_take = [take_figures(s) for s in scores]
     # the seam over every take; speech's and music's figures over the takes that have them
     kept = [t for t, s in zip(per_take, scores, strict=True) if getattr(s, kind) is not None]
