@@ -17,12 +17,10 @@ Then, window after window (a short first window so that audio starts early, then
 Before step 1, when the request or the bundle asks for it, the LMs named by the adaptation
 settings (the coarse one by default) are replaced, for this request, by copies fine-tuned for a
 few steps on the prompt's own tokens (:mod:`~audiogen_studio.engine.prompt_adaptation`).
-Three bundle settings steer the sampling: ``generation.semantic_cache`` mixes the prompt's
-semantic-token frequencies into step 1 (:class:`_CacheMixedStream`),
-``generation.semantic_repeat`` mixes in the token one repetition period of the prompt earlier
-(:mod:`~audiogen_studio.engine.repetition`), and ``generation.coarse_guidance`` samples step 2
-with classifier-free guidance (:class:`_GuidedStream`). ``generation.level_match`` keeps the
-decoded audio at the prompt's level (:mod:`~audiogen_studio.engine.level_match`).
+Two bundle settings steer the sampling: ``generation.semantic_cache`` mixes the prompt's
+semantic-token frequencies into step 1 (:class:`_CacheMixedStream`), and
+``generation.coarse_guidance`` samples step 2 with classifier-free guidance
+(:class:`_GuidedStream`).
 
 A request may ask for several *candidate beginnings* per take (``GenerationRequest.candidates``,
 or the bundle's ``generation.candidates``): the streams then run one row per candidate until
@@ -71,7 +69,6 @@ from audiogen_studio.engine.prompt_adaptation import (
     adapt_copy,
     last_windows,
 )
-from audiogen_studio.engine.repetition import repetition_lag
 from audiogen_studio.engine.take_ranking import (
     Aspect,
     ChoiceSettings,
@@ -271,27 +268,11 @@ class _CacheMixedStream(_Stream):
     prompt's last semantic tokens). It costs nothing and keeps the continuation among the
     prompt's tokens, e.g. its pitch classes with a chroma tokenizer. The stage's temperature
     then applies to the mixture's log-probabilities.
-
-    With ``repeat > 0`` and a ``lag`` (the period the prompt's tokens repeat at,
-    :mod:`~audiogen_studio.engine.repetition`) the mixture also puts weight ``repeat`` on the id
-    ``lag`` positions before the next one: ``(1 - mix - repeat)·p + mix·q + repeat·δ``, so the
-    continuation tends to recur at the prompt's period (its tempo). Without a lag that weight
-    stays with the LM.
     """
 
-    def __init__(
-        self,
-        stage: _Stage,
-        tokens: torch.Tensor,
-        *,
-        mix: float,
-        repeat: float = 0.0,
-        lag: int | None = None,
-    ) -> None:
+    def __init__(self, stage: _Stage, tokens: torch.Tensor, *, mix: float) -> None:
         super().__init__(stage, tokens)
         self.mix = float(mix)
-        self.repeat = float(repeat) if lag else 0.0
-        self.lag = lag
         vocab = stage.model.config.vocab_size
         counts = torch.stack(
             [torch.bincount(row.long().cpu(), minlength=vocab)[:vocab] for row in tokens]
@@ -303,11 +284,7 @@ class _CacheMixedStream(_Stream):
         """Log-probabilities ``[B, V]`` of the mixture (over the whole vocabulary: the mixture
         needs every id's probability, so ``span`` only restricts what is drawn later)."""
         p = torch.softmax(super().next_logits().float(), dim=-1)
-        mixed = (1.0 - self.mix - self.repeat) * p + self.mix * self.frequencies
-        if self.lag:  # the id one period before the next one: position len - lag
-            earlier = self.tokens[:, -self.lag].to(mixed.device)
-            mixed[torch.arange(mixed.shape[0], device=mixed.device), earlier] += self.repeat
-        return torch.log(mixed)
+        return torch.log((1.0 - self.mix) * p + self.mix * self.frequencies)
 
     def keep(self, rows: torch.Tensor) -> None:
         super().keep(rows)
@@ -340,9 +317,6 @@ class AudioLMEngine:
             :class:`_GuidedStream`).
         semantic_cache: weight in ``[0, 1)`` of the prompt's semantic-token frequencies mixed
             into the semantic LM's distribution (0: none; :class:`_CacheMixedStream`).
-        semantic_repeat: weight in ``[0, 1)`` (with ``semantic_cache``: their sum below 1) of
-            the semantic token one repetition period earlier, the period found in each
-            prompt's tokens (0: none; :mod:`~audiogen_studio.engine.repetition`).
         choice: how each take is chosen among candidate beginnings (default: it is not;
             :class:`~audiogen_studio.engine.take_ranking.ChoiceSettings`).
         level_match: how the continuation is kept at the prompt's level (default: it is not;
@@ -368,7 +342,6 @@ class AudioLMEngine:
         adaptation: AdaptationSettings | None = None,
         coarse_guidance: float = 1.0,
         semantic_cache: float = 0.0,
-        semantic_repeat: float = 0.0,
         choice: ChoiceSettings | None = None,
         level_match: LevelMatchSettings | None = None,
     ) -> None:
@@ -376,12 +349,6 @@ class AudioLMEngine:
             raise BundleError(f"{name}: coarse_guidance must be >= 0, got {coarse_guidance}")
         if not 0.0 <= semantic_cache < 1.0:
             raise BundleError(f"{name}: semantic_cache must be in [0, 1), got {semantic_cache}")
-        if not 0.0 <= semantic_repeat < 1.0 - semantic_cache:
-            raise BundleError(
-                f"{name}: semantic_repeat must be >= 0 and below 1 - semantic_cache "
-                f"({1.0 - semantic_cache:g}), got {semantic_repeat}"
-            )
-        self.semantic_repeat = float(semantic_repeat)
         self.choice = choice or ChoiceSettings()
         self.level_match = level_match or LevelMatchSettings()
         self.coarse_guidance = float(coarse_guidance)
@@ -475,7 +442,6 @@ class AudioLMEngine:
             raise BundleError(f"bundle '{bundle.name}': generation.adaptation: {exc}") from exc
         guidance = bundle.generation.get("coarse_guidance", 1.0)
         cache = bundle.generation.get("semantic_cache", 0.0)
-        repeat = bundle.generation.get("semantic_repeat", 0.0)
         try:
             choice = ChoiceSettings.from_generation(bundle.generation)
         except RankingError as exc:
@@ -484,11 +450,7 @@ class AudioLMEngine:
             level_match = LevelMatchSettings.from_generation(bundle.generation)
         except GenerationError as exc:
             raise BundleError(f"bundle '{bundle.name}': generation.{exc}") from exc
-        for key, value in (
-            ("coarse_guidance", guidance),
-            ("semantic_cache", cache),
-            ("semantic_repeat", repeat),
-        ):
+        for key, value in (("coarse_guidance", guidance), ("semantic_cache", cache)):
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise BundleError(
                     f"bundle '{bundle.name}': generation.{key} must be a number, got {value!r}"
@@ -540,7 +502,6 @@ class AudioLMEngine:
             adaptation=adaptation,
             coarse_guidance=float(guidance),
             semantic_cache=float(cache),
-            semantic_repeat=float(repeat),
             choice=choice,
             level_match=level_match,
         )
@@ -886,20 +847,9 @@ class AudioLMEngine:
             decoder.push(primer)  # primes the state; its audio is unused
             used = semantic.shape[1]
             sem_ids = semantic[:, used - s_keep :]
-            lag = None
-            if self.semantic_repeat > 0:
-                found = repetition_lag(sem_ids[0].cpu().numpy(), layout.semantic_rate)
-                lag = found.lag
-                log.debug("prompt repeats every %s tokens (%.2f agree)", lag, found.agreement)
             sem_stream = (
-                _CacheMixedStream(
-                    stages["semantic"],
-                    sem_ids,
-                    mix=self.semantic_cache,
-                    repeat=self.semantic_repeat,
-                    lag=lag,
-                )
-                if self.semantic_cache > 0 or lag
+                _CacheMixedStream(stages["semantic"], sem_ids, mix=self.semantic_cache)
+                if self.semantic_cache > 0
                 else _Stream(stages["semantic"], sem_ids)
             )
             coarse_ids = layout.coarse_sequence(
