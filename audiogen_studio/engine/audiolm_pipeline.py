@@ -20,7 +20,8 @@ few steps on the prompt's own tokens (:mod:`~audiogen_studio.engine.prompt_adapt
 Two bundle settings steer the sampling: ``generation.semantic_cache`` mixes the prompt's
 semantic-token frequencies into step 1 (:class:`_CacheMixedStream`), and
 ``generation.coarse_guidance`` samples step 2 with classifier-free guidance
-(:class:`_GuidedStream`).
+(:class:`_GuidedStream`). ``generation.level_match`` (or the request's ``level_match``) keeps
+the decoded audio at the prompt's level (:mod:`~audiogen_studio.engine.level_match`).
 
 A request may ask for several *candidate beginnings* per take (``GenerationRequest.candidates``,
 or the bundle's ``generation.candidates``): the streams then run one row per candidate until
