@@ -19,8 +19,7 @@ from audiogen_studio.cli.argtypes import positive_int, stage_temperatures
 from audiogen_studio.cli.errors import CliError
 
 if TYPE_CHECKING:
-    from audiogen_studio.engine.level_match import LevelMatchSettings
-from audiogen_studio.engine.take_ranking import Aspect
+    from audiogen_studio.engine.take_ranking import Aspect
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -293,6 +292,7 @@ def _record_in_library(
     """
     from audiogen_studio.engine.adaptation_settings import default_adapt_steps
     from audiogen_studio.engine.bundles import find_bundle
+    from audiogen_studio.engine.level_match import LevelMatchSettings
     from audiogen_studio.library import LibraryError, TakeInfo, TakeLibrary
     from audiogen_studio.library.fingerprint import bundle_fingerprint
 
