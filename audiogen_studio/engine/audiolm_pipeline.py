@@ -48,7 +48,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 import numpy as np
@@ -779,11 +779,7 @@ class AudioLMEngine:
         """The level matching ``request`` gets: the bundle's, turned on or off by the request."""
         if request.level_match is None:
             return self.level_match
-        return LevelMatchSettings(
-            enabled=request.level_match,
-            reference_seconds=self.level_match.reference_seconds,
-            max_db=self.level_match.max_db,
-        )
+        return replace(self.level_match, enabled=request.level_match)
 
     def candidates_for(self, request: GenerationRequest) -> int:
         """Candidate beginnings per take ``request`` gets: its own, else the bundle's
