@@ -18,6 +18,10 @@ from several cache lengths (``--contexts``, clipped to fit the LM's ``max_seq_le
 the median over ``--rounds`` rounds of the mean of ``--steps`` consecutive calls, in ms, and
 ``speedup`` = ``full_fp32 / rows_auto`` per stage and context.
 
+``feed``: per coarse and fine stage, the ids it feeds before each sampled one (the last sampled
+id and the given ones: a semantic token, or a frame's coarse codes) in ONE fused call, as the
+engine does, against one call per id, from a cache of 200.
+
 ``exp``: nanoseconds per element of the kernel's libm-free ``exp`` (used in the attention
 softmax and SiLU) against ``np.exp`` in the same numba loop.
 
@@ -109,6 +113,74 @@ def stage_steps(
     return out
 
 
+def _fed_ids(engine: AudioLMEngine, stage: str) -> int:
+    """Ids a stage feeds in one call before it samples: the last sampled id and the given ones
+    (coarse: a semantic token; fine: a frame's coarse codes)."""
+    layout = engine.layout
+    return {"coarse": 2, "fine": layout.coarse_quantizers + 1}.get(stage, 1)
+
+
+def _time_feed(
+    decoder: FusedDecoder,
+    cache: Any,
+    context: int,
+    t: int,
+    span: tuple[int, int] | None,
+    together: bool,
+    steps: int,
+) -> float:
+    """Mean seconds to feed ``t`` ids per row and get the last one's logits within ``span``,
+    from cache length ``context``: in one call (``together``) or in ``t`` one-token calls (the
+    fed ones projecting onto one output row, as the engine did)."""
+    tokens = torch.zeros(cache.batch, t, dtype=torch.long)
+    cache.length = context
+    decoder(tokens[:, :1], cache, None)  # a new decode run: packs and mirrors the keys
+    started = time.perf_counter()
+    for _ in range(steps):  # the cache grows by t per step, alike both ways
+        if together:
+            decoder(tokens, cache, span)
+        else:
+            for i in range(t - 1):
+                decoder(tokens[:, i : i + 1], cache, (0, 1))
+            decoder(tokens[:, t - 1 :], cache, span)
+    return (time.perf_counter() - started) / steps
+
+
+def feed_costs(engine: AudioLMEngine, context: int, rounds: int, steps: int) -> dict[str, Any]:
+    """Per coarse and fine stage: ms to feed its given ids before a sampled one in one fused
+    call (``together_ms``, how the engine runs) against one call per id (``one_by_one_ms``,
+    how it ran before), and their ratio."""
+    out: dict[str, Any] = {}
+    for name, stage in engine.stages.items():
+        t = _fed_ids(engine, name)
+        if t < 2:
+            continue
+        model = stage.model
+        batch = 2 if name == "coarse" and engine.coarse_guidance != 1.0 else 1
+        context = min(context, model.config.max_seq_len - steps * t - 2)
+        decoder = FusedDecoder(model)
+        span = _span(engine, name)
+        cache = model.new_cache(batch)
+        with torch.inference_mode():
+            model.forward_cached(torch.zeros(batch, context, dtype=torch.long), cache)
+            times: dict[str, list[float]] = {"together": [], "one_by_one": []}
+            for _ in range(rounds):
+                for key in times:
+                    times[key].append(
+                        _time_feed(decoder, cache, context, t, span, key == "together", steps)
+                    )
+        ms = {k: round(1000 * statistics.median(v), 4) for k, v in times.items()}
+        out[name] = {
+            "ids": t,
+            "batch": batch,
+            "context": context,
+            "together_ms": ms["together"],
+            "one_by_one_ms": ms["one_by_one"],
+            "speedup": round(ms["one_by_one"] / ms["together"], 3),
+        }
+    return out
+
+
 @numba.njit(fastmath=True, cache=True)
 def _ours(x: Any, out: Any, reps: int) -> None:
     for _ in range(reps):
@@ -166,6 +238,7 @@ def main(argv: list[str] | None = None) -> None:
         },
         "settings": {"contexts": args.contexts, "rounds": args.rounds, "steps": args.steps},
         "stages": stages,
+        "feed": feed_costs(engine, 200, args.rounds, args.steps),
         "exp": exp_cost(args.rounds),
     }
     print(json.dumps(report, indent=2))

@@ -105,7 +105,6 @@ ENCODE_MARGIN_FRAMES = 48  # codec frames encoded before the first one used (rec
 #: encoder attends over the whole input; it was trained on 2 s crops): a long prompt is
 #: tokenized from there on, so a minutes-long prompt costs what a ~10 s one does
 TOKENIZER_CONTEXT_SECONDS = 8.0
-FUSED_FEED_MAX = 4  # feed up to this many given ids one by one through the fused CPU step
 STAGE_COMPONENTS = ("lm_semantic", "lm_coarse", "lm_fine")
 
 
@@ -198,12 +197,8 @@ class _Stream:
             self.fed = 0
         pending = self.tokens[:, self.start + self.fed :]
         self.fed += pending.shape[1]
-        if 1 < pending.shape[1] <= FUSED_FEED_MAX and self.model.fused_decode is not None:
-            # a few conditioning ids: one fused single-token step each beats a torch pass (their
-            # logits are not used: one row of the output projection instead of V)
-            for i in range(pending.shape[1] - 1):
-                self.model.forward_cached(pending[:, i : i + 1], self.cache, rows=(0, 1))
-            pending = pending[:, -1:]
+        # a few given ids and the last sampled one go through the fused CPU step together (one
+        # pass over the weights); a longer run (a prefill) through torch
         return self.model.forward_cached(pending, self.cache, last_only=True, rows=span)[:, -1]
 
 

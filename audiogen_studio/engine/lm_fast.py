@@ -71,12 +71,15 @@ from audiogen_studio.engine.wavenet_fast import (
 from audiogen_studio.models.checkpoint import holds_float16_values
 from audiogen_studio.models.lm import KVCache, TokenLM, check_rows
 
-__all__ = ["FusedDecoder", "accelerate", "decelerate"]
+__all__ = ["MAX_TOKENS", "FusedDecoder", "accelerate", "decelerate"]
 
 log = logging.getLogger(__name__)
 
 _F32 = np.float32
 _MATRICES = ("qkv", "proj", "ff_in", "ff_out")  # each block's weight matrices
+#: The most tokens per row one fused call runs (a few given ids before a sampled one, e.g. an
+#: AudioLM fine stage's coarse context); longer inputs are prefills, which torch runs faster.
+MAX_TOKENS = 8
 
 
 def _pow2_typer(typingctx: Any, k: Any) -> Any:
@@ -163,8 +166,8 @@ def _sync_keys(kv: Any, kt: Any, n: int) -> None:
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
 def _decode(
-    ids: Any,  # int64 [B, 1] (checked to lie in [0, V) before anything is written)
-    pos: int,  # position of the new token (== cache length before the step)
+    ids: Any,  # int64 [B, T] (checked to lie in [0, V) before anything is written)
+    pos: int,  # position of the first new token (== cache length before the step)
     emb: Any,  # [V, D]
     g1: Any,  # [depth, D]
     wqkv: Any,  # [depth, blocked 3D x D]  (weights in wavenet_fast's 16-row blocked layout)
@@ -178,80 +181,96 @@ def _decode(
     cos: Any,  # [max_seq_len, Dh]  RoPE tables of TokenLM (interleaved pairs)
     sin: Any,  # [max_seq_len, Dh]
     slopes: Any,  # [H] ALiBi slopes (unused with RoPE)
-    kv: Any,  # [depth, 2, B, H, L, Dh] the cache, written at ``pos``
-    kt: Any,  # [depth, B, H, Dh·Lp] transposed mirror of the keys (_sync_keys), written at pos
+    kv: Any,  # [depth, 2, B, H, L, Dh] the cache, written at ``pos .. pos + T - 1``
+    kt: Any,  # [depth, B, H, Dh·Lp] transposed mirror of the keys (_sync_keys), written too
     rotary: bool,
     swiglu: bool,
     layer_norm: bool,
     eps: float,
     lo: int,  # the logits of ids lo <= id < hi are computed (the 16-row blocks holding them)
     hi: int,
-    out: Any,  # [B, V] output: those logits, -inf elsewhere
+    out: Any,  # [B, V] output: those logits of each row's last token, -inf elsewhere
 ) -> bool:
-    """One token of every row: ``False`` (and nothing written) when an id is outside
-    ``[0, V)``; else writes the cache at ``pos`` and the logits into ``out``."""
-    b_n = ids.shape[0]
+    """``T`` tokens of every row at positions ``pos .. pos + T - 1``: ``False`` (and nothing
+    written) when an id is outside ``[0, V)``; else writes the cache there and the logits of
+    each row's last token into ``out``.
+
+    The ``B·T`` tokens go through every matrix together (each weight vector is loaded once for
+    all of them), so feeding a few given ids costs little more than one; attention is causal
+    among them (a layer's keys and values of all ``T`` are written before any attends)."""
+    b_n, t_n = ids.shape
     vocab = out.shape[1]
     for b in range(b_n):
-        if ids[b, 0] < 0 or ids[b, 0] >= vocab:
-            return False
+        for t in range(t_n):
+            if ids[b, t] < 0 or ids[b, t] >= vocab:
+                return False
+    r_n = b_n * t_n  # token rows: row r is token r % T of sequence r // T
     depth = kv.shape[0]
     heads = kv.shape[3]
     hd = kv.shape[5]
     d = heads * hd
     f_in = 2 * f if swiglu else f
-    n = pos + 1
     scale = _F32(1.0 / math.sqrt(hd))
     pad = _VL - 1
-    x = np.empty((b_n, d), np.float32)
-    h = np.empty((b_n, d), np.float32)
-    qkv = np.empty((b_n, (3 * d + pad) // _VL * _VL), np.float32)
-    att = np.empty((b_n, d), np.float32)
-    tmp = np.empty((b_n, (d + pad) // _VL * _VL), np.float32)
-    fi = np.empty((b_n, (f_in + pad) // _VL * _VL), np.float32)
-    u = np.empty((b_n, f), np.float32)
+    x = np.empty((r_n, d), np.float32)
+    h = np.empty((r_n, d), np.float32)
+    qkv = np.empty((r_n, (3 * d + pad) // _VL * _VL), np.float32)
+    att = np.empty((r_n, d), np.float32)
+    tmp = np.empty((r_n, (d + pad) // _VL * _VL), np.float32)
+    fi = np.empty((r_n, (f_in + pad) // _VL * _VL), np.float32)
+    u = np.empty((r_n, f), np.float32)
     lp = kt.shape[3] // hd
-    sc = np.empty((n + pad) // _VL * _VL, np.float32)
+    sc = np.empty((pos + t_n + pad) // _VL * _VL, np.float32)
     acc = np.empty((hd + pad) // _VL * _VL, np.float32)
-    for b in range(b_n):
-        x[b, :] = emb[ids[b, 0]]
+    for r in range(r_n):
+        x[r, :] = emb[ids[r // t_n, r % t_n]]
     for layer in range(depth):
         _norm(x, g1[layer], h, layer_norm, eps)
-        _matvec(wqkv[layer], d, h, qkv, b_n)
-        for b in range(b_n):
+        _matvec(wqkv[layer], d, h, qkv, r_n)
+        for r in range(r_n):  # rotate q and k, then write every token's key and value
+            b = r // t_n
+            p = pos + r % t_n
             if rotary:
                 for off in (0, d):  # q, then k
                     for j in range(0, d, 2):
                         i = j % hd
-                        c = cos[pos, i]
-                        s = sin[pos, i + 1]
-                        x0 = qkv[b, off + j]
-                        x1 = qkv[b, off + j + 1]
-                        qkv[b, off + j] = x0 * c - x1 * s
-                        qkv[b, off + j + 1] = x1 * c + x0 * s
+                        c = cos[p, i]
+                        s = sin[p, i + 1]
+                        x0 = qkv[r, off + j]
+                        x1 = qkv[r, off + j + 1]
+                        qkv[r, off + j] = x0 * c - x1 * s
+                        qkv[r, off + j + 1] = x1 * c + x0 * s
             for hh in range(heads):
                 base = hh * hd
                 keys = kt[layer, b, hh]  # [Dh·Lp]: component i of position t at i·Lp + t
                 vals = kv[layer, 1, b, hh]  # [L, Dh]
                 for i in range(hd):
-                    kv[layer, 0, b, hh, pos, i] = qkv[b, d + base + i]
-                    keys[i * lp + pos] = qkv[b, d + base + i]
-                    vals[pos, i] = qkv[b, 2 * d + base + i]
+                    kv[layer, 0, b, hh, p, i] = qkv[r, d + base + i]
+                    keys[i * lp + p] = qkv[r, d + base + i]
+                    vals[p, i] = qkv[r, 2 * d + base + i]
+        for r in range(r_n):
+            b = r // t_n
+            p = pos + r % t_n
+            n = p + 1  # positions token r attends to
+            for hh in range(heads):
+                base = hh * hd
+                keys = kt[layer, b, hh]
+                vals = kv[layer, 1, b, hh]
                 # scores q·k of 16 positions per vector (no horizontal sums); beyond n: unused
                 for t0 in range(0, n, _VL):
                     a0 = _vzero()
                     a1 = _vzero()
                     i = 0
                     while i + 2 <= hd:
-                        a0 = _vfma(_vload(keys, i * lp + t0), qkv[b, base + i], a0)
-                        a1 = _vfma(_vload(keys, (i + 1) * lp + t0), qkv[b, base + i + 1], a1)
+                        a0 = _vfma(_vload(keys, i * lp + t0), qkv[r, base + i], a0)
+                        a1 = _vfma(_vload(keys, (i + 1) * lp + t0), qkv[r, base + i + 1], a1)
                         i += 2
                     if i < hd:
-                        a0 = _vfma(_vload(keys, i * lp + t0), qkv[b, base + i], a0)
+                        a0 = _vfma(_vload(keys, i * lp + t0), qkv[r, base + i], a0)
                     _vstore(sc, t0, _vadd(a0, a1))
                 if not rotary:
                     for t in range(n):
-                        sc[t] += slopes[hh] * _F32(t - pos) / scale
+                        sc[t] += slopes[hh] * _F32(t - p) / scale
                 m = sc[0]
                 for t in range(n):
                     m = max(m, sc[t])
@@ -278,37 +297,41 @@ def _decode(
                     for i in range(hd):
                         acc[i] = 0.0
                     for t in range(n):
-                        p = sc[t]
+                        w = sc[t]
                         for i in range(hd):
-                            acc[i] += p * vals[t, i]
+                            acc[i] += w * vals[t, i]
                 for i in range(hd):
-                    att[b, base + i] = acc[i] * inv
-        _matvec(wo[layer], d, att, tmp, b_n)
-        for b in range(b_n):
+                    att[r, base + i] = acc[i] * inv
+        _matvec(wo[layer], d, att, tmp, r_n)
+        for r in range(r_n):
             for i in range(d):
-                x[b, i] += tmp[b, i]
+                x[r, i] += tmp[r, i]
         _norm(x, g2[layer], h, layer_norm, eps)
-        _matvec(wi[layer], d, h, fi, b_n)
-        for b in range(b_n):
+        _matvec(wi[layer], d, h, fi, r_n)
+        for r in range(r_n):
             if swiglu:
                 for i in range(f):  # SiLU(a)·g, sigmoid from exp(-|a|) (no overflow)
-                    a = fi[b, i]
+                    a = fi[r, i]
                     e = _exp_neg(-abs(a))
                     sig = (_F32(1.0) if a >= 0 else e) / (_F32(1.0) + e)
-                    u[b, i] = a * sig * fi[b, f + i]
+                    u[r, i] = a * sig * fi[r, f + i]
             else:
                 for i in range(f):
-                    a = fi[b, i]
-                    u[b, i] = _F32(0.5) * a * (_F32(1.0) + math.erf(a * _F32(0.7071067811865476)))
-        _matvec(wout[layer], f, u, tmp, b_n)
-        for b in range(b_n):
+                    a = fi[r, i]
+                    u[r, i] = _F32(0.5) * a * (_F32(1.0) + math.erf(a * _F32(0.7071067811865476)))
+        _matvec(wout[layer], f, u, tmp, r_n)
+        for r in range(r_n):
             for i in range(d):
-                x[b, i] += tmp[b, i]
-    _norm(x, gf, h, layer_norm, eps)
+                x[r, i] += tmp[r, i]
+    last = np.empty((b_n, d), np.float32)  # each row's last token
+    for b in range(b_n):
+        last[b, :] = x[b * t_n + t_n - 1]
+    hl = np.empty((b_n, d), np.float32)
+    _norm(last, gf, hl, layer_norm, eps)
     h0 = lo // _VL
     h1 = (hi + pad) // _VL
     logits = np.empty((b_n, (h1 - h0) * _VL), np.float32)
-    _matvec(whead[h0 * d * _VL : h1 * d * _VL], d, h, logits, b_n)
+    _matvec(whead[h0 * d * _VL : h1 * d * _VL], d, hl, logits, b_n)
     off = h0 * _VL
     minus_inf = _F32(-np.inf)
     for b in range(b_n):
@@ -413,7 +436,7 @@ class FusedDecoder:
         kv = cache.kv
         return (
             tokens.dim() == 2
-            and tokens.shape[1] == 1
+            and 1 <= tokens.shape[1] <= MAX_TOKENS
             and w.device.type == "cpu"
             and w.dtype == torch.float32
             and kv.device.type == "cpu"
@@ -426,9 +449,10 @@ class FusedDecoder:
     def __call__(
         self, tokens: torch.Tensor, cache: KVCache, rows: tuple[int, int] | None = None
     ) -> torch.Tensor | None:
-        """Logits ``[B, 1, V]`` of the next id after ``tokens [B, 1]``, appended to ``cache``;
-        with ``rows = (lo, hi)`` only those ids' logits (the 16-row blocks that hold them go
-        through the output projection), the rest ``-inf``. ``None``: not supported here.
+        """Logits ``[B, 1, V]`` of the next id after ``tokens [B, t]`` (``t <=``
+        :data:`MAX_TOKENS`: the last position's only), all appended to ``cache``; with
+        ``rows = (lo, hi)`` only those ids' logits (the 16-row blocks that hold them go through
+        the output projection), the rest ``-inf``. ``None``: not supported here.
 
         Python work per call is kept to a minimum: after the kernel has streamed the weights,
         every interpreter step runs from a cold cache (~1 µs per attribute access), so a call
@@ -447,7 +471,7 @@ class FusedDecoder:
             # the same decode run: cache and weights are as the last call left them
             if (
                 tokens.dim() != 2
-                or tokens.shape[1] != 1
+                or not 1 <= tokens.shape[1] <= MAX_TOKENS
                 or (torch.is_grad_enabled() and self.model.embed.weight.requires_grad)
                 or self.model.training
             ):
@@ -468,9 +492,10 @@ class FusedDecoder:
             if self._kt.shape != shape:
                 self._kt = np.zeros(shape, np.float32)
             _sync_keys(kv, self._kt, pos)
-        if tokens.shape[0] != kv.shape[2] or pos >= kv.shape[4]:  # the kernel does not check
+        t_n = tokens.shape[1]
+        if tokens.shape[0] != kv.shape[2] or pos + t_n > kv.shape[4]:  # the kernel does not check
             raise ValueError(
-                f"{tokens.shape[0]} rows at position {pos} do not fit a cache of "
+                f"{tokens.shape[0]} rows of {t_n} tokens at position {pos} do not fit a cache of "
                 f"{kv.shape[2]} rows and {kv.shape[4]} positions"
             )
         ids = tokens.numpy() if tokens.dtype == torch.int64 else tokens.to(torch.int64).numpy()
@@ -505,9 +530,9 @@ class FusedDecoder:
             out,
         ):
             raise IndexError(f"token ids outside [0, {vocab})")
-        cache.length = pos + 1
+        cache.length = pos + t_n
         self._kv = kv
-        self._last = (weakref.ref(cache), pos + 1, cache.epoch)
+        self._last = (weakref.ref(cache), pos + t_n, cache.epoch)
         return torch.from_numpy(out)[:, None]
 
 

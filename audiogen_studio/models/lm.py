@@ -299,10 +299,11 @@ class TokenLM(nn.Module):
             self.register_buffer("rope_sin", sin.float(), persistent=False)
         else:
             self.register_buffer("alibi", alibi_slopes(c.heads), persistent=False)
-        #: Optional replacement of the one-token cached step, ``f(tokens [B, 1], cache, rows)
-        #: -> logits [B, 1, V]`` (with ``rows``, only those ids' logits, the rest ``-inf``) or
-        #: ``None`` to fall back to torch. ``engine/lm_fast.py`` installs a fused numba step
-        #: here (models/ itself imports no compiler).
+        #: Optional replacement of the cached step for one token or, when only the last
+        #: position's logits are wanted, a few: ``f(tokens [B, t], cache, rows) -> logits
+        #: [B, 1, V]`` of the last position (with ``rows``, only those ids' logits, the rest
+        #: ``-inf``) or ``None`` to fall back to torch. ``engine/lm_fast.py`` installs a fused
+        #: numba step here (models/ itself imports no compiler).
         self.fused_decode: (
             Callable[[torch.Tensor, KVCache, tuple[int, int] | None], torch.Tensor | None] | None
         ) = None
@@ -493,7 +494,7 @@ class TokenLM(nn.Module):
             )
         if rows is not None:
             rows = check_rows(rows, self.config.vocab_size)
-        if t == 1 and self.fused_decode is not None:
+        if (t == 1 or last_only) and self.fused_decode is not None:
             fused = self.fused_decode(tokens, cache, rows)
             if fused is not None:
                 return fused

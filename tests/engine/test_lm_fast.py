@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from audiogen_studio.engine.lm_fast import FusedDecoder, accelerate, decelerate
+from audiogen_studio.engine.lm_fast import MAX_TOKENS, FusedDecoder, accelerate, decelerate
 from audiogen_studio.models.lm import LMConfig, TokenLM
 
 TINY: dict[str, Any] = dict(vocab_size=40, dim=32, depth=2, heads=4, max_seq_len=64)
@@ -64,6 +64,35 @@ def test_fused_steps_equal_torch(fields: dict[str, Any]) -> None:
         cache.truncate(30)
         more = [model.forward_cached(x[:, 30:31], cache), model.forward_cached(x[:, 31:40], cache)]
         torch.testing.assert_close(torch.cat(more, 1), full[:, 30:40], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("fields", VARIANTS)
+def test_fused_calls_of_several_tokens_equal_torch(fields: dict[str, Any]) -> None:
+    """A call of t <= MAX_TOKENS ids per row (given ids fed before a sampled one) returns the
+    last one's logits and leaves the cache as t one-token steps would, causally within them."""
+    model = _model(**fields)
+    x = _tokens(3, 45)
+    with torch.inference_mode():
+        full = model(x)
+        accelerate(model)
+        cache = model.new_cache(3, 64)
+        model.forward_cached(x[:, :9], cache)  # torch prefill
+        i = 9
+        for t in (1, 3, 2, MAX_TOKENS, 4, 1, 5, 7, 1):
+            out = model.forward_cached(x[:, i : i + t], cache, last_only=True, rows=(8, 29))
+            assert out.shape == (3, 1, 40) and cache.length == i + t
+            torch.testing.assert_close(
+                out[:, 0, 8:29], full[:, i + t - 1, 8:29], atol=1e-5, rtol=1e-5
+            )
+            assert torch.isneginf(out[:, 0, :8]).all() and torch.isneginf(out[:, 0, 29:]).all()
+            i += t
+        # every key and value the kernel wrote is the full computation's: torch reads them
+        torch.testing.assert_close(
+            model.forward_cached(x[:, i : i + 3], cache), full[:, i : i + 3], atol=1e-5, rtol=1e-5
+        )
+        # all positions asked for: torch (the kernel gives the last one's logits only)
+        cache.truncate(20)
+        assert model.forward_cached(x[:, 20:23], cache).shape == (3, 3, 40)
 
 
 @pytest.mark.parametrize("fields", VARIANTS[:2])
@@ -149,7 +178,8 @@ def test_fused_step_declines_what_it_cannot_run() -> None:
     with torch.inference_mode():
         model.forward_cached(x[:, :4], cache)
         assert decoder(x[:, 4:], model.new_cache(1, 8, dtype=torch.float64)) is None
-        assert decoder(x[:, :2], cache) is None  # more than one token: torch's prefill
+        too_many = _tokens(1, MAX_TOKENS + 1)
+        assert decoder(too_many, model.new_cache(1, 16)) is None  # a prefill: torch's
     # gradients enabled on a model that needs them: torch (the kernel has no backward)
     assert decoder(x[:, 4:], cache) is None
     out = model.forward_cached(x[:, 4:], cache)
@@ -265,4 +295,9 @@ def test_the_kernel_is_never_called_beyond_its_cache() -> None:
         decoder(_tokens(1, 1), cache)
         with pytest.raises(ValueError, match="do not fit"):
             decoder(_tokens(2, 1), cache)  # two rows, a cache of one, in the same run
-    assert cache.length == 3
+        with pytest.raises(ValueError, match="do not fit"):
+            decoder(_tokens(1, 2), cache)  # positions 3 and 4: one too many
+        decoder(_tokens(1, 1), cache)
+        cache.truncate(2)
+        decoder(_tokens(1, 2), cache)  # positions 2 and 3: the last two
+    assert cache.length == 4
