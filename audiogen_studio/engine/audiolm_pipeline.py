@@ -201,6 +201,27 @@ class _Stream:
         # pass over the weights); a longer run (a prefill) through torch
         return self.model.forward_cached(pending, self.cache, last_only=True, rows=span)[:, -1]
 
+    def greedy(
+        self, count: int, spans: Callable[[int], tuple[int, int] | None]
+    ) -> torch.Tensor | None:
+        """``count`` greedy ids ``[B, count]`` (id ``i`` the argmax within ``spans(i)``), all
+        appended, in one fused CPU call (``FusedDecoder.greedy``, ``engine/lm_fast.py``): the
+        same ids as :meth:`next_logits` and a greedy draw per id. ``None`` when it cannot run
+        here (no fused step, the cache would slide on the way, a torch prefill is pending)."""
+        greedy = getattr(self.model.fused_decode, "greedy", None)  # engine/lm_fast.py's
+        total = self.tokens.shape[1]
+        pending = self.tokens[:, self.start + self.fed :]
+        if greedy is None or total + count - 1 - self.start > self.capacity or not pending.numel():
+            return None
+        vocab = self.model.config.vocab_size
+        ranges = [spans(i) or (0, vocab) for i in range(count)]
+        ids: torch.Tensor | None = greedy(pending, self.cache, ranges)
+        if ids is None:
+            return None
+        self.fed += pending.shape[1] + count - 1
+        self.tokens = torch.cat([self.tokens, ids.to(self.tokens.device)], dim=1)
+        return ids
+
 
 class _GuidedStream:
     """The coarse stage under classifier-free guidance (Ho & Salimans 2022; MusicGen §2.4).
@@ -759,7 +780,19 @@ class AudioLMEngine:
         generators: list[torch.Generator],
         cancel: threading.Event | None,
     ) -> torch.Tensor:
-        """Sample ``count`` ids ``[B, count]`` onto ``stream`` (id ``i`` within ``spans(i)``)."""
+        """Sample ``count`` ids ``[B, count]`` onto ``stream`` (id ``i`` within ``spans(i)``).
+
+        A greedy stage (temperature 0, e.g. the fine stage) on a plain stream runs them all in
+        one fused call where it can (:meth:`_Stream.greedy`): the same ids, without a Python
+        round trip per id."""
+        if (
+            type(stream) is _Stream
+            and self.stage_temperature(request, stream.stage) == 0.0
+            and not (cancel is not None and cancel.is_set())
+        ):
+            ids = stream.greedy(count, spans)
+            if ids is not None:
+                return ids.to(self.device)
         out = torch.empty(stream.tokens.shape[0], count, dtype=torch.long, device=self.device)
         for i in range(count):
             if cancel is not None and cancel.is_set():

@@ -29,8 +29,19 @@ each side by side):
   range-reduced polynomial ``exp`` (relative error < 5e-7) that vectorises; libm's ``expf`` is a
   scalar call per element (~14x slower per element here).
 
+Two more cut the calls per generated id (an AudioLM fine frame: 8 calls -> 1):
+
+- **A few ids per call.** A call may feed up to :data:`MAX_TOKENS` ids per row and returns the
+  last one's logits: the ``B·T`` tokens go through every matrix together (each weight vector
+  loaded once), attention causal among them. The coarse stage feeds its last code and the next
+  semantic token in one call, the fine stage its last code and a frame's coarse codes.
+- **Greedy runs in the kernel.** :meth:`FusedDecoder.greedy` picks ``N`` ids in one call, each
+  the argmax within its own id range and fed before the next: a stage at temperature 0 (the
+  shipped bundles' fine stage) makes a frame's codes without a Python round trip per id.
+
 Install it with :func:`accelerate`: ``TokenLM.forward_cached`` then routes every one-token call
-on a CPU float32 model through it (prefill, ``t > 1``, stays in torch, where it is efficient), so
+on a CPU float32 model through it, and every call of up to :data:`MAX_TOKENS` ids that wants
+only the last position's logits (longer ones, prefills, stay in torch, where they are cheaper), so
 ``TokenLM.generate`` and any caller of ``forward_cached`` get it with no other change. The copies
 are refreshed when a parameter is replaced or modified in place (data pointer or version counter
 changed), checked at the start of every decode run: any call that does not directly continue the
@@ -344,6 +355,63 @@ def _decode(
     return True
 
 
+@numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
+def _greedy(
+    ids: Any,  # int64 [B, T], C-contiguous: the ids to feed before the first choice
+    pos: int,
+    emb: Any,
+    g1: Any,
+    wqkv: Any,
+    wo: Any,
+    g2: Any,
+    wi: Any,
+    wout: Any,
+    gf: Any,
+    whead: Any,
+    f: int,
+    cos: Any,
+    sin: Any,
+    slopes: Any,
+    kv: Any,
+    kt: Any,
+    rotary: bool,
+    swiglu: bool,
+    layer_norm: bool,
+    eps: float,
+    spans: Any,  # int64 [N, 2]: id k is the argmax over [spans[k, 0], spans[k, 1])
+    chosen: Any,  # int64 [B, N] output
+    out: Any,  # [B, V] scratch for the logits
+) -> bool:
+    """``N`` greedy ids of every row: feed ``ids``, take the argmax of the next id's logits
+    within ``spans[0]`` (the first maximum, as ``torch.argmax``), feed it, and so on; the last
+    chosen id is not fed (a caller feeds it with what follows). Writes the cache at ``pos ..
+    pos + T + N - 2``. ``False`` (nothing written) when an id of ``ids`` is outside ``[0, V)``."""
+    b_n = ids.shape[0]
+    cur = ids
+    p = pos
+    for k in range(spans.shape[0]):
+        lo = spans[k, 0]
+        hi = spans[k, 1]
+        if not _decode(
+            cur, p, emb, g1, wqkv, wo, g2, wi, wout, gf, whead, f, cos, sin, slopes, kv, kt,
+            rotary, swiglu, layer_norm, eps, lo, hi, out,
+        ):  # fmt: skip
+            return False
+        p += cur.shape[1]
+        nxt = np.empty((b_n, 1), np.int64)
+        for b in range(b_n):
+            best = lo
+            top = out[b, lo]
+            for i in range(lo + 1, hi):
+                if out[b, i] > top:
+                    top = out[b, i]
+                    best = i
+            chosen[b, k] = best
+            nxt[b, 0] = best
+        cur = nxt
+    return True
+
+
 def _np(t: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(t.detach().to("cpu", torch.float32).numpy())
 
@@ -446,29 +514,18 @@ class FusedDecoder:
             and not self.model.training
         )
 
-    def __call__(
-        self, tokens: torch.Tensor, cache: KVCache, rows: tuple[int, int] | None = None
-    ) -> torch.Tensor | None:
-        """Logits ``[B, 1, V]`` of the next id after ``tokens [B, t]`` (``t <=``
-        :data:`MAX_TOKENS`: the last position's only), all appended to ``cache``; with
-        ``rows = (lo, hi)`` only those ids' logits (the 16-row blocks that hold them go through
-        the output projection), the rest ``-inf``. ``None``: not supported here.
+    def _begin(self, tokens: torch.Tensor, cache: KVCache) -> np.ndarray | None:
+        """The NumPy view of ``cache`` for a fused call feeding ``tokens [B, t]`` (``None``: not
+        supported here). A call that continues the last one on the same cache reuses its
+        checks and view; another starts a new decode run: re-check the weights and mirror the
+        keys torch wrote.
 
         Python work per call is kept to a minimum: after the kernel has streamed the weights,
-        every interpreter step runs from a cold cache (~1 µs per attribute access), so a call
-        that continues the previous one on the same cache reuses its checks and NumPy view.
+        every interpreter step runs from a cold cache (~1 µs per attribute access).
         """
-        vocab = self._vocab
-        if rows is None:
-            lo, hi = 0, vocab
-        else:
-            lo, hi = rows
-            if not 0 <= lo < hi <= vocab:
-                check_rows(rows, vocab)  # raises with the message
         pos = cache.length
         last = self._last
         if last is not None and last[0]() is cache and last[1] == pos and last[2] == cache.epoch:
-            # the same decode run: cache and weights are as the last call left them
             if (
                 tokens.dim() != 2
                 or not 1 <= tokens.shape[1] <= MAX_TOKENS
@@ -480,8 +537,6 @@ class FusedDecoder:
         else:
             if not self.supports(tokens, cache):
                 return None
-            # a new decode run (after a prefill, reset, truncate, or on another cache): re-check
-            # the weights and mirror the keys torch wrote
             key = self._fingerprint()
             if key != self._key:
                 self._pack()
@@ -492,48 +547,90 @@ class FusedDecoder:
             if self._kt.shape != shape:
                 self._kt = np.zeros(shape, np.float32)
             _sync_keys(kv, self._kt, pos)
-        t_n = tokens.shape[1]
-        if tokens.shape[0] != kv.shape[2] or pos + t_n > kv.shape[4]:  # the kernel does not check
+        return kv
+
+    @staticmethod
+    def _ids(tokens: torch.Tensor, kv: np.ndarray, pos: int, fed: int) -> np.ndarray:
+        """``tokens`` as C-contiguous int64, once checked that ``fed`` positions from ``pos``
+        fit the cache (the kernel does not check)."""
+        if tokens.shape[0] != kv.shape[2] or pos + fed > kv.shape[4]:
             raise ValueError(
-                f"{tokens.shape[0]} rows of {t_n} tokens at position {pos} do not fit a cache of "
+                f"{tokens.shape[0]} rows of {fed} tokens at position {pos} do not fit a cache of "
                 f"{kv.shape[2]} rows and {kv.shape[4]} positions"
             )
         ids = tokens.numpy() if tokens.dtype == torch.int64 else tokens.to(torch.int64).numpy()
         if not ids.flags.c_contiguous:  # e.g. a column of a [B, L] batch: one kernel layout
             ids = np.ascontiguousarray(ids)
+        return ids
+
+    def _end(self, cache: KVCache, kv: np.ndarray, length: int) -> None:
+        cache.length = length
+        self._kv = kv
+        self._last = (weakref.ref(cache), length, cache.epoch)
+
+    def __call__(
+        self, tokens: torch.Tensor, cache: KVCache, rows: tuple[int, int] | None = None
+    ) -> torch.Tensor | None:
+        """Logits ``[B, 1, V]`` of the next id after ``tokens [B, t]`` (``t <=``
+        :data:`MAX_TOKENS`: the last position's only), all appended to ``cache``; with
+        ``rows = (lo, hi)`` only those ids' logits (the 16-row blocks that hold them go through
+        the output projection), the rest ``-inf``. ``None``: not supported here."""
+        vocab = self._vocab
+        if rows is None:
+            lo, hi = 0, vocab
+        else:
+            lo, hi = rows
+            if not 0 <= lo < hi <= vocab:
+                check_rows(rows, vocab)  # raises with the message
+        kv = self._begin(tokens, cache)
+        if kv is None:
+            return None
+        pos = cache.length
+        t_n = tokens.shape[1]
+        ids = self._ids(tokens, kv, pos, t_n)
         out = np.empty((ids.shape[0], vocab), np.float32)
         emb, g1, wqkv, wo, g2, wi, wout, gf, whead = self._weights
         if not _decode(
-            ids,
-            pos,
-            emb,
-            g1,
-            wqkv,
-            wo,
-            g2,
-            wi,
-            wout,
-            gf,
-            whead,
-            self._hidden,
-            self._cos,
-            self._sin,
-            self._slopes,
-            kv,
-            self._kt,
-            self._rotary,
-            self._swiglu,
-            self._layer_norm,
-            self._eps,
-            lo,
-            hi,
-            out,
-        ):
+            ids, pos, emb, g1, wqkv, wo, g2, wi, wout, gf, whead, self._hidden, self._cos,
+            self._sin, self._slopes, kv, self._kt, self._rotary, self._swiglu,
+            self._layer_norm, self._eps, lo, hi, out,
+        ):  # fmt: skip
             raise IndexError(f"token ids outside [0, {vocab})")
-        cache.length = pos + t_n
-        self._kv = kv
-        self._last = (weakref.ref(cache), pos + t_n, cache.epoch)
+        self._end(cache, kv, pos + t_n)
         return torch.from_numpy(out)[:, None]
+
+    def greedy(
+        self, tokens: torch.Tensor, cache: KVCache, spans: list[tuple[int, int]]
+    ) -> torch.Tensor | None:
+        """``len(spans)`` greedy ids ``[B, N]`` after ``tokens [B, t]``, in ONE kernel call:
+        id ``k`` is the argmax of its logits within ``spans[k] = (lo, hi)`` (the first maximum,
+        as ``torch.argmax``), and each is fed before the next (the last is not: it is pending,
+        as after a one-token call whose logits were sampled). Equal to feeding ``tokens``
+        through :meth:`__call__` and then ``N - 1`` chosen ids, one call each; the cache grows
+        by ``t + N - 1``. ``None``: not supported here (the caller loops in Python)."""
+        if not spans:
+            raise ValueError("greedy needs at least one span")
+        vocab = self._vocab
+        for span in spans:
+            if not 0 <= span[0] < span[1] <= vocab:
+                check_rows(span, vocab)
+        kv = self._begin(tokens, cache)
+        if kv is None:
+            return None
+        pos = cache.length
+        fed = tokens.shape[1] + len(spans) - 1
+        ids = self._ids(tokens, kv, pos, fed)
+        chosen = np.empty((ids.shape[0], len(spans)), np.int64)
+        out = np.empty((ids.shape[0], vocab), np.float32)
+        emb, g1, wqkv, wo, g2, wi, wout, gf, whead = self._weights
+        if not _greedy(
+            ids, pos, emb, g1, wqkv, wo, g2, wi, wout, gf, whead, self._hidden, self._cos,
+            self._sin, self._slopes, kv, self._kt, self._rotary, self._swiglu,
+            self._layer_norm, self._eps, np.asarray(spans, np.int64), chosen, out,
+        ):  # fmt: skip
+            raise IndexError(f"token ids outside [0, {vocab})")
+        self._end(cache, kv, pos + fed)
+        return torch.from_numpy(chosen)
 
 
 def accelerate(model: TokenLM, *, fp16_weights: bool | None = None) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from audiolm_stack import pushed_codes, random_audiolm_bundle
 
 from audiogen_studio.audio import synth
 from audiogen_studio.audio.clip import Clip
+from audiogen_studio.engine import audiolm_pipeline
 from audiogen_studio.engine.api import GenerationError, GenerationRequest
 from audiogen_studio.engine.audiolm_pipeline import AudioLMEngine
 from audiogen_studio.engine.bundles import BundleError, read_bundle
@@ -335,3 +337,32 @@ def test_a_long_prompt_at_another_rate_is_resampled_only_where_it_is_heard(
     assert resampled_frames[0] <= (heard + 0.1) * 48000 < long.frames / 4
     kept = long.frames - 48000  # all but the last second (its end is crossfaded)
     assert take.complete and np.array_equal(take.output.samples[:, :kept], long.samples[:, :kept])
+
+
+def test_a_greedy_stage_runs_in_one_fused_call_with_the_same_codes(
+    engine: AudioLMEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stage at temperature 0 (the shipped bundles' fine stage) picks each frame's ids in one
+    fused call where it can; the codes equal those of one call and one argmax per id, also
+    across the caches' slides (where it falls back to that loop)."""
+    request = GenerationRequest(
+        prompt=_prompt(1.0),
+        seconds=1.2,
+        takes=2,
+        seed=5,
+        stage_temperatures={"semantic": 1.0, "coarse": 1.0, "fine": 0.0},
+    )
+    greedy = audiolm_pipeline._Stream.greedy
+    runs = {"fused": 0, "declined": 0}
+
+    def counting(self: audiolm_pipeline._Stream, count: int, spans: Any) -> torch.Tensor | None:
+        ids = greedy(self, count, spans)
+        runs["fused" if ids is not None else "declined"] += 1
+        return ids
+
+    monkeypatch.setattr(audiolm_pipeline._Stream, "greedy", counting)
+    fused = pushed_codes(engine, request)
+    assert runs["fused"] > 0 and runs["declined"] > 0  # the fine cache (8 frames) slides
+    monkeypatch.setattr(audiolm_pipeline._Stream, "greedy", lambda *args: None)
+    looped = pushed_codes(engine, request)
+    assert torch.equal(fused, looped)

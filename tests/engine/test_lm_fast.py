@@ -95,6 +95,43 @@ def test_fused_calls_of_several_tokens_equal_torch(fields: dict[str, Any]) -> No
         assert model.forward_cached(x[:, 20:23], cache).shape == (3, 3, 40)
 
 
+@pytest.mark.parametrize("fields", VARIANTS)
+def test_greedy_ids_in_one_call_equal_torch_step_by_step(fields: dict[str, Any]) -> None:
+    """FusedDecoder.greedy: the argmax within each step's span, fed before the next (the last
+    one not), in one kernel call -- the ids and the cache torch gives one step at a time."""
+    model = _model(**fields)
+    x = _tokens(2, 12)
+    spans = [(3, 19), (0, 40), (16, 33), (33, 40), (5, 6)]
+    with torch.inference_mode():
+        reference = model.new_cache(2, 64)
+        logits = model.forward_cached(x, reference)[:, -1]  # torch all the way
+        expected = []
+        for i, (lo, hi) in enumerate(spans):
+            ids = logits[:, lo:hi].argmax(-1) + lo
+            expected.append(ids)
+            if i + 1 < len(spans):
+                logits = model.forward_cached(ids[:, None], reference)[:, -1]
+        accelerate(model)
+        decoder = model.fused_decode
+        assert isinstance(decoder, FusedDecoder)
+        cache = model.new_cache(2, 64)
+        model.forward_cached(x[:, :9], cache)  # torch prefill, then 3 ids and 5 choices fused
+        chosen = decoder.greedy(x[:, 9:], cache, spans)
+        assert chosen is not None and chosen.dtype == torch.int64
+        assert torch.equal(chosen, torch.stack(expected, 1))
+        assert cache.length == reference.length == 12 + len(spans) - 1
+        n = cache.length
+        torch.testing.assert_close(
+            cache.kv[:, :, :, :, :n], reference.kv[:, :, :, :, :n], atol=1e-5, rtol=1e-5
+        )
+        with pytest.raises(ValueError, match="do not fit"):
+            decoder.greedy(x[:, :1], cache, [(0, 40)] * (64 - n + 1))
+        with pytest.raises(ValueError):
+            decoder.greedy(x[:, :1], cache, [(0, 41)])
+        assert cache.length == n
+        assert decoder.greedy(_tokens(2, MAX_TOKENS + 1), cache, [(0, 40)]) is None
+
+
 @pytest.mark.parametrize("fields", VARIANTS[:2])
 def test_generate_with_the_fused_step_is_unchanged(fields: dict[str, Any]) -> None:
     model = _model(**fields)
