@@ -249,6 +249,8 @@ class _GuidedStream:
 
     def _null(self, ids: torch.Tensor, offset: int) -> torch.Tensor:
         """``ids [B, n]`` (starting at sequence position ``offset``) without semantic ids."""
+        if ids.shape[1] == 1:  # one id per push while sampling: a code, or a semantic token
+            return ids if offset % self.group else torch.full_like(ids, self.null_id)
         semantic = (torch.arange(offset, offset + ids.shape[1]) % self.group) == 0
         out = ids.clone()
         out[:, semantic.to(out.device)] = self.null_id
@@ -273,9 +275,10 @@ class _GuidedStream:
         if span is None:
             return uncond + self.scale * (cond - uncond)
         lo, hi = span
-        out = torch.full_like(cond, float("-inf"))
-        out[:, lo:hi] = uncond[:, lo:hi] + self.scale * (cond[:, lo:hi] - uncond[:, lo:hi])
-        return out
+        # in place: ``uncond`` is this call's own tensor, and -inf outside the span already
+        u = uncond[:, lo:hi]
+        u.add_((cond[:, lo:hi] - u).mul_(self.scale))
+        return uncond
 
 
 class _CacheMixedStream(_Stream):
