@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--rank-by",
-        choices=["voice", "pitch"],
+        choices=["voice", "pitch", "rhythm", "pitch+rhythm"],
         default=None,
         help="what --best-of ranks by (default: the bundle's generation.rank_by)",
     )

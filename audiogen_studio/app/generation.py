@@ -87,7 +87,7 @@ class GenerationResult:
         matches: take index → how well its continuation matches the prompt in ``rank_by``
             (:mod:`~audiogen_studio.engine.take_ranking`; higher is better), for requests of
             several takes with a bundle that names what to rank by; else empty.
-        rank_by: ``"voice"`` or ``"pitch"`` when ``matches`` is filled.
+        rank_by: the aspect (``take_ranking.ASPECTS``) when ``matches`` is filled.
     """
 
     takes: list[Take]

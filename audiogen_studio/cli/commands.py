@@ -57,10 +57,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     cp.add_argument(
         "--rank-by",
-        choices=["voice", "pitch", "none"],
+        choices=["voice", "pitch", "rhythm", "pitch+rhythm", "none"],
         default=None,
         help="what the bundle's takes are ranked by against their prompt (continue --best-of; "
-        "the app's take ranks): voice (speech) or pitch (music); none removes it",
+        "the app's take ranks): voice (speech), pitch, rhythm or pitch+rhythm (music); none "
+        "removes it",
     )
     cp.add_argument(
         "--candidates",

@@ -61,11 +61,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--rank-by",
-        choices=["voice", "pitch"],
+        choices=["voice", "pitch", "rhythm", "pitch+rhythm"],
         default=None,
-        help="how takes are ranked against the prompt: voice (its spectrum: speech) or pitch "
-        "(its pitch classes: music); default: the bundle's (generation.rank_by). With "
-        "several takes each one's match is printed",
+        help="how takes are ranked against the prompt: voice (its spectrum: speech), pitch "
+        "(its pitch classes: music), rhythm (how its onsets recur: music) or pitch+rhythm; "
+        "default: the bundle's (generation.rank_by). With several takes each one's match is "
+        "printed",
     )
     p.add_argument("--seed", type=int, default=None, help="seed that reproduces the takes")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
@@ -270,7 +271,8 @@ def _aspect(args: argparse.Namespace, generate: int) -> Aspect | None:
         aspect = None  # a missing or broken bundle is reported when it is loaded
     if aspect is None and generate > int(args.takes):
         raise CliError(
-            f"{args.model} names nothing to rank takes by: pass --rank-by voice or pitch"
+            f"{args.model} names nothing to rank takes by: pass --rank-by voice, pitch, rhythm "
+            "or pitch+rhythm"
         )
     return aspect
 

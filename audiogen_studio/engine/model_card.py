@@ -319,7 +319,9 @@ def update_bundle(
             if not 1 <= candidates <= MAX_CANDIDATES:
                 raise BundleError(f"candidates must be 1..{MAX_CANDIDATES}, got {candidates}")
             if candidates > 1 and generation.get("rank_by") not in ASPECTS:
-                raise BundleError("candidates > 1 needs rank_by (voice or pitch) first")
+                raise BundleError(
+                    "candidates > 1 needs rank_by (voice, pitch, rhythm or pitch+rhythm) first"
+                )
             if candidates > 1:
                 generation["candidates"] = int(candidates)
             else:
@@ -596,11 +598,12 @@ def render_model_card(info: BundleInfo) -> str:
     lines += _adaptation_lines(info.generation.get("adaptation"))
     aspect = info.generation.get("rank_by")
     if aspect in ASPECTS:
-        what = (
-            "the long-term spectrum of its voice"
-            if aspect == "voice"
-            else "the pitch-class profile (key and harmony)"
-        )
+        what = {
+            "voice": "the long-term spectrum of its voice",
+            "pitch": "the pitch-class profile (key and harmony)",
+            "rhythm": "the periodicity of its onsets (rhythm)",
+            "pitch+rhythm": "the pitch-class profile and the periodicity of its onsets",
+        }[aspect]
         lines += [
             "",
             "## Best of N takes",

@@ -425,7 +425,7 @@ def evaluate_continuations(
             loading ``model`` (tests, or several runs on one engine).
         progress: called as ``progress(done, total)`` after each prompt.
         best_of: takes generated together per prompt; the one whose continuation matches its
-            prompt best in ``rank_by`` (``"voice"`` or ``"pitch"``, needed when ``best_of > 1``;
+            prompt best in ``rank_by`` (an aspect of ``take_ranking``, needed when ``best_of > 1``;
             :mod:`~audiogen_studio.engine.take_ranking`) is scored. The real-time factor counts
             every take's compute and the ranking, per second of the kept take.
         candidates: candidate beginnings per take, the best kept early by the engine

@@ -401,7 +401,7 @@ def test_rank_by_is_recorded_checked_shown_and_removed(
     assert bundles.read_bundle(folder).generation == {"rank_by": "voice"}
     card = (folder / "README.md").read_text()
     assert "## Best of N takes" in card and "the long-term spectrum of its voice" in card
-    with pytest.raises(bundles.BundleError, match="rank_by must be voice or pitch"):
+    with pytest.raises(bundles.BundleError, match="rank_by must be voice or pitch or rhythm"):
         model_card.update_bundle(folder, rank_by="loudness")
     assert main(["models", "card", str(folder), "--rank-by", "none"]) == 0
     capsys.readouterr()

@@ -74,6 +74,40 @@ def test_pitch_prefers_the_continuation_in_the_prompts_key() -> None:
     assert order[0][1] == pytest.approx(good, abs=1e-6)
 
 
+def _beats(seconds: float, period: float, seed: int) -> npt.NDArray[np.float32]:
+    """Decaying noise bursts every ``period`` s, every fourth one louder (a bar of four)."""
+    rng = np.random.default_rng(seed)
+    n = round(seconds * RATE)
+    x = np.zeros(n)
+    burst = rng.standard_normal(round(0.12 * RATE)) * np.exp(-np.arange(round(0.12 * RATE)) / 400)
+    for k in range(int(seconds / period) + 1):
+        start = round(k * period * RATE)
+        piece = burst[: max(0, n - start)] * (1.0 if k % 4 == 0 else 0.5)
+        x[start : start + piece.size] += piece
+    return (0.2 * x / np.abs(x).max()).astype(np.float32)
+
+
+def test_rhythm_prefers_the_continuation_at_the_prompts_pulse() -> None:
+    prompt = _beats(3.0, 0.5, seed=0)  # 120 BPM
+    same = _beats(4.0, 0.5, seed=1)  # other bursts, the same pulse
+    slower, faster = _beats(4.0, 0.6, seed=2), _beats(4.0, 0.4, seed=3)  # 100 and 150 BPM
+    good = match_score(prompt, same, RATE, "rhythm")
+    assert -1.0 <= match_score(prompt, slower, RATE, "rhythm") < good <= 1.0
+    assert match_score(prompt, faster, RATE, "rhythm") < good
+    assert good > 0.8
+    assert rank(prompt, [slower, same, faster], RATE, "rhythm")[0][0] == 1
+    # pitch+rhythm is the sum of the two scores
+    chord = _chord(3.0, [60, 64, 67]) + prompt
+    take = _chord(4.0, [64, 67, 72], seed=4) + same
+    both = match_score(chord, take, RATE, "pitch+rhythm")
+    assert both == pytest.approx(
+        match_score(chord, take, RATE, "pitch") + match_score(chord, take, RATE, "rhythm"),
+        abs=1e-9,
+    )
+    # silence has no pulse: a flat envelope scores 0, not NaN
+    assert match_score(prompt, np.zeros(2 * RATE, np.float32), RATE, "rhythm") == 0.0
+
+
 def test_channels_and_rates_are_handled_and_bad_audio_is_refused() -> None:
     prompt = _chord(2.0, [60, 64, 67])
     prompt.setflags(write=False)  # a Clip's samples are read-only: scored without a warning
