@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         "--rank-by",
         choices=["voice", "pitch", "rhythm", "pitch+rhythm"],
         default=None,
-        help="what --best-of ranks by (default: the bundle's generation.rank_by)",
+        help="what --best-of and --candidates rank by (default: the bundle's generation.rank_by)",
     )
     ap.add_argument(
         "--candidates",
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             "best_of": a.best_of,
             "candidates": a.candidates,
             "choose_after": _choose_after(a) if (a.candidates or 1) > 1 else None,
-            "rank_by": _rank_by(a) if a.best_of > 1 else None,
+            "rank_by": _rank_by(a) if a.best_of > 1 or (a.candidates or 1) > 1 else None,
         },
     }
     targets: dict[str, Any] = {}
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                 device=a.device,
                 best_of=a.best_of,
                 candidates=a.candidates,
-                rank_by=_rank_by(a) if a.best_of > 1 else None,
+                rank_by=_rank_by(a) if a.best_of > 1 else a.rank_by,
             )
         except EvaluationError as exc:
             result[key] = {"note": str(exc)}

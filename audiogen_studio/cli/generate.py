@@ -173,6 +173,7 @@ def _run(args: argparse.Namespace, mode: str, source: str) -> int:
             adapt_steps=getattr(args, "adapt_steps", None),
             candidates=getattr(args, "candidates", None),
             level_match=getattr(args, "level_match", None),
+            rank_by=getattr(args, "rank_by", None),
         )
         engine = load_engine(
             args.model, mode=mode, device=args.device, engine=getattr(args, "engine", "auto")

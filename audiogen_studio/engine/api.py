@@ -20,6 +20,10 @@ import numpy.typing as npt
 from audiogen_studio.audio.clip import Clip
 
 Mode = Literal["continue", "vocode"]
+#: What takes and candidate beginnings can be ranked by against their prompt
+#: (``engine/take_ranking.py`` computes each score).
+Aspect = Literal["voice", "pitch", "rhythm", "pitch+rhythm"]
+ASPECTS: tuple[Aspect, ...] = ("voice", "pitch", "rhythm", "pitch+rhythm")
 MAX_TAKES = 8
 #: most candidate beginnings per take a request may ask for (:attr:`GenerationRequest.candidates`)
 MAX_CANDIDATES = 8
@@ -81,9 +85,11 @@ class GenerationRequest:
             (``generation.adaptation``), ``0``: none. Engines without LMs ignore it.
         candidates: continuation: beginnings sampled per take (1–8); the engine generates them
             together for the bundle's first ``choose_after`` seconds, keeps the one that matches
-            the prompt best (``engine/take_ranking.py``, by the bundle's ``rank_by``) and goes on
-            with it alone, so a take's audio starts once the choice is made. ``None``: the
-            bundle's default (``generation.candidates``, else 1: no choice).
+            the prompt best (``engine/take_ranking.py``, by ``rank_by``) and goes on with it
+            alone, so a take's audio starts once the choice is made. ``None``: the bundle's
+            default (``generation.candidates``, else 1: no choice).
+        rank_by: what candidate beginnings are ranked by (one of :data:`ASPECTS`); ``None``: the
+            bundle's (``generation.rank_by``).
         level_match: continuation: keep the generated audio at the prompt's level
             (``engine/level_match.py``; token models, whose level is the decoder's, not the
             prompt's). ``None``: the bundle's default (``generation.level_match``, else off).
@@ -103,6 +109,7 @@ class GenerationRequest:
     adapt_steps: int | None = None
     candidates: int | None = None
     level_match: bool | None = None
+    rank_by: Aspect | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("continue", "vocode"):
@@ -126,6 +133,10 @@ class GenerationRequest:
             raise GenerationError(f"chunk_seconds must be 0.005–2, got {self.chunk_seconds}")
         if self.prompt.frames == 0:
             raise GenerationError("the prompt is empty")
+        if self.rank_by is not None and self.rank_by not in ASPECTS:
+            raise GenerationError(
+                f"rank_by must be one of {', '.join(ASPECTS)} or None, got {self.rank_by!r}"
+            )
         if self.level_match is not None and not isinstance(self.level_match, bool):
             raise GenerationError(
                 f"level_match must be true, false or None, got {self.level_match!r}"

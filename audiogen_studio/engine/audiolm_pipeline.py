@@ -835,7 +835,7 @@ class AudioLMEngine:
         seed = request.resolved_seed()
         takes = request.takes
         n_cand = self.candidates_for(request)
-        aspect: Aspect = self.choice.rank_by or "voice"  # only read when there are candidates
+        aspect: Aspect = self.choice.aspect_for(request) or "voice"  # read with candidates only
         rows = takes * n_cand
         generators = [
             torch.Generator().manual_seed(_take_seed(seed, b, c))

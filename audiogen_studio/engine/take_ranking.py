@@ -37,7 +37,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -46,9 +46,11 @@ import torch
 from audiogen_studio.audio.display import mel_filterbank
 from audiogen_studio.audio.io import resample_array
 from audiogen_studio.engine.api import (
+    ASPECTS,
     CHOOSE_AFTER_RANGE,
     DEFAULT_CHOOSE_AFTER,
     MAX_CANDIDATES,
+    Aspect,
     GenerationError,
     GenerationRequest,
 )
@@ -64,8 +66,6 @@ __all__ = [
     "rank",
 ]
 
-Aspect = Literal["voice", "pitch", "rhythm", "pitch+rhythm"]
-ASPECTS: tuple[Aspect, ...] = ("voice", "pitch", "rhythm", "pitch+rhythm")
 
 _RATE = 16_000  # both analyses run at 16 kHz
 _N_FFT, _HOP, _N_MELS = 1024, 320, 80
@@ -264,9 +264,15 @@ class ChoiceSettings:
             GenerationError: more than one, and nothing to rank them by.
         """
         n = self.candidates if request.candidates is None else int(request.candidates)
-        if n > 1 and self.rank_by is None:
+        if n > 1 and self.aspect_for(request) is None:
             raise GenerationError(
                 f"{engine} names nothing to rank candidates by (bundle.json "
-                "generation.rank_by): ask for one candidate per take"
+                "generation.rank_by): ask for one candidate per take, or name what to rank "
+                "them by"
             )
         return n
+
+    def aspect_for(self, request: GenerationRequest) -> Aspect | None:
+        """What ``request``'s candidates are ranked by: its own ``rank_by``, else these
+        settings'."""
+        return request.rank_by if request.rank_by is not None else self.rank_by

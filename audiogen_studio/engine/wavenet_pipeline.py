@@ -32,7 +32,7 @@ import torch
 
 from audiogen_studio.audio import edit, io
 from audiogen_studio.audio.clip import Clip
-from audiogen_studio.engine.api import AudioChunk, GenerationError, GenerationRequest
+from audiogen_studio.engine.api import Aspect, AudioChunk, GenerationError, GenerationRequest
 from audiogen_studio.engine.bundles import BundleError, BundleInfo
 from audiogen_studio.engine.take_ranking import ChoiceSettings, RankingError, match_score
 from audiogen_studio.engine.wavenet_fast import FastWaveNet
@@ -215,7 +215,8 @@ class WaveNetEngine:
             if not held:
                 return  # stopped before any sample
             began = np.concatenate(held, axis=1)  # [takes·N, n]
-            kept = self._choose(audio, mulaw_decode(began, bits), takes, n_cand)
+            aspect = self.choice.aspect_for(request) or "voice"
+            kept = self._choose(audio, mulaw_decode(began, bits), takes, n_cand, aspect)
             rngs = [rngs[k] for k in kept]
             for classes in held:
                 yield from chunks(classes[kept], done)
@@ -228,10 +229,11 @@ class WaveNetEngine:
             yield from chunks(classes, done)
             done += classes.shape[1]
 
-    def _choose(self, prompt: np.ndarray, heard: np.ndarray, takes: int, n_cand: int) -> list[int]:
-        """Each take's best candidate row of ``heard [takes·N, n]`` against ``prompt [T]``
-        (candidate 0 when its audio is too short to rank)."""
-        aspect = self.choice.rank_by or "voice"
+    def _choose(
+        self, prompt: np.ndarray, heard: np.ndarray, takes: int, n_cand: int, aspect: Aspect
+    ) -> list[int]:
+        """Each take's best candidate row of ``heard [takes·N, n]`` against ``prompt [T]`` in
+        ``aspect`` (candidate 0 when its audio is too short to rank)."""
         kept = []
         for b in range(takes):
             try:

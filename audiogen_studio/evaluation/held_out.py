@@ -425,9 +425,12 @@ def evaluate_continuations(
             loading ``model`` (tests, or several runs on one engine).
         progress: called as ``progress(done, total)`` after each prompt.
         best_of: takes generated together per prompt; the one whose continuation matches its
-            prompt best in ``rank_by`` (an aspect of ``take_ranking``, needed when ``best_of > 1``;
-            :mod:`~audiogen_studio.engine.take_ranking`) is scored. The real-time factor counts
-            every take's compute and the ranking, per second of the kept take.
+            prompt best in ``rank_by`` (an aspect of
+            :mod:`~audiogen_studio.engine.take_ranking`, needed when ``best_of > 1``) is
+            scored. The real-time factor counts every take's compute and the ranking, per
+            second of the kept take.
+        rank_by: what ``best_of`` ranks the takes by, and the engine the candidates
+            (``None``: the bundle's ``generation.rank_by`` for the candidates).
         candidates: candidate beginnings per take, the best kept early by the engine
             (:attr:`~audiogen_studio.engine.api.GenerationRequest.candidates`; ``None``: the
             bundle's default).
@@ -486,6 +489,7 @@ def evaluate_continuations(
             adapt_steps=adapt_steps,
             takes=best_of,
             candidates=candidates,
+            rank_by=rank_by if rank_by in ASPECTS else None,
         )
         started = time.perf_counter()
         try:

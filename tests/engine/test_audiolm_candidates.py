@@ -142,6 +142,30 @@ def test_stopping_while_choosing_keeps_the_best_partial_take(engine: AudioLMEngi
     assert take.lead_in is not None  # the held first window's lead-in came with it
 
 
+def test_a_request_names_what_its_candidates_are_ranked_by(
+    engine: AudioLMEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    aspects: list[str] = []
+
+    def score(prompt: object, continuation: object, rate: int, aspect: str) -> float:
+        aspects.append(aspect)
+        return 0.0
+
+    monkeypatch.setattr(pipeline, "match_score", score)
+    _run(engine, candidates=2)  # the bundle's: voice
+    request = GenerationRequest(
+        prompt=_prompt(), seconds=1.2, seed=5, candidates=2, rank_by="pitch+rhythm"
+    )
+    collect(engine, request)
+    assert aspects == ["voice", "voice", "pitch+rhythm", "pitch+rhythm"]
+    # a bundle that names nothing to rank by: the request's aspect is enough
+    engine.choice = ChoiceSettings()
+    collect(engine, replace(request, rank_by="rhythm"))
+    assert aspects[-2:] == ["rhythm", "rhythm"]
+    with pytest.raises(GenerationError, match="rank_by must be one of"):
+        GenerationRequest(prompt=_prompt(), rank_by="loud")  # type: ignore[arg-type]
+
+
 def test_candidates_are_checked(folder: Path, engine: AudioLMEngine, tmp_path: Path) -> None:
     for bad in (0, 9, True):
         with pytest.raises(GenerationError, match="candidates must be an integer 1–8"):

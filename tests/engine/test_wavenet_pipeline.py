@@ -363,7 +363,7 @@ def test_cli_best_of_keeps_the_takes_that_match_the_prompt_best(
     assert main([*base, "--takes", "2", "--best-of", "1", "--overwrite"]) == 2
     assert "--best-of 1 must be at least --takes 2" in capsys.readouterr().err
     assert main([*base, "--best-of", "2", "--overwrite"]) == 2
-    assert "pass --rank-by voice or pitch" in capsys.readouterr().err
+    assert "pass --rank-by voice, pitch, rhythm or pitch+rhythm" in capsys.readouterr().err
 
 
 def test_wavenet_candidate_beginnings_go_on_as_they_would_have(

@@ -272,7 +272,7 @@ def test_best_of_n_scores_the_take_that_matches_its_prompt(tmp_path: Path) -> No
     assert three.best_of == 3 and three.rank_by == "pitch"
     assert three.summary["key_score"]["value"] == 1.0
     assert three.summary["chroma_correlation"]["value"] > one.summary["chroma_correlation"]["value"]
-    with pytest.raises(EvaluationError, match="needs rank_by voice or pitch"):
+    with pytest.raises(EvaluationError, match="needs rank_by voice or pitch or rhythm"):
         run(2, None)
     with pytest.raises(EvaluationError, match="best_of must be 1..8"):
         run(9)
