@@ -50,7 +50,7 @@ from audiogen_studio.audio.clip import Clip
 from audiogen_studio.audio.errors import AudioError
 from audiogen_studio.audio.ringbuffer import RingBuffer
 from audiogen_studio.engine import bundles, warmup
-from audiogen_studio.engine.api import Engine, GenerationError, GenerationRequest
+from audiogen_studio.engine.api import Aspect, Engine, GenerationError, GenerationRequest
 from audiogen_studio.engine.loader import load_engine
 from audiogen_studio.engine.take_ranking import RankingError, bundle_aspect, match_score
 from audiogen_studio.engine.takes import Take, TakeCollector
@@ -106,15 +106,17 @@ class GenerationResult:
     rank_by: str | None = None
 
 
-def _match_takes(model: str, takes: list[Take]) -> tuple[str | None, dict[int, float]]:
-    """``(rank_by, {take index: match})`` of the continuations of several takes, for a bundle
-    that names what to rank its takes by; ``(None, {})`` otherwise (one take, vocoding, no such
-    setting, or a take too short to score)."""
+def _match_takes(
+    model: str, takes: list[Take], rank_by: Aspect | None = None
+) -> tuple[str | None, dict[int, float]]:
+    """``(rank_by, {take index: match})`` of the continuations of several takes, by ``rank_by``
+    or else what the bundle names to rank its takes by; ``(None, {})`` otherwise (one take,
+    vocoding, neither names one, or a take too short to score)."""
     continuing = [t for t in takes if t.mode == "continue" and t.generated.frames > 0]
     if len(continuing) < 2:
         return None, {}
     try:
-        aspect = bundle_aspect(bundles.find_bundle(model).generation)
+        aspect = rank_by or bundle_aspect(bundles.find_bundle(model).generation)
         if aspect is None:
             return None, {}
         return aspect, {
@@ -330,7 +332,7 @@ class GenerationWorker(QObject):
                     rtf = float(chunk.info.get("rtf", elapsed / done))
                     self.progress.emit(done, total / rate, rtf)
             takes = collector.takes(expected_frames=total)
-            rank_by, matches = _match_takes(model, takes)
+            rank_by, matches = _match_takes(model, takes, request.rank_by)
             result = GenerationResult(
                 takes=takes,
                 request=request,

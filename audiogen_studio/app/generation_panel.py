@@ -82,6 +82,15 @@ PREPARE_DELAY_MS = 800  # the prompt is prepared once it has not changed for thi
 LIVE_VIEW_HEIGHT = 140
 
 
+#: the "Rank by" choices (``engine/take_ranking.py``), as the combo box shows them
+_RANK_LABELS: dict[str, str] = {
+    "voice": "voice",
+    "pitch": "pitch (key, harmony)",
+    "rhythm": "rhythm",
+    "pitch+rhythm": "pitch and rhythm",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class EngineChoice:
     """One entry of the engine menu.
@@ -293,6 +302,16 @@ class GenerationPanel(QWidget):
             "seconds are generated, and go on with it alone. A take's audio starts after that "
             "choice. Set to the model's default when a model is chosen."
         )
+        self.rank_combo = QComboBox()
+        for aspect, shown in _RANK_LABELS.items():
+            self.rank_combo.addItem(shown, aspect)
+        self.rank_combo.setToolTip(
+            "Continuation: what the takes and the candidate beginnings are ranked by against the "
+            "prompt: its voice (the long-term spectrum), its pitch classes (key and harmony), its "
+            "rhythm (how often and at which periods its onsets recur), or pitch and rhythm. With "
+            "several takes the best match is marked. Set to the model's default when a model is "
+            "chosen."
+        )
         self.level_check = QCheckBox("keep the prompt's level")
         self.level_check.setToolTip(
             "AudioLM: scale the continuation, smoothly as it streams, so that it stays at the "
@@ -358,6 +377,7 @@ class GenerationPanel(QWidget):
         form.addRow("Top-p", self.top_p_spin)
         form.addRow("Adapt to prompt", self.adapt_spin)
         form.addRow("Candidates", self.candidates_spin)
+        form.addRow("Rank by", self.rank_combo)
         form.addRow("Level", self.level_check)
         form.addRow("Seed", seed_row)
         form.addRow("Takes", self.takes_spin)
@@ -547,6 +567,9 @@ class GenerationPanel(QWidget):
         self.candidates_spin.setEnabled(chooses)
         candidates = b.generation.get("candidates", 1) if b is not None and chooses else 1
         self.candidates_spin.setValue(candidates if isinstance(candidates, int) else 1)
+        self.rank_combo.setEnabled(chooses)
+        if chooses and b is not None:
+            self.rank_combo.setCurrentIndex(self.rank_combo.findData(b.generation["rank_by"]))
         if b is None:
             hint = "Train one with 'audiogen-studio train', or see README: default models"
             self.model_info.setText(hint)
@@ -632,6 +655,7 @@ class GenerationPanel(QWidget):
             adapt_steps=self.adapt_spin.value() if self.adapt_spin.isEnabled() else None,
             candidates=(self.candidates_spin.value() if self.candidates_spin.isEnabled() else None),
             level_match=self.level_check.isChecked() if self.level_check.isEnabled() else None,
+            rank_by=self.rank_combo.currentData() if self.rank_combo.isEnabled() else None,
         )
 
     def generate(self) -> bool:

@@ -320,6 +320,7 @@ def test_audiolm_prompt_adaptation_follows_the_model(
     # candidate beginnings: the model ranks them, so the spin box is on, at its default
     assert panel.candidates_spin.isEnabled() and panel.candidates_spin.value() == 3
     assert panel.level_check.isEnabled() and panel.level_check.isChecked()  # its default
+    assert panel.rank_combo.isEnabled() and panel.rank_combo.currentData() == "voice"
     requests: list[Any] = []
     monkeypatch.setattr(  # the stand-in keeps the request and says it started
         window.generation, "generate", lambda request, *a: requests.append(request) or True
@@ -332,10 +333,12 @@ def test_audiolm_prompt_adaptation_follows_the_model(
     panel.candidates_spin.setValue(1)
     assert panel.candidates_spin.text() == "off"
     panel.level_check.setChecked(False)
+    panel.rank_combo.setCurrentIndex(panel.rank_combo.findData("pitch+rhythm"))
     panel.generate()
     assert [r.adapt_steps for r in requests] == [0, 9]
     assert [r.candidates for r in requests] == [3, 1]
     assert [r.level_match for r in requests] == [True, False]
+    assert [r.rank_by for r in requests] == ["voice", "pitch+rhythm"]
 
 
 def _adapting_window(
@@ -537,6 +540,12 @@ def test_takes_are_ranked_by_how_well_they_match_the_prompt(
         best
     )
     assert f"best voice match: {best.name}" in panel.status_label.text()
+    # ranked by what the panel names instead of the model's default
+    panel.rank_combo.setCurrentIndex(panel.rank_combo.findData("rhythm"))
+    with qtbot.waitSignal(window.generation.finished, timeout=60_000) as blocker:
+        panel.generate_button.click()
+    assert blocker.args[0].rank_by == "rhythm" and sorted(blocker.args[0].matches) == [0, 1, 2]
+    assert "best rhythm match: " in panel.status_label.text()
     # one take, or a bundle that names nothing to rank by: no ranks
     panel.takes_spin.setValue(1)
     with qtbot.waitSignal(window.generation.finished, timeout=60_000) as blocker:
