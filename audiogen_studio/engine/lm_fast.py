@@ -41,7 +41,7 @@ Two more cut the calls per generated id (an AudioLM fine frame: 8 calls -> 1):
 
 Install it with :func:`accelerate`: ``TokenLM.forward_cached`` then routes every one-token call
 on a CPU float32 model through it, and every call of up to :data:`MAX_TOKENS` ids that wants
-only the last position's logits (longer ones, prefills, stay in torch, where they are cheaper), so
+only the last position's logits (longer ones, prefills, stay in torch: see :data:`MAX_TOKENS`), so
 ``TokenLM.generate`` and any caller of ``forward_cached`` get it with no other change. The copies
 are refreshed when a parameter is replaced or modified in place (data pointer or version counter
 changed), checked at the start of every decode run: any call that does not directly continue the
@@ -89,7 +89,9 @@ log = logging.getLogger(__name__)
 _F32 = np.float32
 _MATRICES = ("qkv", "proj", "ff_in", "ff_out")  # each block's weight matrices
 #: The most tokens per row one fused call runs (a few given ids before a sampled one, e.g. an
-#: AudioLM fine stage's coarse context); longer inputs are prefills, which torch runs faster.
+#: AudioLM fine stage's coarse context). Longer inputs are prefills and stay in torch: at 100-200
+#: ids its matrix products are as fast as the kernel's (fine LM, 2-core Xeon: 17-18 ms for 200),
+#: and they keep the kernel's scratch buffers small.
 MAX_TOKENS = 8
 
 

@@ -145,16 +145,17 @@ def _onset_autocorrelation(x: torch.Tensor) -> torch.Tensor:
         x, _N_FFT, _ONSET_HOP, window=torch.hann_window(_N_FFT), return_complex=True
     ).abs()  # [F, N]
     mel = torch.log(_onset_mel_weights() @ spec.square() + 1e-6)  # [M, N]
-    flux = (mel[:, 1:] - mel[:, :-1]).clamp_min(0.0).sum(dim=0).double()  # [N - 1]
+    flux = (mel[:, 1:] - mel[:, :-1]).clamp_min(0.0).sum(dim=0).double().numpy()  # [N - 1]
     e = flux - flux.mean()
-    energy = float(e.square().sum())
+    energy = float(np.dot(e, e))
     lo, hi = _LAGS
-    out = torch.zeros(hi - lo + 1, dtype=torch.float64)
+    out = np.zeros(hi - lo + 1)
     if energy <= 0.0:
-        return out
-    for i, lag in enumerate(range(lo, min(hi, e.shape[0] - 1) + 1)):
-        out[i] = (e[:-lag] * e[lag:]).sum() / energy
-    return out
+        return torch.from_numpy(out)
+    lags = np.correlate(e, e, mode="full")[e.size - 1 :]  # [N - 1]: lag 0, 1, ...
+    part = lags[lo : hi + 1]
+    out[: part.size] = part / energy
+    return torch.from_numpy(out)
 
 
 def _correlation(a: torch.Tensor, b: torch.Tensor) -> float:

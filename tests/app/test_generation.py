@@ -321,6 +321,10 @@ def test_audiolm_prompt_adaptation_follows_the_model(
     assert panel.candidates_spin.isEnabled() and panel.candidates_spin.value() == 3
     assert panel.level_check.isEnabled() and panel.level_check.isChecked()  # its default
     assert panel.rank_combo.isEnabled() and panel.rank_combo.currentData() == "voice"
+    from audiogen_studio.engine.api import ASPECTS
+
+    offered = [panel.rank_combo.itemData(i) for i in range(panel.rank_combo.count())]
+    assert offered == list(ASPECTS)  # every aspect the engine knows
     requests: list[Any] = []
     monkeypatch.setattr(  # the stand-in keeps the request and says it started
         window.generation, "generate", lambda request, *a: requests.append(request) or True
