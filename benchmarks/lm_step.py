@@ -157,23 +157,23 @@ def feed_costs(engine: AudioLMEngine, context: int, rounds: int, steps: int) -> 
             continue
         model = stage.model
         batch = 2 if name == "coarse" and engine.coarse_guidance != 1.0 else 1
-        context = min(context, model.config.max_seq_len - steps * t - 2)
+        start = min(context, model.config.max_seq_len - steps * t - 2)
         decoder = FusedDecoder(model)
         span = _span(engine, name)
         cache = model.new_cache(batch)
         with torch.inference_mode():
-            model.forward_cached(torch.zeros(batch, context, dtype=torch.long), cache)
+            model.forward_cached(torch.zeros(batch, start, dtype=torch.long), cache)
             times: dict[str, list[float]] = {"together": [], "one_by_one": []}
             for _ in range(rounds):
                 for key in times:
                     times[key].append(
-                        _time_feed(decoder, cache, context, t, span, key == "together", steps)
+                        _time_feed(decoder, cache, start, t, span, key == "together", steps)
                     )
         ms = {k: round(1000 * statistics.median(v), 4) for k, v in times.items()}
         out[name] = {
             "ids": t,
             "batch": batch,
-            "context": context,
+            "context": start,
             "together_ms": ms["together"],
             "one_by_one_ms": ms["one_by_one"],
             "speedup": round(ms["one_by_one"] / ms["together"], 3),
