@@ -401,6 +401,14 @@ def test_rank_by_is_recorded_checked_shown_and_removed(
     assert bundles.read_bundle(folder).generation == {"rank_by": "voice"}
     card = (folder / "README.md").read_text()
     assert "## Best of N takes" in card and "the long-term spectrum of its voice" in card
+    capsys.readouterr()
+    for aspect, said in (
+        ("rhythm", "the periodicity of its onsets (rhythm)"),
+        ("pitch+rhythm", "the pitch-class profile and the periodicity of its onsets"),
+    ):
+        assert main(["models", "card", str(folder), "--rank-by", aspect]) == 0
+        assert bundles.read_bundle(folder).generation == {"rank_by": aspect}
+        assert said in (folder / "README.md").read_text()
     with pytest.raises(bundles.BundleError, match="rank_by must be voice or pitch or rhythm"):
         model_card.update_bundle(folder, rank_by="loudness")
     assert main(["models", "card", str(folder), "--rank-by", "none"]) == 0
