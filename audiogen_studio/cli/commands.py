@@ -123,6 +123,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "(engine/level_match.py); off removes it",
     )
     cp.add_argument(
+        "--context-slide",
+        choices=["refill", "evict"],
+        default=None,
+        help="AudioLM: how a stage whose context is full slides it: evict drops the older half "
+        "of its KV cache (no forward pass), refill (the default) re-runs the kept half",
+    )
+    cp.add_argument(
         "--adaptation",
         type=adaptation_settings,
         default=None,
@@ -301,6 +308,7 @@ def run_models_card(args: argparse.Namespace) -> int:
         args.candidates,
         args.choose_after,
         args.level_match,
+        args.context_slide,
     )
     if any(c is not None for c in changes) or metrics:
         try:
@@ -318,6 +326,7 @@ def run_models_card(args: argparse.Namespace) -> int:
                 candidates=args.candidates,
                 choose_after=args.choose_after,
                 level_match=None if args.level_match is None else args.level_match == "on",
+                context_slide=args.context_slide,
             )
         except bundles.BundleError as exc:
             raise CliError(str(exc)) from exc

@@ -24,6 +24,10 @@ Mode = Literal["continue", "vocode"]
 #: (``engine/take_ranking.py`` computes each score).
 Aspect = Literal["voice", "pitch", "rhythm", "pitch+rhythm"]
 ASPECTS: tuple[Aspect, ...] = ("voice", "pitch", "rhythm", "pitch+rhythm")
+#: How an AudioLM stream whose KV cache is full slides its context (``generation.context_slide``;
+#: ``engine/audiolm_pipeline.py``): re-run the kept half, or evict the older half of the cache.
+ContextSlide = Literal["refill", "evict"]
+CONTEXT_SLIDES: tuple[ContextSlide, ...] = ("refill", "evict")
 MAX_TAKES = 8
 #: most candidate beginnings per take a request may ask for (:attr:`GenerationRequest.candidates`)
 MAX_CANDIDATES = 8

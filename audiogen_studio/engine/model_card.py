@@ -26,6 +26,7 @@ from typing import Any
 from audiogen_studio.engine.adaptation_settings import AdaptationSettings
 from audiogen_studio.engine.api import (
     CHOOSE_AFTER_RANGE,
+    CONTEXT_SLIDES,
     DEFAULT_CHOOSE_AFTER,
     MAX_CANDIDATES,
     GenerationError,
@@ -201,6 +202,7 @@ def update_bundle(
     candidates: int | None = None,
     choose_after: float | None = None,
     level_match: bool | None = None,
+    context_slide: str | None = None,
 ) -> BundleInfo:
     """Set ``version`` / ``description`` and merge ``metrics`` sections into ``bundle.json``.
 
@@ -221,7 +223,9 @@ def update_bundle(
     1..8; 1 removes it) and ``choose_after`` the seconds generated before one is kept
     (``generation.choose_after``, 0.5..60). ``level_match`` turns on or off keeping an
     AudioLM bundle's continuations at their prompt's level (``generation.level_match``,
-    :mod:`~audiogen_studio.engine.level_match`; off removes it). The manifest is rewritten
+    :mod:`~audiogen_studio.engine.level_match`; off removes it). ``context_slide`` how its
+    streams slide a full context (``generation.context_slide``: ``"evict"``, or ``"refill"``,
+    the default, which removes it). The manifest is rewritten
     atomically (temp file + ``os.replace``).
 
     Raises:
@@ -342,6 +346,18 @@ def update_bundle(
             generation["level_match"] = True
         else:
             generation.pop("level_match", None)
+    if context_slide is not None:
+        if info.kind != "audiolm":
+            raise BundleError(f"bundle '{info.name}' is a {info.kind} bundle: no token streams")
+        if context_slide not in CONTEXT_SLIDES:
+            raise BundleError(
+                f"context slide must be {' or '.join(CONTEXT_SLIDES)}, got {context_slide!r}"
+            )
+        generation = data.setdefault("generation", {})
+        if context_slide == "refill":
+            generation.pop("context_slide", None)
+        else:
+            generation["context_slide"] = context_slide
     if not data.get("generation", True):
         del data["generation"]
     write_manifest(folder, data)
@@ -580,6 +596,14 @@ def render_model_card(info: BundleInfo) -> str:
             f"The semantic stage draws from the LM's distribution mixed with {_fmt(cache)} of "
             "the prompt's own semantic-token frequencies (`generation.semantic_cache`, a cache "
             "language model), which keeps the continuation among the prompt's tokens.",
+        ]
+    if info.generation.get("context_slide") == "evict":
+        lines += [
+            "",
+            "When a stage's context is full it slides by dropping the older half of its KV "
+            "cache and keeping the rest (`generation.context_slide` = evict, "
+            "`TokenLM.evict`): no forward pass over the kept half, unlike re-running it, so the "
+            "kept positions still carry what they attended to before the slide.",
         ]
     try:
         matching = LevelMatchSettings.from_generation(info.generation)

@@ -543,6 +543,35 @@ class TokenLM(nn.Module):
         cache.reset()
         return self.forward_cached(tokens, cache, last_only=True)[:, -1]
 
+    @torch.no_grad()
+    def evict(self, cache: KVCache, drop: int) -> None:
+        """Slide the window by dropping ``cache``'s first ``drop`` positions, keeping the keys
+        and values of the rest (StreamingLLM-style eviction, Xiao et al. 2024, without sinks):
+        they move to positions ``0 .. length - drop - 1`` and RoPE keys are rotated back by
+        ``drop`` positions, so attention sees the same relative distances. Unlike
+        :meth:`refill` this costs no forward pass, and it is *not* equal to re-running the kept
+        window: the kept positions' keys and values in layers ≥ 1 still carry what they
+        attended to before. It equals :meth:`forward` with a block-sliding attention mask
+        (each position attends to the positions the cache held when it was fed).
+        """
+        if not 0 <= drop <= cache.length:
+            raise ValueError(f"cannot drop {drop} of {cache.length} cached positions")
+        if drop == 0:
+            return
+        n = cache.length - drop
+        kv = cache.kv  # [depth, 2, B, H, L, Dh]
+        kept = kv[:, :, :, :, drop : drop + n].clone()
+        if self._rotary and n:
+            # R(-drop·θ): cos(drop·θ) and the negated sin table of position `drop`
+            cos = self.rope_cos[drop].to(kv.dtype)
+            sin = -self.rope_sin[drop].to(kv.dtype)
+            keys = kept[:, 0]
+            swapped = keys.reshape(*keys.shape[:-1], -1, 2).flip(-1).flatten(-2)
+            kept[:, 0] = torch.addcmul(keys * cos, swapped, sin)
+        kv[:, :, :, :, :n] = kept
+        cache.length = n
+        cache.epoch += 1
+
     # --- generation ------------------------------------------------------------------------------
 
     def _check_prompt(self, prompt: torch.Tensor, max_new_tokens: int) -> None:

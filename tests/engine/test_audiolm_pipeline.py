@@ -91,6 +91,56 @@ def test_long_requests_slide_every_context(engine: AudioLMEngine) -> None:
     assert take.complete and take.generated.frames == 32000
 
 
+def test_evicting_bundles_slide_without_a_refill(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``generation.context_slide = "evict"``: every stream slides by dropping the older half of
+    its cache (no re-prefill); audio before any slide equals the refilling engine's."""
+    import json
+
+    from audiogen_studio.models.lm import KVCache, TokenLM
+
+    folder = random_audiolm_bundle(tmp_path / "b")
+    refill = AudioLMEngine.from_bundle(read_bundle(folder), device="cpu")
+    manifest = folder / "bundle.json"
+    data = json.loads(manifest.read_text())
+    data["generation"] = {"context_slide": "evict"}
+    manifest.write_text(json.dumps(data))
+    evict = AudioLMEngine.from_bundle(read_bundle(folder), device="cpu")
+    assert (refill.slide, evict.slide) == ("refill", "evict")
+    short = GenerationRequest(prompt=_prompt(0.3), seconds=0.05, seed=4)
+    (a,) = collect(refill, short)
+    (b,) = collect(evict, short)
+    np.testing.assert_array_equal(a.generated.samples, b.generated.samples)
+
+    dropped: dict[int, int] = {}
+    resets = 0
+    real_evict, real_reset = TokenLM.evict, KVCache.reset
+
+    def counting_evict(model: TokenLM, cache: KVCache, drop: int) -> None:
+        dropped[model.config.max_seq_len] = dropped.get(model.config.max_seq_len, 0) + drop
+        real_evict(model, cache, drop)
+
+    def counting_reset(cache: KVCache) -> None:
+        nonlocal resets
+        resets += 1
+        real_reset(cache)
+
+    monkeypatch.setattr(TokenLM, "evict", counting_evict)
+    monkeypatch.setattr(KVCache, "reset", counting_reset)
+    long = GenerationRequest(prompt=_prompt(1.0), seconds=2.0, seed=0)
+    (take,) = collect(evict, long)
+    assert take.complete and take.generated.frames == 32000
+    assert np.isfinite(take.generated.samples).all()
+    windows = {st.model.config.max_seq_len for st in evict.stages.values()}
+    assert set(dropped) == windows and all(d > 0 for d in dropped.values())
+    assert resets == 0  # the refilling engine resets a cache at every slide
+    data["generation"] = {"context_slide": "forget"}
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="context_slide must be one of refill, evict"):
+        AudioLMEngine.from_bundle(read_bundle(folder), device="cpu")
+
+
 def test_cancel_keeps_the_partial_take(engine: AudioLMEngine) -> None:
     cancel = threading.Event()
     request = GenerationRequest(prompt=_prompt(), seconds=3.0, seed=0)

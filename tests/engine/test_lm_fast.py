@@ -167,6 +167,26 @@ def test_fused_step_rereads_the_cache_after_torch_writes() -> None:
         torch.testing.assert_close(got, model(y[:, :26])[:, -1:], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("fields", VARIANTS[:2])
+def test_fused_steps_after_an_eviction_equal_torch(fields: dict[str, Any]) -> None:
+    """``TokenLM.evict`` moves and re-rotates the keys: the fused step's mirror must follow."""
+    model = _model(**fields)
+    x = _tokens(2, 40)
+    got, want = [], []
+    for fused in (True, False):
+        (accelerate if fused else decelerate)(model)
+        out = got if fused else want
+        with torch.inference_mode():
+            cache = model.new_cache(2, 24)
+            model.forward_cached(x[:, :12], cache)
+            for i in range(12, 24):  # fused steps up to a full cache
+                out.append(model.forward_cached(x[:, i : i + 1], cache))
+            model.evict(cache, 14)
+            for i in range(24, 34):  # and on after the eviction
+                out.append(model.forward_cached(x[:, i : i + 1], cache))
+    torch.testing.assert_close(torch.cat(got, 1), torch.cat(want, 1), atol=1e-5, rtol=1e-5)
+
+
 def test_fp16_weights_equal_torch_with_rounded_weights() -> None:
     """float16 matrix storage == torch with those matrices rounded to float16 (embedding rows and
     norm gains stay float32; the tied output matrix is rounded)."""

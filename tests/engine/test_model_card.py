@@ -393,6 +393,20 @@ def test_semantic_cache_is_recorded_checked_shown_and_removed(tmp_path: Path) ->
     assert "generation" not in json.loads((folder / "bundle.json").read_text())
 
 
+def test_context_slide_is_recorded_checked_shown_and_removed(tmp_path: Path) -> None:
+    folder = _trained_bundle(tmp_path)
+    assert main(["models", "card", str(folder), "--context-slide", "evict"]) == 0
+    assert bundles.read_bundle(folder).generation == {"context_slide": "evict"}
+    assert "dropping the older half of its KV cache" in (folder / "README.md").read_text()
+    before = (folder / "bundle.json").read_text()
+    with pytest.raises(bundles.BundleError, match="refill or evict"):
+        model_card.update_bundle(folder, context_slide="forget")
+    assert (folder / "bundle.json").read_text() == before
+    assert main(["models", "card", str(folder), "--context-slide", "refill"]) == 0
+    assert "generation" not in json.loads((folder / "bundle.json").read_text())
+    assert "KV cache" not in (folder / "README.md").read_text()
+
+
 def test_rank_by_is_recorded_checked_shown_and_removed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -157,6 +157,68 @@ def test_truncate_and_refill_are_exact(positions: str) -> None:
             cache.truncate(31)
 
 
+def _block_sliding_forward(model: TokenLM, x: torch.Tensor, starts: list[int]) -> torch.Tensor:
+    """Reference logits ``[B, T, V]``: position ``i`` attends to positions ``starts[i]..i`` only
+    (every position at its absolute place; written out here, independent of the cache code)."""
+    b, t = x.shape
+    c = model.config
+    allowed = torch.zeros(t, t, dtype=torch.bool)
+    for i, s in enumerate(starts):
+        allowed[i, s : i + 1] = True
+    bias = torch.zeros(c.heads, t, t).masked_fill(~allowed, float("-inf"))
+    if c.positions == "alibi":
+        rel = torch.arange(t)[None, :] - torch.arange(t)[:, None]  # j - i
+        bias = bias + model.alibi[:, None, None] * rel.clamp(max=0)
+    h = model.embed(x)
+    for blk in model.block_list:
+        qkv = torch.nn.functional.linear(blk.norm1(h), blk.qkv.weight).view(b, t, 3, c.heads, -1)
+        if c.positions == "rotary":
+            qkv = torch.cat([model._rope(qkv[:, :, :2], 0), qkv[:, :, 2:]], dim=2)
+        q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))
+        a = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        h = h + torch.nn.functional.linear(a.transpose(1, 2).reshape(b, t, -1), blk.proj.weight)
+        h = h + model._mlp(blk, blk.norm2(h))
+    return model._logits(h)
+
+
+@pytest.mark.parametrize("fields", VARIANTS)
+def test_evict_equals_attention_over_what_the_cache_held(fields: dict[str, Any]) -> None:
+    """Evicting keeps the kept keys and values (RoPE keys rotated back): each position's logits
+    equal the model over the whole sequence with position ``i`` attending to the positions the
+    cache held when ``i`` was fed."""
+    model = _model(**fields)
+    x = _tokens(2, 40)
+    plan = [(10, 0), (6, 7), (7, 9), (3, 0), (6, 12), (5, 2)]  # (tokens fed, positions dropped)
+    starts: list[int] = []
+    got = []
+    start = fed = 0
+    with torch.inference_mode():
+        cache = model.new_cache(2, 16)
+        for n, drop in plan:
+            got.append(model.forward_cached(x[:, fed : fed + n], cache))
+            starts += [start] * n
+            fed += n
+            model.evict(cache, drop)
+            start += drop
+            assert cache.length == fed - start
+        want = _block_sliding_forward(model, x[:, :fed], starts)
+        torch.testing.assert_close(torch.cat(got, dim=1), want, atol=2e-5, rtol=0)
+        # layer 0 of an evicted cache is exactly a fresh prefill of the kept ids
+        fresh = model.new_cache(2, 16)
+        model.forward_cached(x[:, start:fed], fresh)
+        torch.testing.assert_close(
+            cache.kv[0, :, :, :, : cache.length],
+            fresh.kv[0, :, :, :, : cache.length],
+            atol=1e-6,
+            rtol=0,
+        )
+        with pytest.raises(ValueError, match="cannot drop"):
+            model.evict(cache, cache.length + 1)
+        epoch = cache.epoch
+        model.evict(cache, 0)
+        assert cache.epoch == epoch  # nothing dropped, nothing for a fused mirror to re-read
+
+
 def test_cache_errors_and_layout() -> None:
     model = _model()
     cache = model.new_cache(2, 10)
