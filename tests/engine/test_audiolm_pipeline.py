@@ -416,3 +416,26 @@ def test_a_greedy_stage_runs_in_one_fused_call_with_the_same_codes(
     monkeypatch.setattr(audiolm_pipeline._Stream, "greedy", lambda *args: None)
     looped = pushed_codes(engine, request)
     assert torch.equal(fused, looped)
+
+
+def test_the_context_slide_benchmark_runs_both_ways(tmp_path: Path) -> None:
+    import sys
+
+    from audiogen_studio.audio import io
+    from audiogen_studio.models.lm import KVCache, TokenLM
+
+    sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
+    from context_slide import compare
+
+    folder = random_audiolm_bundle(tmp_path / "b")
+    wav = tmp_path / "prompt.wav"
+    io.save(_prompt(1.0), wav)
+    reset, evict = KVCache.reset, TokenLM.evict
+    result = compare(str(folder), str(wav), seconds=1.0, prompt_seconds=1.0, runs=2)
+    assert set(result["rtf"]) == {"refill", "evict"} and result["evict_over_refill"] > 0
+    assert all(len(v) == 2 for v in result["rtf_runs"].values())
+    # the tiny LMs hold under a second: both ways slide, as often
+    slides = result["slides_per_second"]
+    assert slides["refill"] > 0 and slides["refill"] == slides["evict"]
+    assert result["bundle_slide"] == "refill"
+    assert (KVCache.reset, TokenLM.evict) == (reset, evict)  # the counters are gone
