@@ -159,9 +159,10 @@ else
   # confirmed on 64 test prompts of the grown corpus; figures in the card). 0.5.x adapted the
   # coarse LM (steps=8,lr=1.2e-3,mix=1,blocks=2,seconds=1) with guidance 3 and cache 0.5.
   # 0.6.1 keeps its takes at the prompt's level (--level-match on; the codec renders music
-  # ~3 dB softer than its input).
+  # ~3 dB softer than its input); 0.6.2 slides a full context by evicting the older half of
+  # the KV cache (--context-slide evict: 16 % faster, chroma and key up on every paired run).
   $AG models card "$OUT" --adaptation off --stage-temperatures semantic=0.8,coarse=0.7,fine=0 \
-    --coarse-guidance 4 --semantic-cache 0.7 --level-match on
+    --coarse-guidance 4 --semantic-cache 0.7 --level-match on --context-slide evict
   # the codebooks generation decodes: the 3 coarse + 5 fine the LMs model
   decoded=8; mixed=(--lr 2e-4 --segment 1 --val-every 1000); mixed_seconds=2700
 fi
