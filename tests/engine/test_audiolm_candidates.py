@@ -18,7 +18,12 @@ from audiolm_stack import random_audiolm_bundle
 import audiogen_studio.engine.audiolm_pipeline as pipeline
 from audiogen_studio.audio import synth
 from audiogen_studio.audio.clip import Clip
-from audiogen_studio.engine.api import GenerationError, GenerationRequest
+from audiogen_studio.engine.api import (
+    CONTEXT_SLIDES,
+    ContextSlide,
+    GenerationError,
+    GenerationRequest,
+)
 from audiogen_studio.engine.audiolm_pipeline import AudioLMEngine
 from audiogen_studio.engine.loader import load_engine
 from audiogen_studio.engine.take_ranking import ChoiceSettings, match_score
@@ -73,9 +78,11 @@ def _run(engine: AudioLMEngine, *, candidates: int, takes: int = 1, seed: int = 
     return [t.generated.samples for t in collect(engine, request)]
 
 
+@pytest.mark.parametrize("slide", CONTEXT_SLIDES)
 def test_a_kept_candidate_goes_on_as_it_would_have_in_the_batch(
-    engine: AudioLMEngine, forced: dict[str, int]
+    engine: AudioLMEngine, forced: dict[str, int], slide: ContextSlide
 ) -> None:
+    engine.slide = slide  # 1.2 s slides every stage's context (the tiny LMs hold < 1 s)
     forced.update(candidate=2, candidates=3)
     # no choice before the end: every candidate runs in the batch
     engine.choice = replace(engine.choice, choose_after=60.0)
