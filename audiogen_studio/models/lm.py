@@ -31,7 +31,10 @@ computed from hidden states that attended to everything before them, so dropping
 positions of a cache is *not* equal to running the model on the kept window. The exact way, used by
 :meth:`TokenLM.generate` when a sequence outgrows ``max_seq_len`` (or the cache), is to
 ``cache.reset()`` and re-prefill the kept window (:meth:`TokenLM.refill`): one parallel forward
-every ``window_stride`` new tokens.
+every ``window_stride`` new tokens. :meth:`TokenLM.evict` is the cheap alternative the AudioLM
+engine offers (``generation.context_slide``): it keeps the cached keys and values of the newer
+positions, rotated back to their new places, so each position goes on attending to what the
+cache held when it was fed (equal to the full model under that block-sliding mask; tested).
 
 **Speed.** The cached step is written functionally over the module's weights (no
 ``nn.Module.__call__`` per op): one fused QKV ``linear``, RoPE as ``x·cos + swap(x)·sin`` from
