@@ -81,15 +81,9 @@ class RankingError(ValueError):
     """An unknown aspect, or audio too short or not finite to score."""
 
 
-@lru_cache(maxsize=1)
-def _mel_weights() -> torch.Tensor:
-    weights, _ = mel_filterbank(_N_FFT // 2 + 1, 40.0, _RATE / 2, _N_MELS, _RATE)
-    return torch.from_numpy(weights.T.astype(np.float32))  # [M, F]
-
-
-@lru_cache(maxsize=1)
-def _onset_mel_weights() -> torch.Tensor:
-    weights, _ = mel_filterbank(_N_FFT // 2 + 1, 40.0, _RATE / 2, _ONSET_MELS, _RATE)
+@lru_cache(maxsize=2)
+def _mel_weights(n_mels: int = _N_MELS) -> torch.Tensor:
+    weights, _ = mel_filterbank(_N_FFT // 2 + 1, 40.0, _RATE / 2, n_mels, _RATE)
     return torch.from_numpy(weights.T.astype(np.float32))  # [M, F]
 
 
@@ -144,7 +138,7 @@ def _onset_autocorrelation(x: torch.Tensor) -> torch.Tensor:
     spec = torch.stft(
         x, _N_FFT, _ONSET_HOP, window=torch.hann_window(_N_FFT), return_complex=True
     ).abs()  # [F, N]
-    mel = torch.log(_onset_mel_weights() @ spec.square() + 1e-6)  # [M, N]
+    mel = torch.log(_mel_weights(_ONSET_MELS) @ spec.square() + 1e-6)  # [M, N]
     flux = (mel[:, 1:] - mel[:, :-1]).clamp_min(0.0).sum(dim=0).double().numpy()  # [N - 1]
     e = flux - flux.mean()
     energy = float(np.dot(e, e))

@@ -154,3 +154,24 @@ def test_a_reader_that_goes_away_is_not_a_traceback(
     monkeypatch.setattr(commands, "_emit", closed_pipe)
     assert main(["models", "list"]) == 141
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_the_cli_choices_name_every_aspect_and_context_slide() -> None:
+    """The CLI spells its choices out (its modules import no engine at start-up); they must stay
+    the engine's own lists."""
+    import argparse
+
+    from audiogen_studio.cli.main import build_parser
+    from audiogen_studio.engine.api import ASPECTS, CONTEXT_SLIDES
+
+    def option(command: list[str], flag: str) -> list[str]:
+        parser: argparse.ArgumentParser = build_parser()
+        for name in command:
+            sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+            parser = sub.choices[name]
+        (action,) = (a for a in parser._actions if flag in a.option_strings)
+        return list(action.choices or [])
+
+    assert option(["continue"], "--rank-by") == list(ASPECTS)
+    assert option(["models", "card"], "--rank-by") == [*ASPECTS, "none"]
+    assert option(["models", "card"], "--context-slide") == list(CONTEXT_SLIDES)
