@@ -48,6 +48,7 @@ import torch
 
 from audiogen_studio.cli.argtypes import stage_temperatures
 from audiogen_studio.cli.codec import DEFAULT_ENCODE_BEAM
+from audiogen_studio.engine.api import ASPECTS
 from audiogen_studio.evaluation import report
 from audiogen_studio.evaluation.common import EvaluationError
 from audiogen_studio.evaluation.held_out import (
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--rank-by",
-        choices=["voice", "pitch", "rhythm", "pitch+rhythm"],
+        choices=list(ASPECTS),
         default=None,
         help="what --best-of and --candidates rank by (default: the bundle's generation.rank_by)",
     )
