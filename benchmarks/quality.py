@@ -186,6 +186,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="candidate beginnings per take, the best kept early (default: the bundle's)",
     )
+    ap.add_argument(
+        "--beat-guidance",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="AudioLM music: steer the semantic stage onto the prompt's beat, or not "
+        "(default: the bundle's generation.beat_guidance; engine/beat_guidance.py)",
+    )
     ap.add_argument("--no-codec", action="store_true", help="skip the codec figures")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
@@ -222,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             "candidates": a.candidates,
             "choose_after": _choose_after(a) if (a.candidates or 1) > 1 else None,
             "rank_by": _rank_by(a) if a.best_of > 1 or (a.candidates or 1) > 1 else None,
+            "beat_guidance": a.beat_guidance,
         },
     }
     targets: dict[str, Any] = {}
@@ -276,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
                 best_of=a.best_of,
                 candidates=a.candidates,
                 rank_by=_rank_by(a) if a.best_of > 1 else a.rank_by,
+                beat_guidance=a.beat_guidance,
             )
         except EvaluationError as exc:
             result[key] = {"note": str(exc)}

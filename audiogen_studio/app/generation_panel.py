@@ -68,6 +68,7 @@ from audiogen_studio.engine.api import (
     GenerationRequest,
     Mode,
 )
+from audiogen_studio.engine.beat_guidance import BeatGuidanceSettings, can_keep_beat
 from audiogen_studio.engine.level_match import LevelMatchSettings
 from audiogen_studio.engine.take_ranking import ASPECTS
 from audiogen_studio.engine.takes import Take
@@ -189,6 +190,7 @@ def take_record(
         "adapt_steps": request.adapt_steps,
         "candidates": request.candidates,
         "level_match": request.level_match,
+        "beat_guidance": request.beat_guidance,
         "seconds": request.seconds if continuation else request.prompt.duration,
         "generated_seconds": round(take.generated.duration, 6),
         "device": result.device,
@@ -318,6 +320,12 @@ class GenerationPanel(QWidget):
             "level of the prompt's last seconds (the model's own level can differ from it). Set "
             "to the model's default when a model is chosen."
         )
+        self.beat_check = QCheckBox("keep the prompt's beat")
+        self.beat_check.setToolTip(
+            "AudioLM music: estimate the prompt's tempo and beat, and make attacks likelier on "
+            "its beats while the continuation is sampled, so the take keeps the tempo (at some "
+            "cost in harmony). Set to the model's default when a model is chosen."
+        )
         self.seed_spin = QSpinBox(minimum=0, maximum=MAX_SEED, value=random.randint(0, 99999))
         self.new_seed_button = QPushButton("New seed")
         self.takes_spin = QSpinBox(minimum=1, maximum=MAX_TAKES, value=1)
@@ -379,6 +387,7 @@ class GenerationPanel(QWidget):
         form.addRow("Candidates", self.candidates_spin)
         form.addRow("Rank by", self.rank_combo)
         form.addRow("Level", self.level_check)
+        form.addRow("Beat", self.beat_check)
         form.addRow("Seed", seed_row)
         form.addRow("Takes", self.takes_spin)
         form.addRow("Device", self.device_combo)
@@ -559,6 +568,17 @@ class GenerationPanel(QWidget):
         except GenerationError:
             matches = False
         self.level_check.setChecked(bool(matches))
+        keeps_beat = b is not None and adapts and can_keep_beat(b.components)
+        self.beat_check.setEnabled(keeps_beat)
+        try:
+            beats = (
+                b is not None
+                and keeps_beat
+                and BeatGuidanceSettings.from_generation(b.generation).enabled
+            )
+        except GenerationError:
+            beats = False
+        self.beat_check.setChecked(bool(beats))
         chooses = (
             b is not None
             and b.kind in ("audiolm", "wavenet")
@@ -655,6 +675,7 @@ class GenerationPanel(QWidget):
             adapt_steps=self.adapt_spin.value() if self.adapt_spin.isEnabled() else None,
             candidates=(self.candidates_spin.value() if self.candidates_spin.isEnabled() else None),
             level_match=self.level_check.isChecked() if self.level_check.isEnabled() else None,
+            beat_guidance=self.beat_check.isChecked() if self.beat_check.isEnabled() else None,
             rank_by=self.rank_combo.currentData() if self.rank_combo.isEnabled() else None,
         )
 

@@ -235,6 +235,8 @@ def describe_provenance(take: TakeRecord) -> str:
         settings.append(f"chosen of {p['candidates']} beginnings")
     if p.get("level_match") is True:
         settings.append("at the prompt's level")
+    if p.get("beat_guidance") is True:
+        settings.append("on the prompt's beat")
     if settings:
         lines.append(" · ".join(settings))
     if p.get("match_rank") and p.get("match_of"):

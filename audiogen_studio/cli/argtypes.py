@@ -112,3 +112,27 @@ def adaptation_settings(text: str) -> dict[str, Any]:
         return AdaptationSettings.from_dict(raw).to_dict()
     except GenerationError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def beat_guidance_settings(text: str) -> dict[str, Any] | bool:
+    """``on``, ``off`` or ``strength=3[,width_seconds=0.03,off_beat=0.3,min_clarity=0]``: a
+    music bundle's beat guidance (``engine/beat_guidance.py``); ``off`` removes it."""
+    from audiogen_studio.engine.api import GenerationError
+    from audiogen_studio.engine.beat_guidance import BeatGuidanceSettings
+
+    word = text.strip().lower()
+    if word in ("on", "off"):
+        return word == "on"
+    raw: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"expected on, off or KEY=VALUE, got {part!r}")
+        try:
+            raw[key.strip()] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{key} must be a number, got {value!r}") from None
+    try:
+        return BeatGuidanceSettings.from_generation({"beat_guidance": raw}).to_dict()
+    except GenerationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

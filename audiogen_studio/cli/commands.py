@@ -8,7 +8,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-from audiogen_studio.cli.argtypes import adaptation_settings, stage_temperatures
+from audiogen_studio.cli.argtypes import (
+    adaptation_settings,
+    beat_guidance_settings,
+    stage_temperatures,
+)
 from audiogen_studio.cli.errors import CliError
 
 
@@ -128,6 +132,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=None,
         help="AudioLM: how a stage whose context is full slides it: evict drops the older half "
         "of its KV cache (no forward pass), refill (the default) re-runs the kept half",
+    )
+    cp.add_argument(
+        "--beat-guidance",
+        type=beat_guidance_settings,
+        default=None,
+        metavar="on|off|KEY=V,...",
+        help="AudioLM music: steer the semantic stage onto the prompt's beat by default "
+        "(engine/beat_guidance.py): on, off (removes it), or its settings, e.g. "
+        "strength=3,width_seconds=0.03,off_beat=0.3",
     )
     cp.add_argument(
         "--adaptation",
@@ -309,6 +322,7 @@ def run_models_card(args: argparse.Namespace) -> int:
         args.choose_after,
         args.level_match,
         args.context_slide,
+        args.beat_guidance,
     )
     if any(c is not None for c in changes) or metrics:
         try:
@@ -327,6 +341,7 @@ def run_models_card(args: argparse.Namespace) -> int:
                 choose_after=args.choose_after,
                 level_match=None if args.level_match is None else args.level_match == "on",
                 context_slide=args.context_slide,
+                beat_guidance=args.beat_guidance,
             )
         except bundles.BundleError as exc:
             raise CliError(str(exc)) from exc

@@ -60,6 +60,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "see its model card; engine/level_match.py)",
     )
     p.add_argument(
+        "--beat-guidance",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="AudioLM music: keep to the prompt's beat: attacks made likelier on its beats while "
+        "the semantic tokens are sampled (default: the bundle's, see its model card; "
+        "engine/beat_guidance.py)",
+    )
+    p.add_argument(
         "--rank-by",
         choices=["voice", "pitch", "rhythm", "pitch+rhythm"],
         default=None,
@@ -174,6 +182,7 @@ def _run(args: argparse.Namespace, mode: str, source: str) -> int:
             candidates=getattr(args, "candidates", None),
             level_match=getattr(args, "level_match", None),
             rank_by=getattr(args, "rank_by", None),
+            beat_guidance=getattr(args, "beat_guidance", None),
         )
         engine = load_engine(
             args.model, mode=mode, device=args.device, engine=getattr(args, "engine", "auto")
@@ -294,6 +303,7 @@ def _record_in_library(
     The output files are already written: a library problem is reported, never fatal.
     """
     from audiogen_studio.engine.adaptation_settings import default_adapt_steps
+    from audiogen_studio.engine.beat_guidance import BeatGuidanceSettings
     from audiogen_studio.engine.bundles import find_bundle
     from audiogen_studio.engine.level_match import LevelMatchSettings
     from audiogen_studio.library import LibraryError, TakeInfo, TakeLibrary
@@ -319,6 +329,9 @@ def _record_in_library(
             "level_match": getattr(args, "level_match", None)
             if getattr(args, "level_match", None) is not None
             else LevelMatchSettings.from_generation(bundle.generation).enabled,
+            "beat_guidance": getattr(args, "beat_guidance", None)
+            if getattr(args, "beat_guidance", None) is not None
+            else BeatGuidanceSettings.from_generation(bundle.generation).enabled,
             "engine_choice": getattr(args, "engine", "auto"),
             "source": "cli",
         }

@@ -97,6 +97,9 @@ class GenerationRequest:
         level_match: continuation: keep the generated audio at the prompt's level
             (``engine/level_match.py``; token models, whose level is the decoder's, not the
             prompt's). ``None``: the bundle's default (``generation.level_match``, else off).
+        beat_guidance: AudioLM music: steer the semantic stage towards attacks on the prompt's
+            beat (``engine/beat_guidance.py``). ``None``: the bundle's default
+            (``generation.beat_guidance``, else off).
             Engines that continue the prompt's own samples (WaveNet) ignore it.
     """
 
@@ -114,6 +117,7 @@ class GenerationRequest:
     candidates: int | None = None
     level_match: bool | None = None
     rank_by: Aspect | None = None
+    beat_guidance: bool | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("continue", "vocode"):
@@ -141,10 +145,10 @@ class GenerationRequest:
             raise GenerationError(
                 f"rank_by must be one of {', '.join(ASPECTS)} or None, got {self.rank_by!r}"
             )
-        if self.level_match is not None and not isinstance(self.level_match, bool):
-            raise GenerationError(
-                f"level_match must be true, false or None, got {self.level_match!r}"
-            )
+        for name in ("level_match", "beat_guidance"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, bool):
+                raise GenerationError(f"{name} must be true, false or None, got {value!r}")
         for name, lo, hi in (
             ("adapt_steps", 0, MAX_ADAPT_STEPS),
             ("candidates", 1, MAX_CANDIDATES),

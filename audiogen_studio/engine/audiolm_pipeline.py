@@ -21,7 +21,9 @@ Two bundle settings steer the sampling: ``generation.semantic_cache`` mixes the 
 semantic-token frequencies into step 1 (:class:`_CacheMixedStream`), and
 ``generation.coarse_guidance`` samples step 2 with classifier-free guidance
 (:class:`_GuidedStream`). ``generation.level_match`` (or the request's ``level_match``) keeps
-the decoded audio at the prompt's level (:mod:`~audiogen_studio.engine.level_match`).
+the decoded audio at the prompt's level (:mod:`~audiogen_studio.engine.level_match`), and
+``generation.beat_guidance`` (or the request's ``beat_guidance``) tilts step 1 towards attacks on
+the prompt's beat (:mod:`~audiogen_studio.engine.beat_guidance`).
 
 A request may ask for several *candidate beginnings* per take (``GenerationRequest.candidates``,
 or the bundle's ``generation.candidates``): the streams then run one row per candidate until
@@ -62,6 +64,12 @@ from audiogen_studio.engine.api import (
     GenerationError,
     GenerationRequest,
     check_stage_temperatures,
+)
+from audiogen_studio.engine.beat_guidance import (
+    BeatGuidanceSettings,
+    BeatGuide,
+    estimate_beat_grid,
+    token_onsets,
 )
 from audiogen_studio.engine.bundles import BundleError, BundleInfo
 from audiogen_studio.engine.level_match import LevelFollower, LevelMatchSettings
@@ -370,6 +378,9 @@ class AudioLMEngine:
             and keeps the rest (:meth:`~audiogen_studio.models.lm.TokenLM.evict`: no forward
             pass, so ~15 % less time on a CPU; the kept keys still carry their longer context).
             ``generation.context_slide`` in ``bundle.json``; ``"refill"`` when absent.
+        beat_guidance: how the semantic stage is steered onto the prompt's beat (default: it
+            is not; a request's ``beat_guidance`` turns it on or off; needs a tokenizer whose
+            features carry onsets: :mod:`~audiogen_studio.engine.beat_guidance`).
     """
 
     def __init__(
@@ -393,6 +404,7 @@ class AudioLMEngine:
         choice: ChoiceSettings | None = None,
         level_match: LevelMatchSettings | None = None,
         slide: ContextSlide = "refill",
+        beat_guidance: BeatGuidanceSettings | None = None,
     ) -> None:
         if not (math.isfinite(coarse_guidance) and coarse_guidance >= 0):
             raise BundleError(f"{name}: coarse_guidance must be >= 0, got {coarse_guidance}")
@@ -416,6 +428,13 @@ class AudioLMEngine:
         # the stream skips them and generates that much more
         self.latency = decoder_latency(self.codec)
         self.tokenizer = tokenizer.eval().to(self.device)
+        self.beat_guidance = beat_guidance or BeatGuidanceSettings()
+        self._token_onsets = token_onsets(self.tokenizer)
+        if self.beat_guidance.enabled and self._token_onsets is None:
+            raise BundleError(
+                f"{name}: beat_guidance needs semantic tokens that carry onsets (a chroma "
+                "tokenizer, as music bundles have)"
+            )
         self.layout = layout
         self.name = name
         self.sample_rate = int(codec.config.sample_rate)
@@ -502,6 +521,7 @@ class AudioLMEngine:
             raise BundleError(f"bundle '{bundle.name}': generation: {exc}") from exc
         try:
             level_match = LevelMatchSettings.from_generation(bundle.generation)
+            beat_guidance = BeatGuidanceSettings.from_generation(bundle.generation)
         except GenerationError as exc:
             raise BundleError(f"bundle '{bundle.name}': generation.{exc}") from exc
         for key, value in (("coarse_guidance", guidance), ("semantic_cache", cache)):
@@ -565,6 +585,7 @@ class AudioLMEngine:
             choice=choice,
             level_match=level_match,
             slide=slide,
+            beat_guidance=beat_guidance,
         )
 
     # -- request helpers -----------------------------------------------------------------------
@@ -823,14 +844,17 @@ class AudioLMEngine:
         request: GenerationRequest,
         generators: list[torch.Generator],
         cancel: threading.Event | None,
+        tilt: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Sample ``count`` ids ``[B, count]`` onto ``stream`` (id ``i`` within ``spans(i)``).
+        """Sample ``count`` ids ``[B, count]`` onto ``stream`` (id ``i`` within ``spans(i)``),
+        each from its logits passed through ``tilt`` first, if given.
 
         A greedy stage (temperature 0, e.g. the fine stage) on a plain stream runs them all in
         one fused call where it can (:meth:`_Stream.greedy`): the same ids, without a Python
         round trip per id."""
         if (
-            type(stream) is _Stream
+            tilt is None
+            and type(stream) is _Stream
             and self.stage_temperature(request, stream.stage) == 0.0
             and not (cancel is not None and cancel.is_set())
         ):
@@ -842,7 +866,10 @@ class AudioLMEngine:
             if cancel is not None and cancel.is_set():
                 raise _CancelledError
             span = spans(i)
-            token = self._sample(stream.next_logits(span), request, generators, span, stream.stage)
+            logits = stream.next_logits(span)
+            if tilt is not None:
+                logits = tilt(logits)
+            token = self._sample(logits, request, generators, span, stream.stage)
             out[:, i] = token
             stream.push(token[:, None])
         return out
@@ -852,6 +879,37 @@ class AudioLMEngine:
         if request.level_match is None:
             return self.level_match
         return replace(self.level_match, enabled=request.level_match)
+
+    def beat_guidance_for(self, request: GenerationRequest) -> BeatGuidanceSettings:
+        """The beat guidance ``request`` gets: the bundle's, turned on or off by the request.
+
+        Raises:
+            GenerationError: the request turns it on for a bundle whose semantic tokens carry no
+                onsets (not a music bundle).
+        """
+        if request.beat_guidance is None:
+            return self.beat_guidance
+        if request.beat_guidance and self._token_onsets is None:
+            raise GenerationError(
+                f"{self.name}: keeping the beat needs semantic tokens that carry onsets "
+                "(a music bundle's chroma tokenizer)"
+            )
+        return replace(self.beat_guidance, enabled=request.beat_guidance)
+
+    def beat_guide(self, request: GenerationRequest, audio: np.ndarray) -> BeatGuide | None:
+        """The semantic stage's tilt for ``request`` and its checked prompt ``audio [T]``;
+        ``None`` when it is off or the prompt has no clear pulse."""
+        settings = self.beat_guidance_for(request)
+        if not settings.enabled or self._token_onsets is None:
+            return None
+        grid = estimate_beat_grid(audio, self.sample_rate, min_clarity=settings.min_clarity)
+        if grid is None:
+            log.info("no beat grid in the prompt: the semantic stage is not guided")
+            return None
+        log.debug(
+            "beat grid %.1f BPM, phase %.3f s, clarity %.2f", grid.bpm, grid.phase, grid.clarity
+        )
+        return BeatGuide(grid, self._token_onsets, settings, self.hop_s / self.sample_rate)
 
     def candidates_for(self, request: GenerationRequest) -> int:
         """Candidate beginnings per take ``request`` gets: its own, else the bundle's
@@ -888,6 +946,7 @@ class AudioLMEngine:
         rate, hop_s = self.sample_rate, self.hop_s
         matching = self.level_match_for(request)
         follower = LevelFollower(audio, rows, rate, matching) if matching.enabled else None
+        guide = self.beat_guide(request, audio)
         started = time.perf_counter()
 
         def coarse_span(i: int) -> tuple[int, int] | None:
@@ -937,6 +996,13 @@ class AudioLMEngine:
                     slide=self.slide,
                 )
             )
+            tilt = None
+            if guide is not None:
+                first_frame = s_p - s_keep  # the prompt frame the semantic stream starts at
+
+                def tilt(logits: torch.Tensor) -> torch.Tensor:
+                    return guide.apply(logits, first_frame + sem_stream.tokens.shape[1])
+
             fine_stream = None
             if qf and kq > qc:  # the constructor made sure the fine LM is there
                 fine_stream = _Stream(
@@ -1018,7 +1084,7 @@ class AudioLMEngine:
                     n = min(step, needed_tokens - done_tokens)
                     # 1. semantic continuation
                     new_sem = self._sample_into(
-                        sem_stream, n, lambda i: None, request, generators, cancel
+                        sem_stream, n, lambda i: None, request, generators, cancel, tilt
                     )
                     # 2. coarse codes of each new semantic token's frames
                     coarse_parts = []

@@ -32,6 +32,7 @@ from audiogen_studio.engine.api import (
     GenerationError,
     check_stage_temperatures,
 )
+from audiogen_studio.engine.beat_guidance import BeatGuidanceSettings
 from audiogen_studio.engine.bundles import (
     BUNDLE_FILE,
     BundleError,
@@ -203,6 +204,7 @@ def update_bundle(
     choose_after: float | None = None,
     level_match: bool | None = None,
     context_slide: str | None = None,
+    beat_guidance: Mapping[str, Any] | bool | None = None,
 ) -> BundleInfo:
     """Set ``version`` / ``description`` and merge ``metrics`` sections into ``bundle.json``.
 
@@ -225,7 +227,10 @@ def update_bundle(
     AudioLM bundle's continuations at their prompt's level (``generation.level_match``,
     :mod:`~audiogen_studio.engine.level_match`; off removes it). ``context_slide`` how its
     streams slide a full context (``generation.context_slide``: ``"evict"``, or ``"refill"``,
-    the default, which removes it). The manifest is rewritten
+    the default, which removes it). ``beat_guidance`` steers a music bundle's semantic stage
+    onto the prompt's beat (``generation.beat_guidance``: true, false, which removes it, or the
+    settings of :class:`~audiogen_studio.engine.beat_guidance.BeatGuidanceSettings`; checked
+    against the bundle's tokenizer when it loads). The manifest is rewritten
     atomically (temp file + ``os.replace``).
 
     Raises:
@@ -346,6 +351,18 @@ def update_bundle(
             generation["level_match"] = True
         else:
             generation.pop("level_match", None)
+    if beat_guidance is not None:
+        if info.kind != "audiolm":
+            raise BundleError(f"bundle '{info.name}' is a {info.kind} bundle: no semantic stage")
+        generation = data.setdefault("generation", {})
+        try:
+            settings = BeatGuidanceSettings.from_generation({"beat_guidance": beat_guidance})
+        except GenerationError as exc:
+            raise BundleError(str(exc)) from exc
+        if settings.enabled:
+            generation["beat_guidance"] = settings.to_dict()
+        else:
+            generation.pop("beat_guidance", None)
     if context_slide is not None:
         if info.kind != "audiolm":
             raise BundleError(f"bundle '{info.name}' is a {info.kind} bundle: no token streams")
@@ -617,6 +634,21 @@ def render_model_card(info: BundleInfo) -> str:
             "continuation's mean power so far equals the prompt's over its last "
             f"{_fmt(matching.reference_seconds)} s, within ±{_fmt(matching.max_db)} dB, the gain "
             "moving smoothly from window to window (`continue --no-level-match` turns it off).",
+        ]
+
+    try:
+        beat = BeatGuidanceSettings.from_generation(info.generation)
+    except GenerationError:
+        beat = BeatGuidanceSettings()
+    if beat.enabled:
+        lines += [
+            "",
+            "The semantic stage keeps to the prompt's beat (`generation.beat_guidance`, "
+            "`engine/beat_guidance.py`): the prompt's tempo and phase are estimated from its "
+            "onsets, and while the semantic LM samples, each token's logit moves by "
+            f"{_fmt(beat.strength)} × its onset strength (standardised) × (a Gaussian window of "
+            f"{_fmt(beat.width_seconds * 1000)} ms around each beat − {_fmt(beat.off_beat)}), so "
+            "attacks land on the beat (`continue --no-beat-guidance` turns it off).",
         ]
 
     lines += _adaptation_lines(info.generation.get("adaptation"))

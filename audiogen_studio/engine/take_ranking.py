@@ -54,6 +54,7 @@ from audiogen_studio.engine.api import (
     GenerationError,
     GenerationRequest,
 )
+from audiogen_studio.engine.beat_guidance import onset_envelope
 from audiogen_studio.models.chroma_encoder import ChromaConfig, ChromaEncoder
 
 __all__ = [
@@ -72,8 +73,7 @@ _N_FFT, _HOP, _N_MELS = 1024, 320, 80
 #: frames quieter than this percentile of a part's frame energies are left out (pauses, decays)
 _LOUD_PERCENTILE = 30.0
 _MIN_SECONDS = 0.25
-#: rhythm: onset envelope every 10 ms from 40 log-mel bands; autocorrelation lags 0.25-2 s
-_ONSET_HOP, _ONSET_MELS = 160, 40
+#: rhythm: autocorrelation lags of the onset envelope (every 10 ms), 0.25-2 s
 _LAGS = (25, 200)
 
 
@@ -81,9 +81,9 @@ class RankingError(ValueError):
     """An unknown aspect, or audio too short or not finite to score."""
 
 
-@lru_cache(maxsize=2)
-def _mel_weights(n_mels: int = _N_MELS) -> torch.Tensor:
-    weights, _ = mel_filterbank(_N_FFT // 2 + 1, 40.0, _RATE / 2, n_mels, _RATE)
+@lru_cache(maxsize=1)
+def _mel_weights() -> torch.Tensor:
+    weights, _ = mel_filterbank(_N_FFT // 2 + 1, 40.0, _RATE / 2, _N_MELS, _RATE)
     return torch.from_numpy(weights.T.astype(np.float32))  # [M, F]
 
 
@@ -135,11 +135,7 @@ def _pitch_profile(x: torch.Tensor) -> torch.Tensor:
 def _onset_autocorrelation(x: torch.Tensor) -> torch.Tensor:
     """Autocorrelation ``[L]`` of ``x [T]``'s onset envelope at lags 0.25-2 s (module doc),
     normalised by the envelope's energy (zeros beyond the part's length)."""
-    spec = torch.stft(
-        x, _N_FFT, _ONSET_HOP, window=torch.hann_window(_N_FFT), return_complex=True
-    ).abs()  # [F, N]
-    mel = torch.log(_mel_weights(_ONSET_MELS) @ spec.square() + 1e-6)  # [M, N]
-    flux = (mel[:, 1:] - mel[:, :-1]).clamp_min(0.0).sum(dim=0).double().numpy()  # [N - 1]
+    flux = onset_envelope(x)[1:]  # [N - 1]: every 10 ms
     e = flux - flux.mean()
     energy = float(np.dot(e, e))
     lo, hi = _LAGS

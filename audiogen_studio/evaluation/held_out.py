@@ -412,6 +412,7 @@ def evaluate_continuations(
     best_of: int = 1,
     rank_by: str | None = None,
     candidates: int | None = None,
+    beat_guidance: bool | None = None,
 ) -> ContinuationReport:
     """Continue held-out prompts of ``corpus`` with bundle ``model`` and score the takes.
 
@@ -434,6 +435,9 @@ def evaluate_continuations(
         candidates: candidate beginnings per take, the best kept early by the engine
             (:attr:`~audiogen_studio.engine.api.GenerationRequest.candidates`; ``None``: the
             bundle's default).
+        beat_guidance: AudioLM music: keep to the prompt's beat or not
+            (:attr:`~audiogen_studio.engine.api.GenerationRequest.beat_guidance`; ``None``:
+            the bundle's default).
 
     Raises:
         EvaluationError: no such bundle, a bundle that cannot continue audio, no clip long
@@ -490,6 +494,7 @@ def evaluate_continuations(
             takes=best_of,
             candidates=candidates,
             rank_by=rank_by if rank_by in ASPECTS else None,
+            beat_guidance=beat_guidance,
         )
         started = time.perf_counter()
         try:

@@ -289,16 +289,21 @@ def test_model_card_is_shown(models_env: Path, make_window: Callable[[], Any]) -
 
 
 def _audiolm_models(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, generation: dict[str, Any]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    generation: dict[str, Any],
+    *,
+    chroma: bool = False,
 ) -> None:
     """Point the model search path at one random AudioLM bundle (tests/engine/audiolm_stack.py)
-    with ``generation`` as its bundle.json generation settings."""
+    with ``generation`` as its bundle.json generation settings (``chroma``: a music bundle's
+    tokenizer)."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
     from audiolm_stack import random_audiolm_bundle
 
-    folder = random_audiolm_bundle(tmp_path / "models" / "random-audiolm")
+    folder = random_audiolm_bundle(tmp_path / "models" / "random-audiolm", chroma=chroma)
     data = json.loads((folder / "bundle.json").read_text())
     data["generation"] = generation
     (folder / "bundle.json").write_text(json.dumps(data))
@@ -323,6 +328,7 @@ def test_audiolm_prompt_adaptation_follows_the_model(
     assert panel.candidates_spin.isEnabled() and panel.candidates_spin.value() == 3
     assert panel.level_check.isEnabled() and panel.level_check.isChecked()  # its default
     assert panel.rank_combo.isEnabled() and panel.rank_combo.currentData() == "voice"
+    assert not panel.beat_check.isEnabled()  # its semantic tokens carry no onsets
     from audiogen_studio.engine.api import ASPECTS
 
     offered = [panel.rank_combo.itemData(i) for i in range(panel.rank_combo.count())]
@@ -345,6 +351,24 @@ def test_audiolm_prompt_adaptation_follows_the_model(
     assert [r.candidates for r in requests] == [3, 1]
     assert [r.level_match for r in requests] == [True, False]
     assert [r.rank_by for r in requests] == ["voice", "pitch+rhythm"]
+    assert [r.beat_guidance for r in requests] == [None, None]
+
+
+def test_a_music_models_beat_guidance_follows_the_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_window: Callable[[], Any]
+) -> None:
+    _audiolm_models(tmp_path, monkeypatch, {"beat_guidance": True}, chroma=True)
+    window = _window(make_window, two_tone(0.5))
+    panel = window.generation_panel
+    assert panel.beat_check.isEnabled() and panel.beat_check.isChecked()  # its default
+    requests: list[Any] = []
+    monkeypatch.setattr(
+        window.generation, "generate", lambda request, *a: requests.append(request) or True
+    )
+    panel.generate()
+    panel.beat_check.setChecked(False)
+    panel.generate()
+    assert [r.beat_guidance for r in requests] == [True, False]
 
 
 def _adapting_window(

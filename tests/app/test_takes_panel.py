@@ -127,11 +127,17 @@ def test_lists_takes_with_provenance_and_follows_changes(window: Any) -> None:
         assert text in details, (text, details)
     second = make_take(tone(220, 1.0), 660, 0.25, name="second")
     second.provenance.update(
-        candidates=4, rank_by="voice", match=-0.5, match_rank=2, match_of=3, level_match=True
+        candidates=4,
+        rank_by="voice",
+        match=-0.5,
+        match_rank=2,
+        match_of=3,
+        level_match=True,
+        beat_guidance=True,
     )
     window.takes.add(second)
     for text in (
-        "chosen of 4 beginnings · at the prompt's level",
+        "chosen of 4 beginnings · at the prompt's level · on the prompt's beat",
         "voice match -0.500: 2 of 3 takes",
     ):
         assert text in describe_provenance(second)

@@ -13,6 +13,7 @@ from audiogen_studio.engine.bundles import write_component
 from audiogen_studio.engine.takes import collect
 from audiogen_studio.models.audiolm_layout import TokenLayout
 from audiogen_studio.models.checkpoint import save_module
+from audiogen_studio.models.chroma_encoder import ChromaConfig, ChromaEncoder
 from audiogen_studio.models.codec import NAMED_CODEC_CONFIGS, Codec
 from audiogen_studio.models.lm import LMConfig, TokenLM
 from audiogen_studio.models.mel_codec import MEL_CODEC_KIND, MelCodec
@@ -91,14 +92,21 @@ def random_audiolm_bundle(
     *,
     windows: dict[str, int] | None = None,
     codec: Codec | MelCodec | None = None,
+    chroma: bool = False,
 ) -> Path:
     """A complete AudioLM bundle with random weights (tiny codec, tokenizer and LMs); pass
-    ``codec`` to use another acoustic codec (e.g. a :class:`MelCodec`)."""
+    ``codec`` to use another acoustic codec (e.g. a :class:`MelCodec`), ``chroma`` for a
+    music bundle's chroma tokenizer (random centroids) instead of a tiny speech encoder's."""
     torch.manual_seed(0)
     if codec is None:
         codec = Codec(NAMED_CODEC_CONFIGS["tiny"]).eval()
-    encoder = SemanticEncoder(NAMED_CONFIGS["tiny"])
-    layer = NAMED_CONFIGS["tiny"].feature_layer
+    encoder: SemanticEncoder | ChromaEncoder
+    if chroma:
+        encoder = ChromaEncoder(ChromaConfig(sample_rate=codec.config.sample_rate))
+        layer = 0
+    else:
+        encoder = SemanticEncoder(NAMED_CONFIGS["tiny"])
+        layer = NAMED_CONFIGS["tiny"].feature_layer
     centroids = torch.randn(16, encoder.feature_dim(layer))
     tokenizer = SemanticTokenizer(encoder, layer=layer, centroids=centroids)
     layout = write_tokenizers(folder, codec, tokenizer, name="random-audiolm")

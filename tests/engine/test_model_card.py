@@ -407,6 +407,27 @@ def test_context_slide_is_recorded_checked_shown_and_removed(tmp_path: Path) -> 
     assert "KV cache" not in (folder / "README.md").read_text()
 
 
+def test_beat_guidance_is_recorded_checked_shown_and_removed(tmp_path: Path) -> None:
+    folder = _trained_bundle(tmp_path)
+    assert main(["models", "card", str(folder), "--beat-guidance", "strength=2.5"]) == 0
+    settings = bundles.read_bundle(folder).generation["beat_guidance"]
+    assert settings["enabled"] is True and settings["strength"] == 2.5
+    assert settings["off_beat"] == 0.3  # the default where not given
+    card = (folder / "README.md").read_text()
+    assert "keeps to the prompt's beat" in card and "2.5 × its onset strength" in card
+    before = (folder / "bundle.json").read_text()
+    with pytest.raises(bundles.BundleError, match="strength"):
+        model_card.update_bundle(folder, beat_guidance={"strength": -1})
+    assert (folder / "bundle.json").read_text() == before
+    with pytest.raises(SystemExit):  # argparse refuses it before anything is written
+        main(["models", "card", str(folder), "--beat-guidance", "loud"])
+    assert main(["models", "card", str(folder), "--beat-guidance", "on"]) == 0
+    assert bundles.read_bundle(folder).generation["beat_guidance"]["strength"] == 3.0
+    assert main(["models", "card", str(folder), "--beat-guidance", "off"]) == 0
+    assert "generation" not in json.loads((folder / "bundle.json").read_text())
+    assert "beat" not in (folder / "README.md").read_text()
+
+
 def test_rank_by_is_recorded_checked_shown_and_removed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
