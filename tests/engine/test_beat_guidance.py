@@ -240,3 +240,30 @@ def test_a_prompt_without_a_clear_pulse_is_continued_unguided(
     (guided,) = collect(engine, request)
     (off,) = collect(engine, replace(request, beat_guidance=False))
     assert np.array_equal(guided.generated.samples, off.generated.samples)
+
+
+def test_prepare_finds_the_grid_ahead_and_the_stream_reuses_it(
+    music_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = _with_guidance(music_bundle, True, tmp_path / "guided")
+    engine = load_engine(str(folder), engine="audiolm", device="cpu")
+    assert isinstance(engine, AudioLMEngine)
+    calls: list[int] = []
+    estimate = audiolm_pipeline.estimate_beat_grid
+
+    def counting(audio: np.ndarray, rate: int, **kwargs: float) -> BeatGrid | None:
+        calls.append(audio.size)
+        return estimate(audio, rate, **kwargs)
+
+    monkeypatch.setattr(audiolm_pipeline, "estimate_beat_grid", counting)
+    request = GenerationRequest(prompt=_prompt(), seconds=0.3, seed=2)
+    assert engine.prepare(request) is False  # nothing adapts: the grid is all there is
+    assert len(calls) == 1
+    (prepared,) = collect(engine, request)
+    assert len(calls) == 1  # the stream used the kept grid
+    other = GenerationRequest(prompt=Clip(click_track(100.0, 0.1, 2.0)[None], RATE), seconds=0.3)
+    collect(engine, other)
+    assert len(calls) == 2
+    engine._grids.clear()
+    (fresh,) = collect(engine, request)
+    assert np.array_equal(prepared.generated.samples, fresh.generated.samples)
