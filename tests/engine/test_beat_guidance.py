@@ -267,3 +267,34 @@ def test_prepare_finds_the_grid_ahead_and_the_stream_reuses_it(
     engine._grids.clear()
     (fresh,) = collect(engine, request)
     assert np.array_equal(prepared.generated.samples, fresh.generated.samples)
+
+
+def test_the_cli_turns_it_on_and_off_and_records_it(music_bundle: Path, tmp_path: Path) -> None:
+    from audiogen_studio.audio import io
+    from audiogen_studio.cli.main import main
+
+    folder = _with_guidance(music_bundle, {"strength": 6.0}, tmp_path / "guided")
+    prompt = io.save(_prompt(), tmp_path / "clicks.wav")
+    common = ["continue", str(prompt), "--model", str(folder), "--seconds", "1.0", "--seed", "2"]
+    common += ["--no-progress", "--no-library"]
+    outs = {}
+    for flag in ("", "--beat-guidance", "--no-beat-guidance"):
+        outs[flag] = tmp_path / f"take{flag}.wav"
+        assert main([*common, *([flag] if flag else []), "-o", str(outs[flag])]) == 0
+    default, on, off = (io.load(outs[f]).samples for f in outs)
+    np.testing.assert_array_equal(default, on)  # the bundle's default is on
+    assert not np.array_equal(on, off)
+    speech = random_audiolm_bundle(tmp_path / "speech")
+    assert (
+        main(
+            [
+                *common[:3],
+                str(speech),
+                *common[4:],
+                "--beat-guidance",
+                "-o",
+                str(tmp_path / "x.wav"),
+            ]
+        )
+        != 0
+    )
