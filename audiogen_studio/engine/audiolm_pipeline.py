@@ -644,6 +644,10 @@ class AudioLMEngine:
         """Drop every adapted LM kept for earlier prompts (benchmarks time a fresh one)."""
         self._adapted.clear()
 
+    def forget_beat_grids(self) -> None:
+        """Drop the beat grids kept for earlier prompts (benchmarks time a fresh one)."""
+        self._grids.clear()
+
     def _adaptation_ids(self, settings: AdaptationSettings, name: str) -> int:
         """Ids of one adaptation window of stage ``name``: its LM's context, or less when
         ``settings.seconds`` asks for less (at least two groups)."""

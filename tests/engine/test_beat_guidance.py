@@ -264,7 +264,7 @@ def test_prepare_finds_the_grid_ahead_and_the_stream_reuses_it(
     other = GenerationRequest(prompt=Clip(click_track(100.0, 0.1, 2.0)[None], RATE), seconds=0.3)
     collect(engine, other)
     assert len(calls) == 2
-    engine._grids.clear()
+    engine.forget_beat_grids()
     (fresh,) = collect(engine, request)
     assert np.array_equal(prepared.generated.samples, fresh.generated.samples)
 
@@ -287,3 +287,19 @@ def test_the_cli_turns_it_on_and_off_and_records_it(music_bundle: Path, tmp_path
     speech = random_audiolm_bundle(tmp_path / "speech")
     refused = [*common[:3], str(speech), *common[4:], "--beat-guidance"]
     assert main([*refused, "-o", str(tmp_path / "refused.wav")]) != 0
+
+
+def test_the_beat_guidance_benchmark_runs_both_ways(music_bundle: Path, tmp_path: Path) -> None:
+    import sys
+
+    from audiogen_studio.audio import io
+
+    sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
+    from beat_guidance import compare
+
+    wav = io.save(_prompt(), tmp_path / "clicks.wav")
+    result = compare(str(music_bundle), str(wav), seconds=0.5, prompt_seconds=2.0, runs=2)
+    assert set(result["rtf"]) == {"on", "off"} and result["on_over_off"] > 0
+    assert all(len(v) == 2 for v in result["rtf_runs"].values())
+    assert result["grid"]["bpm"] == pytest.approx(120.0, rel=0.02) and result["grid_ms"] > 0
+    assert result["bundle_beat_guidance"]["enabled"] is False

@@ -1,0 +1,107 @@
+"""What keeping to the prompt's beat costs, side by side: the same continuations with the
+semantic stage's beat guidance on and off (``engine/beat_guidance.py``).
+
+Guidance finds the prompt's beat grid once per prompt (an onset envelope, its autocorrelation
+and a comb over phases) and adds one vector to the semantic logits per token. This runs the
+same seeded continuations on one engine both ways, alternating run by run so that a machine
+whose speed drifts treats both alike, and prints JSON: the median real-time factor of each and
+their ratio, the grid found and how long finding it took.
+
+    python benchmarks/beat_guidance.py --bundle music --prompt resources/examples/music-prompt.ogg
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from audiogen_studio.audio import io
+from audiogen_studio.audio.clip import Clip
+from audiogen_studio.engine.api import GenerationRequest
+from audiogen_studio.engine.audiolm_pipeline import AudioLMEngine
+from audiogen_studio.engine.beat_guidance import estimate_beat_grid
+from audiogen_studio.engine.loader import load_engine
+
+
+def compare(
+    bundle: str, prompt: str, *, seconds: float, prompt_seconds: float, runs: int
+) -> dict[str, Any]:
+    """``{"rtf": {"on": median, "off": median}, "on_over_off", "grid", ...}`` for ``bundle``
+    continuing the first ``prompt_seconds`` of ``prompt`` by ``seconds``, ``runs`` seeds each
+    way."""
+    engine = load_engine(bundle, engine="audiolm", device="cpu")
+    if not isinstance(engine, AudioLMEngine):
+        raise SystemExit(f"{bundle} is not an AudioLM bundle")
+    clip = io.load(prompt)
+    clip = Clip(clip.samples[:, : round(prompt_seconds * clip.rate)], clip.rate)
+    for _ in engine.stream(GenerationRequest(prompt=clip, seconds=0.5, seed=0)):
+        pass  # compiles the kernels
+    mono = clip.samples.mean(axis=0)
+    started = time.perf_counter()
+    for _ in range(5):
+        grid = estimate_beat_grid(mono, clip.rate)
+    grid_ms = (time.perf_counter() - started) / 5 * 1000
+    rtfs: dict[str, list[float]] = {"off": [], "on": []}
+    for run in range(runs):
+        for way in ("off", "on") if run % 2 == 0 else ("on", "off"):
+            request = GenerationRequest(
+                prompt=clip, seconds=seconds, seed=run, beat_guidance=way == "on"
+            )
+            engine.forget_beat_grids()  # each run finds its grid, as a new prompt would
+            began, frames = time.perf_counter(), 0
+            with torch.inference_mode():
+                for chunk in engine.stream(request):
+                    frames += chunk.frames
+            rtfs[way].append((time.perf_counter() - began) / (frames / engine.sample_rate))
+    median = {w: round(statistics.median(v), 4) for w, v in rtfs.items()}
+    return {
+        "bundle": bundle,
+        "bundle_beat_guidance": engine.beat_guidance.to_dict(),
+        "prompt": prompt,
+        "prompt_seconds": prompt_seconds,
+        "seconds": seconds,
+        "runs": runs,
+        "threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "rtf": median,
+        "rtf_runs": {w: [round(r, 4) for r in v] for w, v in rtfs.items()},
+        "on_over_off": round(median["on"] / median["off"], 3),
+        "grid": None
+        if grid is None
+        else {
+            "bpm": round(grid.bpm, 2),
+            "phase_s": round(grid.phase, 4),
+            "clarity": round(grid.clarity, 3),
+        },
+        "grid_ms": round(float(np.round(grid_ms, 2)), 2),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bundle", default="music", help="AudioLM music bundle name or folder")
+    ap.add_argument("--prompt", default="resources/examples/music-prompt.ogg")
+    ap.add_argument("--prompt-seconds", type=float, default=3.0)
+    ap.add_argument("--seconds", type=float, default=8.0, help="continuation length")
+    ap.add_argument("--runs", type=int, default=6, help="seeded runs each way")
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    result = compare(
+        a.bundle, a.prompt, seconds=a.seconds, prompt_seconds=a.prompt_seconds, runs=a.runs
+    )
+    json.dump(result, sys.stdout, indent=2)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
