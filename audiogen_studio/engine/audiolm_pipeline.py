@@ -856,6 +856,7 @@ class AudioLMEngine:
         request: GenerationRequest,
         generators: list[torch.Generator],
         cancel: threading.Event | None,
+        *,
         tilt: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Sample ``count`` ids ``[B, count]`` onto ``stream`` (id ``i`` within ``spans(i)``),
@@ -1112,7 +1113,7 @@ class AudioLMEngine:
                     n = min(step, needed_tokens - done_tokens)
                     # 1. semantic continuation
                     new_sem = self._sample_into(
-                        sem_stream, n, lambda i: None, request, generators, cancel, tilt
+                        sem_stream, n, lambda i: None, request, generators, cancel, tilt=tilt
                     )
                     # 2. coarse codes of each new semantic token's frames
                     coarse_parts = []

@@ -169,8 +169,10 @@ def test_guided_semantic_tokens_put_their_onsets_on_the_prompts_beat(
     sampled: list[tuple[int, torch.Tensor]] = []
     original = AudioLMEngine._sample_into
 
-    def recording(self: AudioLMEngine, stream: object, count: int, *args: object) -> torch.Tensor:
-        ids = original(self, stream, count, *args)  # type: ignore[arg-type]
+    def recording(
+        self: AudioLMEngine, stream: object, count: int, *args: object, **kwargs: object
+    ) -> torch.Tensor:
+        ids = original(self, stream, count, *args, **kwargs)  # type: ignore[arg-type]
         if getattr(stream, "stage", "") == "semantic":
             sampled.append((stream.tokens.shape[1] - count, ids))  # type: ignore[attr-defined]
         return ids

@@ -28,8 +28,8 @@ def _semantic_tokens(engine: AudioLMEngine, request: GenerationRequest) -> torch
     sampled: list[torch.Tensor] = []
     sample_into = engine._sample_into
 
-    def recording(stream, count, spans, request, generators, cancel):  # type: ignore[no-untyped-def]
-        out = sample_into(stream, count, spans, request, generators, cancel)
+    def recording(stream, count, *args, **kwargs):  # type: ignore[no-untyped-def]
+        out = sample_into(stream, count, *args, **kwargs)
         if stream.stage == "semantic":
             sampled.append(out.clone())
         return out
