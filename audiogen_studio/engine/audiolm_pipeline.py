@@ -926,7 +926,8 @@ class AudioLMEngine:
 
     def _beat_grid(self, audio: np.ndarray, min_clarity: float) -> BeatGrid | None:
         """:func:`estimate_beat_grid` of the checked prompt ``audio [T]``, kept for the last
-        few prompts (:meth:`prepare` makes it ahead; ~20-50 ms on a 2-core CPU)."""
+        few prompts (:meth:`prepare` makes it ahead; 6.6 ms for a 3-s prompt on a 2-core CPU,
+        ``benchmarks/beat_guidance.py``)."""
         heard = audio[max(0, audio.size - round(GRID_SECONDS * self.sample_rate)) :]
         digest = hashlib.sha256(np.ascontiguousarray(heard).tobytes())
         digest.update(repr((audio.size, min_clarity)).encode())
