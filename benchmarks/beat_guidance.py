@@ -12,16 +12,17 @@ their ratio, the grid found and how long finding it took.
 
 from __future__ import annotations
 
-import argparse
-import json
 import platform
 import statistics
-import sys
 import time
 from typing import Any
 
 import numpy as np
 import torch
+from side_by_side import (  # benchmarks/ is on the path when this script runs
+    command_line,
+    stream_rtf,
+)
 
 from audiogen_studio.audio import io
 from audiogen_studio.audio.clip import Clip
@@ -56,11 +57,7 @@ def compare(
                 prompt=clip, seconds=seconds, seed=run, beat_guidance=way == "on"
             )
             engine.forget_beat_grids()  # each run finds its grid, as a new prompt would
-            began, frames = time.perf_counter(), 0
-            with torch.inference_mode():
-                for chunk in engine.stream(request):
-                    frames += chunk.frames
-            rtfs[way].append((time.perf_counter() - began) / (frames / engine.sample_rate))
+            rtfs[way].append(stream_rtf(engine, request))
     median = {w: round(statistics.median(v), 4) for w, v in rtfs.items()}
     return {
         "bundle": bundle,
@@ -86,21 +83,7 @@ def compare(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--bundle", default="music", help="AudioLM music bundle name or folder")
-    ap.add_argument("--prompt", default="resources/examples/music-prompt.ogg")
-    ap.add_argument("--prompt-seconds", type=float, default=3.0)
-    ap.add_argument("--seconds", type=float, default=8.0, help="continuation length")
-    ap.add_argument("--runs", type=int, default=6, help="seeded runs each way")
-    ap.add_argument("--threads", type=int, default=1)
-    a = ap.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    result = compare(
-        a.bundle, a.prompt, seconds=a.seconds, prompt_seconds=a.prompt_seconds, runs=a.runs
-    )
-    json.dump(result, sys.stdout, indent=2)
-    print()
-    return 0
+    return command_line(__doc__ or "", compare, argv, runs=6)
 
 
 if __name__ == "__main__":

@@ -13,17 +13,17 @@ ratio, and how many slides each stage made per generated second.
 
 from __future__ import annotations
 
-import argparse
-import json
 import platform
 import statistics
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import torch
+from side_by_side import (  # benchmarks/ is on the path when this script runs
+    command_line,
+    stream_rtf,
+)
 
 from audiogen_studio.audio import io
 from audiogen_studio.audio.clip import Clip
@@ -85,13 +85,7 @@ def compare(
                     engine.slide = slide
                     request = GenerationRequest(prompt=clip, seconds=seconds, seed=run)
                     counts["slides"] = 0
-                    started = time.perf_counter()
-                    frames = 0
-                    with torch.inference_mode():
-                        for chunk in engine.stream(request):
-                            frames += chunk.frames
-                    elapsed = time.perf_counter() - started
-                    rtfs[slide].append(elapsed / (frames / engine.sample_rate))
+                    rtfs[slide].append(stream_rtf(engine, request))
                     slides[slide].append(counts["slides"])
     finally:
         engine.slide = shipped
@@ -113,21 +107,7 @@ def compare(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--bundle", default="music", help="AudioLM bundle name or folder")
-    ap.add_argument("--prompt", default="resources/examples/music-prompt.ogg")
-    ap.add_argument("--prompt-seconds", type=float, default=3.0)
-    ap.add_argument("--seconds", type=float, default=8.0, help="continuation length")
-    ap.add_argument("--runs", type=int, default=4, help="seeded runs each way")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    a = ap.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    result = compare(
-        a.bundle, a.prompt, seconds=a.seconds, prompt_seconds=a.prompt_seconds, runs=a.runs
-    )
-    json.dump(result, sys.stdout, indent=2)
-    print()
-    return 0
+    return command_line(__doc__ or "", compare, argv)
 
 
 if __name__ == "__main__":
