@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -42,6 +42,38 @@ STAGES = ("semantic", "coarse", "fine")
 
 class GenerationError(ValueError):
     """A request the engine cannot serve: silent or empty prompt, bad settings, wrong bundle."""
+
+
+def read_switch(
+    generation: Mapping[str, Any], key: str, numbers: Collection[str]
+) -> tuple[bool, dict[str, float]]:
+    """A bundle's switchable setting ``generation[key]``: absent (off), ``true``/``false``, or an
+    object of ``enabled`` (true when absent) and any of the named ``numbers``. Returns
+    ``(enabled, {number: value})`` with only the numbers given.
+
+    Raises:
+        GenerationError: another type, an unknown key, an ``enabled`` that is not a boolean or a
+            number that is not one.
+    """
+    value = generation.get(key, False)
+    if isinstance(value, bool):
+        return value, {}
+    if not isinstance(value, Mapping):
+        raise GenerationError(f"{key} must be true, false or an object, got {value!r}")
+    unknown = set(value) - {"enabled", *numbers}
+    if unknown:
+        raise GenerationError(f"{key}: unknown keys {sorted(unknown)}")
+    enabled = value.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise GenerationError(f"{key}.enabled must be true or false, got {enabled!r}")
+    given = {}
+    for name in numbers:
+        if name in value:
+            v = value[name]
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise GenerationError(f"{key}.{name} must be a number, got {v!r}")
+            given[name] = float(v)
+    return enabled, given
 
 
 def check_stage_temperatures(factors: Mapping[str, Any]) -> dict[str, float]:

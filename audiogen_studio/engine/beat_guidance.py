@@ -41,7 +41,7 @@ import numpy.typing as npt
 import torch
 
 from audiogen_studio.audio.display import mel_filterbank
-from audiogen_studio.engine.api import GenerationError
+from audiogen_studio.engine.api import GenerationError, read_switch
 from audiogen_studio.models.chroma_encoder import ChromaEncoder
 from audiogen_studio.models.semantic import SemanticTokenizer
 
@@ -110,25 +110,9 @@ class BeatGuidanceSettings:
         Raises:
             GenerationError: a value of the wrong type or out of range, or an unknown key.
         """
-        value = generation.get("beat_guidance", False)
-        if isinstance(value, bool):
-            return cls(enabled=value)
-        if not isinstance(value, Mapping):
-            raise GenerationError(f"beat_guidance must be true, false or an object, got {value!r}")
-        keys = {"enabled", "strength", "width_seconds", "off_beat", "min_clarity"}
-        unknown = set(value) - keys
-        if unknown:
-            raise GenerationError(f"beat_guidance: unknown keys {sorted(unknown)}")
-        enabled = value.get("enabled", True)
-        if not isinstance(enabled, bool):
-            raise GenerationError(f"beat_guidance.enabled must be true or false, got {enabled!r}")
-        numbers = {}
-        for key in sorted(keys - {"enabled"}):
-            if key in value:
-                v = value[key]
-                if isinstance(v, bool) or not isinstance(v, int | float):
-                    raise GenerationError(f"beat_guidance.{key} must be a number, got {v!r}")
-                numbers[key] = float(v)
+        enabled, numbers = read_switch(
+            generation, "beat_guidance", ("strength", "width_seconds", "off_beat", "min_clarity")
+        )
         return cls(enabled=enabled, **numbers)
 
     def to_dict(self) -> dict[str, Any]:

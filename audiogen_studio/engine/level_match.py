@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from audiogen_studio.engine.api import GenerationError
+from audiogen_studio.engine.api import GenerationError, read_switch
 
 #: a window's gain never lifts its peak above this (full scale is 1; the headroom above it is
 #: where the peaks of a glide are soft-limited)
@@ -81,24 +81,7 @@ class LevelMatchSettings:
         Raises:
             GenerationError: a value of the wrong type or out of range, or an unknown key.
         """
-        value = generation.get("level_match", False)
-        if isinstance(value, bool):
-            return cls(enabled=value)
-        if not isinstance(value, Mapping):
-            raise GenerationError(f"level_match must be true, false or an object, got {value!r}")
-        unknown = set(value) - {"enabled", "reference_seconds", "max_db"}
-        if unknown:
-            raise GenerationError(f"level_match: unknown keys {sorted(unknown)}")
-        enabled = value.get("enabled", True)
-        if not isinstance(enabled, bool):
-            raise GenerationError(f"level_match.enabled must be true or false, got {enabled!r}")
-        numbers = {}
-        for key in ("reference_seconds", "max_db"):
-            if key in value:
-                v = value[key]
-                if isinstance(v, bool) or not isinstance(v, int | float):
-                    raise GenerationError(f"level_match.{key} must be a number, got {v!r}")
-                numbers[key] = float(v)
+        enabled, numbers = read_switch(generation, "level_match", ("reference_seconds", "max_db"))
         return cls(enabled=enabled, **numbers)
 
     def to_dict(self) -> dict[str, Any]:
