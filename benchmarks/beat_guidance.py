@@ -12,17 +12,11 @@ their ratio, the grid found and how long finding it took.
 
 from __future__ import annotations
 
-import platform
 import statistics
 import time
 from typing import Any
 
-import numpy as np
-import torch
-from side_by_side import (  # benchmarks/ is on the path when this script runs
-    command_line,
-    stream_rtf,
-)
+from side_by_side import command_line, run_header, stream_rtf  # benchmarks/ is on the path
 
 from audiogen_studio.audio import io
 from audiogen_studio.audio.clip import Clip
@@ -60,14 +54,8 @@ def compare(
             rtfs[way].append(stream_rtf(engine, request))
     median = {w: round(statistics.median(v), 4) for w, v in rtfs.items()}
     return {
-        "bundle": bundle,
+        **run_header(bundle, prompt, prompt_seconds=prompt_seconds, seconds=seconds, runs=runs),
         "bundle_beat_guidance": engine.beat_guidance.to_dict(),
-        "prompt": prompt,
-        "prompt_seconds": prompt_seconds,
-        "seconds": seconds,
-        "runs": runs,
-        "threads": torch.get_num_threads(),
-        "machine": platform.processor() or platform.machine(),
         "rtf": median,
         "rtf_runs": {w: [round(r, 4) for r in v] for w, v in rtfs.items()},
         "on_over_off": round(median["on"] / median["off"], 3),
@@ -78,7 +66,7 @@ def compare(
             "phase_s": round(grid.phase, 4),
             "clarity": round(grid.clarity, 3),
         },
-        "grid_ms": round(float(np.round(grid_ms, 2)), 2),
+        "grid_ms": round(grid_ms, 2),
     }
 
 

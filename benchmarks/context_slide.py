@@ -13,17 +13,12 @@ ratio, and how many slides each stage made per generated second.
 
 from __future__ import annotations
 
-import platform
 import statistics
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import torch
-from side_by_side import (  # benchmarks/ is on the path when this script runs
-    command_line,
-    stream_rtf,
-)
+from side_by_side import command_line, run_header, stream_rtf  # benchmarks/ is on the path
 
 from audiogen_studio.audio import io
 from audiogen_studio.audio.clip import Clip
@@ -91,14 +86,8 @@ def compare(
         engine.slide = shipped
     median = {s: round(statistics.median(v), 4) for s, v in rtfs.items()}
     return {
-        "bundle": bundle,
+        **run_header(bundle, prompt, prompt_seconds=prompt_seconds, seconds=seconds, runs=runs),
         "bundle_slide": shipped,
-        "prompt": prompt,
-        "prompt_seconds": prompt_seconds,
-        "seconds": seconds,
-        "runs": runs,
-        "threads": torch.get_num_threads(),
-        "machine": platform.processor() or platform.machine(),
         "rtf": median,
         "rtf_runs": {s: [round(r, 4) for r in v] for s, v in rtfs.items()},
         "evict_over_refill": round(median["evict"] / median["refill"], 3),

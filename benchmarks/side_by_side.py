@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import sys
 import time
 from collections.abc import Callable
@@ -32,6 +33,21 @@ def stream_rtf(engine: _Streaming, request: GenerationRequest) -> float:
         for chunk in engine.stream(request):
             frames += chunk.frames
     return (time.perf_counter() - began) / (frames / engine.sample_rate)
+
+
+def run_header(
+    bundle: str, prompt: str, *, prompt_seconds: float, seconds: float, runs: int
+) -> dict[str, Any]:
+    """What every side-by-side report starts with: the run's inputs, torch threads, machine."""
+    return {
+        "bundle": bundle,
+        "prompt": prompt,
+        "prompt_seconds": prompt_seconds,
+        "seconds": seconds,
+        "runs": runs,
+        "threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+    }
 
 
 def command_line(

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -117,13 +117,7 @@ class BeatGuidanceSettings:
 
     def to_dict(self) -> dict[str, Any]:
         """The ``generation.beat_guidance`` object these settings read back from."""
-        return {
-            "enabled": self.enabled,
-            "strength": self.strength,
-            "width_seconds": self.width_seconds,
-            "off_beat": self.off_beat,
-            "min_clarity": self.min_clarity,
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)

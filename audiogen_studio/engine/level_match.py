@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -86,11 +86,7 @@ class LevelMatchSettings:
 
     def to_dict(self) -> dict[str, Any]:
         """The ``generation.level_match`` object these settings read back from."""
-        return {
-            "enabled": self.enabled,
-            "reference_seconds": self.reference_seconds,
-            "max_db": self.max_db,
-        }
+        return asdict(self)
 
 
 def _db(power: npt.NDArray[np.float64] | float) -> npt.NDArray[np.float64]:
